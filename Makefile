@@ -1,0 +1,77 @@
+# AgencyStack pgvector component. Targets only pass variables to the CLI (agency-pgvector);
+# values travel in the environment, never spliced into a shell command line.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+CLI := $(VENV)/bin/agency-pgvector
+
+CLIENT_ID ?= default
+ENGINE ?= auto
+AGENCY_STACK_ROOT ?= /opt/agency_stack
+AGENCY_STACK_LOG ?= /var/log/agency_stack/components/pgvector.log
+
+export CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE ADMIN_URL PORT DRY_RUN \
+       JSON QUIET ALL LINES FOLLOW YES NO_BACKUP KEEP_DATA REMOVE_SERVER FILE TARGET_CLIENT SAMPLES \
+       PGVECTOR_IMAGE SERVER AGENCY_STACK_ROOT AGENCY_STACK_LOG
+
+.DEFAULT_GOAL := help
+.PHONY: help pgvector pgvector-status pgvector-logs pgvector-restart pgvector-test pgvector-uninstall \
+        pgvector-backup pgvector-restore pgvector-rotate pgvector-upgrade test bench
+
+help: ## Show the targets and the variables they take
+	@echo "make pgvector DOMAIN=example.com ADMIN_EMAIL=ops@example.com CLIENT_ID=acme WITH_DEPS=true"
+	@echo
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 22
+	@echo
+	@echo "Variables: CLIENT_ID (default: default) DOMAIN ADMIN_EMAIL ENGINE=auto|embedded|external|docker"
+	@echo "  ADMIN_URL (external) PORT FORCE WITH_DEPS ENABLE_CLOUD VERBOSE DRY_RUN JSON QUIET (true to switch on)"
+	@echo "  AGENCY_STACK_ROOT=$(AGENCY_STACK_ROOT) AGENCY_STACK_LOG=$(AGENCY_STACK_LOG)"
+	@echo "Details: docs/operator.md, docs/runbook.md; every command: $(CLI) --help"
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  if [ "$(WITH_DEPS)" = true ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); \
+	  else echo "error: '$(PYTHON) -m venv' failed: install python3-venv (or re-run with WITH_DEPS=true)." >&2; exit 1; fi; }
+	@$(VENV)/bin/pip install -q --disable-pip-version-check -e . || { echo "error: installing the CLI into $(VENV) failed (see pip's message above)." >&2; exit 1; }
+	@touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	@$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+pgvector: $(VENV)/.installed ## Install or converge the client's tenant (DOMAIN, ADMIN_EMAIL required)
+	@$(CLI) install
+
+pgvector-status: $(VENV)/.installed ## Health of the client (ALL=true: every client; JSON=true for scripts)
+	@$(CLI) status
+
+pgvector-logs: $(VENV)/.installed ## Server log (LINES=100, FOLLOW=true) and the installer's component log
+	@$(CLI) logs
+
+pgvector-restart: $(VENV)/.installed ## Graceful restart, waits until the tenant can log in
+	@$(CLI) restart
+
+pgvector-test: $(VENV)/.installed ## End-to-end check with the tenant's own credentials (SAMPLES=true: run samples)
+	@$(CLI) test
+
+pgvector-uninstall: $(VENV)/.installed ## Remove the tenant (backup first; KEEP_DATA, NO_BACKUP, REMOVE_SERVER, YES)
+	@$(CLI) uninstall
+
+pgvector-backup: $(VENV)/.installed ## pg_dump -Fc of the tenant into the client's backups/
+	@$(CLI) backup
+
+pgvector-restore: $(VENV)/.installed ## Restore FILE=... into the client (or TARGET_CLIENT=...)
+	@$(CLI) restore
+
+pgvector-rotate: $(VENV)/.installed ## New password: role and .env together, old sessions ended
+	@$(CLI) rotate
+
+pgvector-upgrade: $(VENV)/.installed ## ALTER EXTENSION vector UPDATE in the client's database(s)
+	@$(CLI) upgrade
+
+test: $(VENV)/.installed-test ## Run the project's test suite (real PostgreSQL servers; needs root)
+	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-test ## Run the benchmarks and write docs/benchmarks.md
+	@$(VENV)/bin/python -m bench $(BENCH_ARGS)

@@ -1,0 +1,55 @@
+"""Pick the engine for a client: the recorded one on re-runs, else what the host offers."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from ..errors import UserError
+from ..spec import Spec
+from .base import Engine
+
+
+def docker_answers() -> bool:
+    """A Docker engine is there when its API socket answers a ping (no SDK import needed)."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            sock.connect(host[len("unix://"):])
+            sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            return b" 200 " in sock.recv(64)
+    except OSError:
+        return False
+
+
+def choose(spec: Spec, recorded: str | None = None) -> str:
+    if spec.engine != "auto":
+        return spec.engine
+    if recorded:
+        return recorded
+    if spec.admin_url:
+        return "external"
+    return "docker" if docker_answers() else "embedded"
+
+
+def get(spec: Spec, recorded: str | None = None) -> Engine:
+    name = choose(spec, recorded)
+    if recorded and name != recorded:
+        raise UserError(
+            f"Client {spec.client_id} was installed with ENGINE={recorded}; it cannot switch to ENGINE={name} in place: "
+            f"back it up and uninstall it first (make pgvector-backup, make pgvector-uninstall), or drop ENGINE."
+        )
+    if name == "embedded":
+        from .embedded import EmbeddedEngine
+
+        return EmbeddedEngine(spec)
+    if name == "external":
+        from .external import ExternalEngine
+
+        return ExternalEngine(spec)
+    from .docker import DockerEngine
+
+    return DockerEngine(spec)

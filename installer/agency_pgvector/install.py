@@ -1,0 +1,185 @@
+"""`make pgvector`: spec -> engine -> plan -> apply -> .env, samples, README. Re-runs are no-ops."""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import shutil
+from dataclasses import dataclass
+
+from . import engines, envfile, log, scram
+from .engines.base import connect
+from .errors import UserError
+from .locks import client_lock
+from .provision import Tenant, apply, lock, plan, read_state, record
+from .render import SAMPLES_DIR, render
+from .report import CHANGE, CREATE, OK, Report
+from .spec import Spec
+
+PENDING = ".password.pending"  # the new password, written before the role gets it (crash-safe rotation)
+
+
+@dataclass
+class Result:
+    report: Report
+    env: dict
+    engine: str
+
+
+def install(spec: Spec) -> Result:
+    log.configure(spec.log_file, spec.client_id)
+    paths = spec.paths
+    existing = envfile.read(paths.env_file)
+    engine = engines.get(spec, existing.get("PGVECTOR_ENGINE"))
+    report = Report(dry_run=spec.dry_run)
+    if not spec.dry_run:
+        log.event(f"install start engine={engine.name} dry_run={spec.dry_run}")
+    if not spec.dry_run:
+        _base_dirs(paths)
+    with client_lock(paths.lock_file) if not spec.dry_run else _nothing():
+        engine.ensure_server(report, create=spec.with_deps)
+        tenant = Tenant.for_client(spec.client_id, engine.shared)
+        if spec.dry_run and not engine.exists():
+            report.add(f"tenant {tenant.database}/{tenant.role}", CREATE, "role, database, privileges, extension vector")
+            report.add(".env", CREATE, str(paths.env_file))
+            return Result(report, {}, engine.name)
+        conn = engine.admin_connect()
+        try:
+            lock(conn)
+            password, new_password, state = _converge(spec, engine, tenant, conn, existing, report)
+        finally:
+            conn.close()
+        env = env_values(spec, engine, tenant, new_password or password, state)
+        if spec.dry_run:
+            report.add(".env", _file_action(paths.env_file, envfile.render(env, HEADER)), str(paths.env_file))
+            return Result(report, env, engine.name)
+        _write_env(paths, env, report)
+        _drop_samples(spec, report)
+        _check_login(engine, tenant, env["PGVECTOR_DB_PASS"], report)
+        if hasattr(engine, "remember") and engine.remember():
+            report.add("admin URL", CHANGE, f"kept for day-2 commands in {paths.secrets_dir} (0600)")
+    log.event("install done: " + ("changed" if report.changed else "no changes"))
+    return Result(report, env, engine.name)
+
+
+def _converge(spec: Spec, engine, tenant: Tenant, conn, existing: dict, report: Report):
+    paths = spec.paths
+    state = read_state(conn, tenant, engine.admin_connect)
+    password = existing.get("PGVECTOR_DB_PASS")
+    pending_file = paths.component_dir / PENDING
+    if pending_file.exists():  # an interrupted run set (or was about to set) this one
+        pending = pending_file.read_text().strip()
+        if state.role and scram.verify(pending, state.role["rolpassword"]):
+            password = pending
+    steps, new_password = plan(state, tenant, password, spec.force, str(paths.env_file))
+    if not spec.dry_run:
+        if new_password:
+            envfile.write_atomic(pending_file, new_password + "\n")
+        apply(steps, engine.admin_connect, conn)
+        if any(step.action != OK for step in steps):
+            state = read_state(conn, tenant, engine.admin_connect)
+    record(report, steps)
+    return password, new_password, state
+
+
+HEADER = """Managed by agency-pgvector (make pgvector). Mode 0600: it holds the tenant's password.
+Use: set -a; . ./.env; set +a   then psql, or any libpq / DATABASE_URL client."""
+
+
+def env_values(spec: Spec, engine, tenant: Tenant, password: str, state) -> dict:
+    point = engine.endpoint()
+    url = f"postgresql://{tenant.role}:{password}@{point.host}:{point.port}/{tenant.database}"
+    return {
+        "CLIENT_ID": spec.client_id,
+        "DOMAIN": spec.domain,
+        "ADMIN_EMAIL": spec.admin_email,
+        "PGVECTOR_ENGINE": engine.name,
+        "PGVECTOR_HOST": point.host,
+        "PGVECTOR_PORT": str(point.port),
+        "PGVECTOR_DB_NAME": tenant.database,
+        "PGVECTOR_DB_USER": tenant.role,
+        "PGVECTOR_DB_PASS": password,
+        "PGVECTOR_VERSION": state.extension or state.available or "",
+        "POSTGRES_VERSION": state.version.split()[0],
+        "PGHOST": point.host,
+        "PGPORT": str(point.port),
+        "PGDATABASE": tenant.database,
+        "PGUSER": tenant.role,
+        "PGPASSWORD": password,
+        "DATABASE_URL": url,
+    }
+
+
+def _file_action(path, text: str) -> str:
+    if not path.exists():
+        return CREATE
+    return OK if path.read_text() == text and (path.stat().st_mode & 0o777) == 0o600 else CHANGE
+
+
+def _write_env(paths, env: dict, report: Report) -> None:
+    text = envfile.render(env, HEADER)
+    action = _file_action(paths.env_file, text)
+    _client_dirs(paths)
+    envfile.write_atomic(paths.env_file, text)
+    pending = paths.component_dir / PENDING
+    if pending.exists():
+        pending.unlink()
+    report.add(".env", action, f"{paths.env_file} (0600)")
+
+
+def _base_dirs(paths) -> None:
+    """The root and the installer's own state directory (locks, port registry, secrets)."""
+    for folder, mode in ((paths.root, 0o755), (paths.state_dir, 0o711)):
+        if not folder.exists():
+            folder.mkdir(parents=True, mode=mode)
+            os.chmod(folder, mode)
+
+
+def _client_dirs(paths) -> None:
+    """clients/ and clients/<id>/ are traversable (the server user needs a path to its data);
+    clients/<id>/pgvector/ is root's alone."""
+    for folder, mode in ((paths.client_dir.parent, 0o711), (paths.client_dir, 0o711)):
+        if not folder.exists():
+            folder.mkdir(mode=mode)
+            os.chmod(folder, mode)
+    envfile.ensure_private_dir(paths.component_dir)
+
+
+def _drop_samples(spec: Spec, report: Report) -> None:
+    paths = spec.paths
+    target = paths.samples_dir
+    names = sorted(p.name for p in SAMPLES_DIR.iterdir() if p.is_file() and not p.name.startswith("."))
+    stale = [n for n in names if not (target / n).exists() or not filecmp.cmp(SAMPLES_DIR / n, target / n, shallow=False)]
+    if stale:
+        target.mkdir(mode=0o700, exist_ok=True)
+        for name in stale:
+            shutil.copy2(SAMPLES_DIR / name, target / name)
+    report.add("samples", (CREATE if len(stale) == len(names) else CHANGE) if stale else OK, f"{len(names)} files in {target}")
+    readme = render("client-README.md.j2", client_id=spec.client_id, domain=spec.domain, paths=paths)
+    action = _file_action(paths.component_dir / "README.md", readme)
+    envfile.write_atomic(paths.component_dir / "README.md", readme)
+    report.add("README.md", action, str(paths.component_dir / "README.md"))
+
+
+def _check_login(engine, tenant: Tenant, password: str, report: Report) -> None:
+    """Prove the .env works the way apps use it: a TCP login with the tenant's own password."""
+    import psycopg2
+
+    point = engine.endpoint()
+    try:
+        conn = connect(host=point.host, port=point.port, user=tenant.role, password=password, dbname=tenant.database)
+        with conn.cursor() as cur:
+            cur.execute("SELECT '[1,2,3]'::vector <=> '[1,2,4]'::vector")
+        conn.close()
+    except psycopg2.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"The tenant could not log in with its .env ({first}): check the server's pg_hba.conf allows {tenant.role} from {point.host} with scram-sha-256.") from None
+    report.add("tenant login", OK, f"{tenant.role}@{point.host}:{point.port}/{tenant.database}, vector type usable")
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False

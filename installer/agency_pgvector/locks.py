@@ -1,0 +1,30 @@
+"""A lock per client on this host, so two runs for one client never interleave."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from pathlib import Path
+
+from .errors import Busy
+
+
+@contextlib.contextmanager
+def client_lock(path: Path, wait_seconds: float = 60.0):
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise Busy(f"Another run for this client still holds {path} after {wait_seconds:.0f} s: wait for it to finish, then re-run.") from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)

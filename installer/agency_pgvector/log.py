@@ -1,0 +1,29 @@
+"""The component log: one timestamped line per action, never a secret."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+_path: Path | None = None
+_client = "-"
+
+
+def configure(path: Path, client_id: str) -> None:
+    global _path, _client
+    _path, _client = path, client_id
+
+
+def event(message: str) -> None:
+    if _path is None:
+        return
+    try:
+        _path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        line = f"{stamp} pgvector[{os.getpid()}] client={_client} {message}".replace("\n", " ") + "\n"
+        fd = os.open(_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        with os.fdopen(fd, "a") as handle:
+            handle.write(line)
+    except OSError:
+        pass  # logging must never break an install; the CLI still reports on stdout

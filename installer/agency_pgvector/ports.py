@@ -1,0 +1,70 @@
+"""Host ports for client servers: allocated once, recorded, stable across runs.
+
+The registry is a directory with one file per port (`<root>/pgvector/ports/<port>`, content: client id),
+created with O_EXCL so two concurrent installs can never take the same port.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import UserError
+from .system import port_is_free
+
+FIRST, LAST = 5433, 6432
+
+
+def registry(state_dir: Path) -> Path:
+    return state_dir / "ports"
+
+
+def owned(state_dir: Path, client_id: str) -> int | None:
+    folder = registry(state_dir)
+    if not folder.is_dir():
+        return None
+    for entry in folder.iterdir():
+        if entry.name.isdigit() and entry.read_text().strip() == client_id:
+            return int(entry.name)
+    return None
+
+
+def reserve(state_dir: Path, client_id: str, wanted: int | None = None) -> int:
+    """The client's port: the one it already has, else `wanted`, else the first free one from FIRST."""
+    current = owned(state_dir, client_id)
+    if current and (wanted is None or wanted == current):
+        return current
+    folder = registry(state_dir)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    candidates = [wanted] if wanted else range(FIRST, LAST + 1)
+    for port in candidates:
+        if (folder / str(port)).exists() or not port_is_free(port):
+            continue
+        try:
+            fd = os.open(folder / str(port), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(client_id + "\n")
+        if current:
+            release(state_dir, current)
+        return port
+    if wanted:
+        raise UserError(f"Port {wanted} is already in use on this host: choose another with PORT=<port>, or leave PORT unset to pick a free one.")
+    raise UserError(f"No free port between {FIRST} and {LAST} on this host: free one or set PORT=<port>.")
+
+
+def record(state_dir: Path, client_id: str, port: int) -> None:
+    """Note a port a server already uses (e.g. found in its config) if the registry lacks it."""
+    if owned(state_dir, client_id) == port:
+        return
+    folder = registry(state_dir)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (folder / str(port)).write_text(client_id + "\n")
+
+
+def release(state_dir: Path, port: int) -> None:
+    try:
+        (registry(state_dir) / str(port)).unlink()
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,198 @@
+"""Validated inputs and the host paths they imply.
+
+Everything the operator types is checked here, before any file, role or server is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError
+
+ENGINES = ("auto", "embedded", "external", "docker")
+DEFAULT_ROOT = "/opt/agency_stack"
+DEFAULT_LOG = "/var/log/agency_stack/components/pgvector.log"
+SERVER_USER = "agencypg"
+
+_CLIENT_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
+_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
+_SAFE_TEXT = re.compile(r"[^\x00-\x1f\x7f]*")
+
+
+def client_id(value: str) -> str:
+    if not _CLIENT_ID.fullmatch(value or ""):
+        raise UserError(
+            f"CLIENT_ID {_show(value)} is not valid: use 1-32 lowercase letters, digits and hyphens, "
+            "starting and ending with a letter or digit (e.g. CLIENT_ID=acme)."
+        )
+    return value
+
+
+def domain(value: str) -> str:
+    value = value or ""
+    labels = value.split(".")
+    if not value or len(value) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise UserError(
+            f"DOMAIN {_show(value)} is not a valid host name: use ASCII letters, digits, hyphens and dots "
+            "(RFC 1123; internationalised names as xn--), e.g. DOMAIN=example.com."
+        )
+    return value.lower()
+
+
+def email(value: str) -> str:
+    local, at, host = (value or "").rpartition("@")
+    if not at or not _EMAIL_LOCAL.fullmatch(local) or len(value) > 254:
+        raise UserError(f"ADMIN_EMAIL {_show(value)} is not a valid e-mail address: use e.g. ADMIN_EMAIL=ops@example.com.")
+    try:
+        domain(host)
+    except UserError:
+        raise UserError(f"ADMIN_EMAIL {_show(value)} has an invalid domain part: use e.g. ADMIN_EMAIL=ops@example.com.") from None
+    return value
+
+
+def port(value: int | str | None) -> int | None:
+    if value in (None, ""):
+        return None
+    text = str(value)
+    if not text.isascii() or not text.isdigit() or not 1024 <= int(text) <= 65535:
+        raise UserError(f"PORT {_show(text)} is not valid: use a TCP port number from 1024 to 65535, e.g. PORT=5433.")
+    return int(text)
+
+
+def engine(value: str) -> str:
+    if value not in ENGINES:
+        raise UserError(f"ENGINE {_show(value)} is not known: use one of {', '.join(ENGINES)}.")
+    return value
+
+
+def admin_url(value: str | None) -> str | None:
+    """Check the shape of a superuser URL without ever echoing it (it usually holds a password)."""
+    if not value:
+        return None
+    if not _SAFE_TEXT.fullmatch(value) or not value.startswith(("postgresql://", "postgres://")):
+        raise UserError("ADMIN_URL is not a PostgreSQL URL: use ADMIN_URL=postgresql://USER:PASSWORD@HOST:PORT/postgres.")
+    from psycopg2.extensions import parse_dsn
+
+    try:
+        parse_dsn(value)
+    except Exception:
+        raise UserError("ADMIN_URL could not be parsed: use ADMIN_URL=postgresql://USER:PASSWORD@HOST:PORT/postgres.") from None
+    return value
+
+
+def _show(value: object) -> str:
+    """Quote a rejected value for an error message, without letting it break the line."""
+    text = repr(str(value) if value is not None else "")
+    return text if len(text) <= 60 else text[:57] + "...'"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where one client's files live. Only `server_dir` is reachable by the server's system user."""
+
+    root: Path
+    client_id: str
+
+    @property
+    def client_dir(self) -> Path:
+        return self.root / "clients" / self.client_id
+
+    @property
+    def component_dir(self) -> Path:  # 0700 root: .env, samples, backups
+        return self.client_dir / "pgvector"
+
+    @property
+    def env_file(self) -> Path:
+        return self.component_dir / ".env"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.component_dir / "samples"
+
+    @property
+    def backups_dir(self) -> Path:
+        return self.component_dir / "backups"
+
+    @property
+    def server_dir(self) -> Path:  # 0700 server user: data, socket, log (embedded engine)
+        return self.client_dir / "postgres"
+
+    @property
+    def state_dir(self) -> Path:  # installer-wide, root only
+        return self.root / "pgvector"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.state_dir / "locks" / f"{self.client_id}.lock"
+
+    @property
+    def secrets_dir(self) -> Path:  # superuser credentials: never inside a client's directory
+        return self.state_dir / "secrets"
+
+
+@dataclass(frozen=True)
+class Spec:
+    client_id: str
+    domain: str = ""
+    admin_email: str = ""
+    engine: str = "auto"
+    force: bool = False
+    with_deps: bool = False
+    enable_cloud: bool = False
+    dry_run: bool = False
+    admin_url: str | None = field(default=None, repr=False)
+    port: int | None = None
+    root: Path = Path(DEFAULT_ROOT)
+    log_file: Path = Path(DEFAULT_LOG)
+
+    @property
+    def paths(self) -> Paths:
+        return Paths(self.root, self.client_id)
+
+
+def root_from_env() -> Path:
+    return _abs_path(os.environ.get("AGENCY_STACK_ROOT") or DEFAULT_ROOT, "AGENCY_STACK_ROOT")
+
+
+def log_from_env() -> Path:
+    return _abs_path(os.environ.get("AGENCY_STACK_LOG") or DEFAULT_LOG, "AGENCY_STACK_LOG")
+
+
+def _abs_path(value: str, name: str) -> Path:
+    if not _SAFE_TEXT.fullmatch(value) or not value.startswith("/") or ".." in Path(value).parts:
+        raise UserError(f"{name} {_show(value)} must be an absolute path without '..', e.g. {name}=/opt/agency_stack.")
+    return Path(value)
+
+
+def build(
+    client: str,
+    domain_: str = "",
+    admin_email: str = "",
+    *,
+    require_contact: bool = True,
+    engine_: str = "auto",
+    admin_url_: str | None = None,
+    port_: int | str | None = None,
+    **flags: bool,
+) -> Spec:
+    """Validate everything, in the order the operator reads the error messages."""
+    cid = client_id(client)
+    if require_contact:
+        if not domain_:
+            raise UserError("DOMAIN is required: add DOMAIN=example.com (the client's domain).")
+        if not admin_email:
+            raise UserError("ADMIN_EMAIL is required: add ADMIN_EMAIL=ops@example.com.")
+    dom = domain(domain_) if domain_ else ""
+    mail = email(admin_email) if admin_email else ""
+    eng = engine(engine_ or "auto")
+    url = admin_url(admin_url_)
+    if eng == "external" and not url:
+        raise UserError("ENGINE=external needs the superuser URL of the server: add ADMIN_URL=postgresql://USER:PASSWORD@HOST:PORT/postgres.")
+    return Spec(
+        client_id=cid, domain=dom, admin_email=mail, engine=eng, admin_url=url, port=port(port_),
+        root=root_from_env(), log_file=log_from_env(), **flags,
+    )

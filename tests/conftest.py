@@ -1,0 +1,80 @@
+"""Fixtures: a throw-away AGENCY_STACK_ROOT, the CLI as a subprocess, real servers (no database mocks)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from agency_pgvector import envfile
+from agency_pgvector.engines.embedded import EmbeddedEngine
+from agency_pgvector.spec import Spec
+
+DOMAIN, EMAIL = "example.com", "ops@example.com"
+
+
+@pytest.fixture(scope="session")
+def stack_root():
+    """A root the server user can traverse (pytest's own tmp dirs are 0700, which PostgreSQL cannot reach)."""
+    if os.geteuid() != 0:
+        pytest.fail("the test suite runs real servers under a dedicated system user: run it as root (make test)")
+    base = Path(tempfile.mkdtemp(prefix="agency-test-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    root = base / "root"
+    os.environ["AGENCY_STACK_ROOT"] = str(root)
+    os.environ["AGENCY_STACK_LOG"] = str(base / "log" / "pgvector.log")
+    yield root
+    stop_all(root)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def stop_all(root: Path) -> None:
+    clients = root / "clients"
+    for client in clients.iterdir() if clients.exists() else []:
+        engine = EmbeddedEngine(Spec(client_id=client.name, root=root))
+        if engine.exists():
+            engine.stop()
+
+
+@pytest.fixture
+def cli(stack_root):
+    """Run the CLI the way make does: variables in the environment, a fresh process, exit code kept."""
+
+    def run(*args: str, input: str | None = None, **env: str) -> subprocess.CompletedProcess:
+        full = {**os.environ, **{k: str(v) for k, v in env.items()}}
+        return subprocess.run([sys.executable, "-m", "agency_pgvector", *args], capture_output=True, text=True, env=full, input=input, timeout=600)
+
+    return run
+
+
+@pytest.fixture
+def install(cli):
+    """Install a client on the embedded engine and return its .env; fails the test on any error."""
+
+    def go(client_id: str, *args: str, **env: str) -> dict:
+        env = {"DOMAIN": DOMAIN, "ADMIN_EMAIL": EMAIL, "CLIENT_ID": client_id, "WITH_DEPS": "true", **env}
+        result = cli("install", *args, **env)
+        assert result.returncode == 0, result.stderr + result.stdout
+        return envfile.read(Spec(client_id=client_id, root=Path(os.environ["AGENCY_STACK_ROOT"])).paths.env_file)
+
+    return go
+
+
+def client_paths(client_id: str):
+    return Spec(client_id=client_id, root=Path(os.environ["AGENCY_STACK_ROOT"])).paths
+
+
+def admin(client_id: str, dbname: str = "postgres"):
+    return EmbeddedEngine(Spec(client_id=client_id, root=Path(os.environ["AGENCY_STACK_ROOT"]))).admin_connect(dbname)
+
+
+def tenant_connect(env: dict, **overrides):
+    params = dict(host=env["PGHOST"], port=env["PGPORT"], user=env["PGUSER"], password=env["PGPASSWORD"], dbname=env["PGDATABASE"])
+    params.update(overrides)
+    return psycopg2.connect(connect_timeout=5, **params)

@@ -1,0 +1,64 @@
+"""Stand-alone PostgreSQL servers for tests that need an "existing server" the installer did not create."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from agency_pgvector.system import run, server_user
+
+DEBIAN_PG15 = Path("/usr/lib/postgresql/15/bin")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    bin_dir: Path
+    data_dir: Path
+    port: int
+    password: str
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/postgres"
+
+    def stop(self) -> None:
+        user = server_user(create=False)
+        run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop"], user, check=False)
+
+    def start(self) -> None:
+        user = server_user(create=False)
+        run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.data_dir.parent / "server.log"), "-w", "-t", "60", "start"], user)
+
+
+def start_server(bin_dir: Path, base: Path, password: str = "admin-secret-pw") -> Server:
+    """initdb + start as the installer's system user, superuser password set, scram on loopback."""
+    user = server_user(create=True)
+    base.mkdir(parents=True, exist_ok=True)
+    os.chown(base, user.pw_uid, user.pw_gid)
+    os.chmod(base, 0o700)
+    data = base / "data"
+    fd, pwfile = tempfile.mkstemp(dir=base)
+    os.write(fd, password.encode() + b"\n")
+    os.close(fd)
+    os.chown(pwfile, user.pw_uid, user.pw_gid)
+    run([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--pwfile", pwfile, "--auth=scram-sha-256",
+         "-E", "UTF8", "--locale=C.UTF-8"], user)
+    os.unlink(pwfile)
+    port = free_port()
+    with open(data / "postgresql.conf", "a") as conf:
+        conf.write(f"\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{base}'\n")
+    server = Server(bin_dir, data, port, password)
+    server.start()
+    return server
