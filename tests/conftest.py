@@ -35,9 +35,14 @@ def stack_root():
 
 
 def stop_all(root: Path) -> None:
+    """Stop every embedded server under `root` (dedicated ones and the shared one)."""
+    from agency_pgvector.engines.embedded import SharedEmbeddedEngine
+
     clients = root / "clients"
-    for client in clients.iterdir() if clients.exists() else []:
-        engine = EmbeddedEngine(Spec(client_id=client.name, root=root))
+    names = [client.name for client in clients.iterdir()] if clients.exists() else []
+    engines = [EmbeddedEngine(Spec(client_id=name, root=root)) for name in names]
+    engines.append(SharedEmbeddedEngine(Spec(client_id="x", root=root)))
+    for engine in engines:
         if engine.exists():
             engine.stop()
 

@@ -148,3 +148,16 @@ def test_port_is_stable_and_the_password_never_reaches_logs_or_stdout(install, c
     assert "client=lima" in log_text and secret not in log_text
     server_log = (client_paths("lima").server_dir / "log" / "postgresql.log").read_text()
     assert secret not in server_log
+
+
+def test_shared_server_mode_holds_many_clients_apart(install, cli):
+    a, b = install("sierra", SERVER="shared"), install("tango", SERVER="shared")
+    assert a["PGPORT"] == b["PGPORT"] and a["PGVECTOR_SERVER"] == "shared"
+    assert (a["PGDATABASE"], b["PGUSER"]) == ("vectordb_sierra", "vectoruser_tango")
+    tenant_connect(a).close()
+    with pytest.raises(psycopg2.OperationalError, match="permission denied|CONNECT privilege"):
+        tenant_connect(a, dbname=b["PGDATABASE"])
+    again = cli("install", CLIENT_ID="sierra", DOMAIN="example.com", ADMIN_EMAIL="ops@example.com")
+    assert "No changes" in again.stdout, again.stdout + again.stderr
+    moved = cli("install", CLIENT_ID="sierra", DOMAIN="example.com", ADMIN_EMAIL="ops@example.com", SERVER="dedicated")
+    assert moved.returncode == 2 and "cannot move" in moved.stderr

@@ -36,6 +36,7 @@ def install_cmd(
     engine: str = typer.Option("auto", "--engine", envvar="ENGINE", help="auto | embedded | external | docker."),
     admin_url: Optional[str] = typer.Option(None, "--admin-url", envvar="ADMIN_URL", show_default=False,
                                             help="Superuser URL of an existing server (ENGINE=external). Prefer the env var: argv is visible to every user."),
+    server: str = typer.Option("", "--server", envvar="SERVER", help="Embedded engine: dedicated (one server per client, default) or shared (one server, many clients)."),
     port: Optional[str] = typer.Option(None, "--port", envvar="PORT", help="Host port for a new server (default: first free from 5433)."),
     with_deps: bool = typer.Option(False, "--with-deps", envvar="WITH_DEPS", help="Create the server (and its system user) when absent."),
     force: bool = typer.Option(False, "--force", envvar="FORCE", help="Set a new password (old sessions end) and repair drift."),
@@ -49,7 +50,7 @@ def install_cmd(
     from . import spec as specs
     from .install import install
 
-    spec = specs.build(client_id, domain, admin_email, engine_=engine, admin_url_=admin_url, port_=port,
+    spec = specs.build(client_id, domain, admin_email, engine_=engine, server_=server, admin_url_=admin_url, port_=port,
                        with_deps=with_deps, force=force, enable_cloud=enable_cloud, dry_run=dry_run)
     result = install(spec)
     report = result.report

@@ -30,7 +30,7 @@ def install(spec: Spec) -> Result:
     log.configure(spec.log_file, spec.client_id)
     paths = spec.paths
     existing = envfile.read(paths.env_file)
-    engine = engines.get(spec, existing.get("PGVECTOR_ENGINE"))
+    engine = engines.get(spec, existing.get("PGVECTOR_ENGINE"), existing.get("PGVECTOR_SERVER"))
     report = Report(dry_run=spec.dry_run)
     if not spec.dry_run:
         log.event(f"install start engine={engine.name} dry_run={spec.dry_run}")
@@ -94,6 +94,7 @@ def env_values(spec: Spec, engine, tenant: Tenant, password: str, state) -> dict
         "DOMAIN": spec.domain,
         "ADMIN_EMAIL": spec.admin_email,
         "PGVECTOR_ENGINE": engine.name,
+        "PGVECTOR_SERVER": "shared" if engine.shared else "dedicated",
         "PGVECTOR_HOST": point.host,
         "PGVECTOR_PORT": str(point.port),
         "PGVECTOR_DB_NAME": tenant.database,

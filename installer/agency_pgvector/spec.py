@@ -13,6 +13,7 @@ from pathlib import Path
 from .errors import UserError
 
 ENGINES = ("auto", "embedded", "external", "docker")
+SERVERS = ("dedicated", "shared")
 DEFAULT_ROOT = "/opt/agency_stack"
 DEFAULT_LOG = "/var/log/agency_stack/components/pgvector.log"
 SERVER_USER = "agencypg"
@@ -66,6 +67,12 @@ def port(value: int | str | None) -> int | None:
 def engine(value: str) -> str:
     if value not in ENGINES:
         raise UserError(f"ENGINE {_show(value)} is not known: use one of {', '.join(ENGINES)}.")
+    return value
+
+
+def server(value: str) -> str:
+    if value not in SERVERS:
+        raise UserError(f"SERVER {_show(value)} is not known: use SERVER=dedicated (one server per client) or SERVER=shared.")
     return value
 
 
@@ -140,6 +147,7 @@ class Spec:
     domain: str = ""
     admin_email: str = ""
     engine: str = "auto"
+    server: str = ""  # embedded engine: "dedicated" (one server per client) or "shared"; "" = as recorded, else dedicated
     force: bool = False
     with_deps: bool = False
     enable_cloud: bool = False
@@ -175,6 +183,7 @@ def build(
     *,
     require_contact: bool = True,
     engine_: str = "auto",
+    server_: str = "",
     admin_url_: str | None = None,
     port_: int | str | None = None,
     **flags: bool,
@@ -189,10 +198,11 @@ def build(
     dom = domain(domain_) if domain_ else ""
     mail = email(admin_email) if admin_email else ""
     eng = engine(engine_ or "auto")
+    srv = server(server_) if server_ else ""
     url = admin_url(admin_url_)
     if eng == "external" and not url:
         raise UserError("ENGINE=external needs the superuser URL of the server: add ADMIN_URL=postgresql://USER:PASSWORD@HOST:PORT/postgres.")
     return Spec(
-        client_id=cid, domain=dom, admin_email=mail, engine=eng, admin_url=url, port=port(port_),
+        client_id=cid, domain=dom, admin_email=mail, engine=eng, server=srv, admin_url=url, port=port(port_),
         root=root_from_env(), log_file=log_from_env(), **flags,
     )

@@ -35,17 +35,22 @@ def choose(spec: Spec, recorded: str | None = None) -> str:
     return "docker" if docker_answers() else "embedded"
 
 
-def get(spec: Spec, recorded: str | None = None) -> Engine:
+def get(spec: Spec, recorded: str | None = None, recorded_server: str | None = None) -> Engine:
     name = choose(spec, recorded)
     if recorded and name != recorded:
         raise UserError(
             f"Client {spec.client_id} was installed with ENGINE={recorded}; it cannot switch to ENGINE={name} in place: "
             f"back it up and uninstall it first (make pgvector-backup, make pgvector-uninstall), or drop ENGINE."
         )
+    if spec.server and name != "embedded":
+        raise UserError(f"SERVER={spec.server} applies to the embedded engine only: drop SERVER, or use ENGINE=embedded.")
     if name == "embedded":
-        from .embedded import EmbeddedEngine
+        from .embedded import EmbeddedEngine, SharedEmbeddedEngine
 
-        return EmbeddedEngine(spec)
+        server = spec.server or recorded_server or "dedicated"
+        if recorded_server and server != recorded_server:
+            raise UserError(f"Client {spec.client_id} lives on a {recorded_server} server; it cannot move to SERVER={server} in place: back it up, uninstall, install again and restore.")
+        return SharedEmbeddedEngine(spec) if server == "shared" else EmbeddedEngine(spec)
     if name == "external":
         from .external import ExternalEngine
 

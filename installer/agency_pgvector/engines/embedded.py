@@ -32,6 +32,16 @@ class EmbeddedEngine(Engine):
     name = "embedded"
 
     # -- where things are ---------------------------------------------------------------------------
+    server_key = property(lambda self: self.spec.client_id)  # owner of the port in the registry
+
+    @property
+    def server_dir(self) -> Path:
+        return self.paths.server_dir
+
+    def _server_parents(self) -> tuple[Path, ...]:
+        """Directories between the root and server_dir, created 0711 so the server user can traverse."""
+        return (self.paths.client_dir.parent, self.paths.client_dir)
+
     @property
     def runtime_dir(self) -> Path:
         return self.paths.state_dir / "runtime" / f"{WHEEL}-{importlib.metadata.version(WHEEL)}"
@@ -42,15 +52,15 @@ class EmbeddedEngine(Engine):
 
     @property
     def data_dir(self) -> Path:
-        return self.paths.server_dir / "data"
+        return self.server_dir / "data"
 
     @property
     def socket_dir(self) -> Path:
-        return self.paths.server_dir / "run"
+        return self.server_dir / "run"
 
     @property
     def log_file(self) -> Path:
-        return self.paths.server_dir / "log" / "postgresql.log"
+        return self.server_dir / "log" / "postgresql.log"
 
     def exists(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
@@ -64,7 +74,7 @@ class EmbeddedEngine(Engine):
     def port(self) -> int | None:
         conf = self.data_dir / "agency.conf"
         match = conf.exists() and re.search(r"^port = (\d+)$", conf.read_text(), re.M)
-        return int(match.group(1)) if match else ports.owned(self.paths.state_dir, self.spec.client_id)
+        return int(match.group(1)) if match else ports.owned(self.paths.state_dir, self.server_key)
 
     def endpoint(self) -> Endpoint:
         return Endpoint("127.0.0.1", self.port() or 0)
@@ -109,17 +119,16 @@ class EmbeddedEngine(Engine):
         if not existed:
             report.add("system user", CREATE, SERVER_USER)
         self._install_runtime(report)
-        client_dir = self.paths.client_dir
-        for folder in (self.paths.root, client_dir.parent, client_dir):
+        for folder in (self.paths.root, *self._server_parents()):
             if not folder.exists():
                 make_dir(folder, 0o711)
-        blocker = unreachable_ancestor(self.paths.server_dir, user)
+        blocker = unreachable_ancestor(self.server_dir, user)
         if blocker:
             raise UserError(
-                f"PostgreSQL runs as {SERVER_USER}, which cannot reach {self.paths.server_dir} because {blocker} "
+                f"PostgreSQL runs as {SERVER_USER}, which cannot reach {self.server_dir} because {blocker} "
                 f"is not traversable: run `chmod o+x {blocker}` or choose another AGENCY_STACK_ROOT."
             )
-        for folder, mode in ((self.paths.server_dir, 0o700), (self.socket_dir, 0o700), (self.log_file.parent, 0o700)):
+        for folder, mode in ((self.server_dir, 0o700), (self.socket_dir, 0o700), (self.log_file.parent, 0o700)):
             make_dir(folder, mode, owner=user)
         if self.data_dir.exists():  # a half-finished initdb from an interrupted run: start over
             shutil.rmtree(self.data_dir)
@@ -163,11 +172,11 @@ class EmbeddedEngine(Engine):
 
     def _write_config(self, report: Report, user) -> bool:
         """Render agency.conf, pg_hba.conf and pg_ident.conf; True when a restart is needed."""
-        port = self.port() or ports.reserve(self.paths.state_dir, self.spec.client_id, self.spec.port)
+        port = self.port() or ports.reserve(self.paths.state_dir, self.server_key, self.spec.port)
         if self.spec.port and self.spec.port != port:
-            raise UserError(f"Client {self.spec.client_id} already runs on port {port}: leave PORT unset (ports are stable across runs).")
-        ports.record(self.paths.state_dir, self.spec.client_id, port) if not report.dry_run else None
-        context = dict(client_id=self.spec.client_id, cloud=self.spec.enable_cloud, server_user=SERVER_USER)
+            raise UserError(f"The server for {self.server_key} already runs on port {port}: leave PORT unset (ports are stable across runs).")
+        ports.record(self.paths.state_dir, self.server_key, port) if not report.dry_run else None
+        context = dict(client_id=self.server_key, cloud=self.spec.enable_cloud, server_user=SERVER_USER)
         files = {
             "agency.conf": render("postgresql.agency.conf.j2", port=port, listen="*" if self.spec.enable_cloud else "127.0.0.1",
                                   socket_dir=str(self.socket_dir), max_connections=100, ssl=False, tuning=tuning_settings(), **context),
@@ -230,7 +239,7 @@ class EmbeddedEngine(Engine):
     def remove_server(self) -> None:
         self.stop()
         port = self.port()
-        shutil.rmtree(self.paths.server_dir, ignore_errors=True)
+        shutil.rmtree(self.server_dir, ignore_errors=True)
         if port:
             ports.release(self.paths.state_dir, port)
 
@@ -246,3 +255,31 @@ class EmbeddedEngine(Engine):
                     print(line, end="", flush=True)
                 else:
                     time.sleep(0.25)
+
+
+class SharedEmbeddedEngine(EmbeddedEngine):
+    """SERVER=shared: one embedded server for many clients, in <root>/pgvector/shared/; names carry the client id."""
+
+    shared = True
+    server_key = "_shared"  # not a valid client id, so it can never collide with one
+
+    @property
+    def server_dir(self) -> Path:
+        return self.paths.state_dir / "shared"
+
+    def _server_parents(self) -> tuple[Path, ...]:
+        return (self.paths.state_dir,)
+
+    def ensure_server(self, report: Report, create: bool) -> None:
+        from ..locks import client_lock
+
+        if report.dry_run:
+            return super().ensure_server(report, create)
+        with client_lock(self.paths.state_dir / "locks" / f"{self.server_key}.lock", wait_seconds=300):
+            super().ensure_server(report, create)
+
+    def where(self) -> str:
+        return f"shared embedded PostgreSQL {PG_MAJOR} in {self.data_dir}, run by {SERVER_USER}"
+
+    def remove_server(self) -> None:
+        raise UserError("The shared server holds other clients' tenants: it is never removed with one client.")
