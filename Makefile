@@ -36,8 +36,15 @@ $(VENV)/.installed: pyproject.toml
 	@$(VENV)/bin/pip install -q --disable-pip-version-check -e . || { echo "error: installing the CLI into $(VENV) failed (see pip's message above)." >&2; exit 1; }
 	@touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
+$(VENV)/.installed-test: $(VENV)/.installed $(VENV)/.installed-samples
 	@$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+# The samples' own dependencies. torch is pinned first: 2.13.0 is the CPU build this host offers; any
+# other torch spec downloads several GB of CUDA wheels.
+$(VENV)/.installed-samples: $(VENV)/.installed samples/requirements.txt
+	@$(VENV)/bin/pip install -q --disable-pip-version-check torch==2.13.0
+	@$(VENV)/bin/pip install -q --disable-pip-version-check -r samples/requirements.txt
 	@touch $@
 
 pgvector: $(VENV)/.installed ## Install or converge the client's tenant (DOMAIN, ADMIN_EMAIL required)
