@@ -38,8 +38,18 @@ class Engine(ABC):
         """Host and port the tenant connects to."""
 
     @abstractmethod
+    def admin_params(self, dbname: str = "postgres") -> dict:
+        """libpq keywords for a superuser connection (host, port, user, dbname, maybe password)."""
+
     def admin_connect(self, dbname: str = "postgres"):
         """A superuser psycopg2 connection, autocommit."""
+        return connect(**self.admin_params(dbname))
+
+    def admin_env(self, dbname: str = "postgres") -> dict:
+        """The same as libpq environment variables, for pg_dump/pg_restore (a password never goes in argv)."""
+        names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD", "dbname": "PGDATABASE",
+                 "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT"}
+        return {names[k]: str(v) for k, v in self.admin_params(dbname).items() if k in names and v is not None}
 
     @abstractmethod
     def where(self) -> str:

