@@ -63,7 +63,7 @@ def install(cli):
     """Install a client on the embedded engine and return its .env; fails the test on any error."""
 
     def go(client_id: str, *args: str, **env: str) -> dict:
-        env = {"DOMAIN": DOMAIN, "ADMIN_EMAIL": EMAIL, "CLIENT_ID": client_id, "WITH_DEPS": "true", **env}
+        env = {"DOMAIN": DOMAIN, "ADMIN_EMAIL": EMAIL, "CLIENT_ID": client_id, "WITH_DEPS": "true", "ENGINE": "embedded", **env}
         result = cli("install", *args, **env)
         assert result.returncode == 0, result.stderr + result.stdout
         return envfile.read(Spec(client_id=client_id, root=Path(os.environ["AGENCY_STACK_ROOT"])).paths.env_file)

@@ -72,9 +72,277 @@ def install_cmd(
         print(f"No changes: client {spec.client_id} is already as provisioned.")
 
 
+AllOpt = typer.Option(False, "--all", envvar="ALL", help="Every client installed under AGENCY_STACK_ROOT.")
+
+
+def _clients(client_id: str, everyone: bool) -> list:
+    from .ops.common import installed_clients, load
+
+    if not everyone:
+        return [load(client_id)]
+    names = installed_clients()
+    if not names:
+        raise UserError("No client is installed under AGENCY_STACK_ROOT: run make pgvector CLIENT_ID=... first.")
+    return [load(name) for name in names]
+
+
+def _size(value) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"
+
+
+@app.command("status")
+def status_cmd(client_id: str = ClientOpt, everyone: bool = AllOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
+    """Is the client healthy? Exit 0 healthy, 1 not (make pgvector-status)."""
+    from .ops.status import check
+
+    results = [check(client) for client in _clients(client_id, everyone)]
+    healthy = all(r["healthy"] for r in results)
+    if as_json:
+        print(json.dumps({"healthy": healthy, "clients": results}, indent=2, sort_keys=True))
+    elif not quiet:
+        _print_status(results, everyone)
+    raise typer.Exit(0 if healthy else 1)
+
+
+def _print_status(results: list[dict], everyone: bool) -> None:
+    from .ui import key_values, rows_table
+
+    if everyone:
+        rows = [[r["client_id"], "[green]healthy[/]" if r["healthy"] else "[red]UNHEALTHY[/]", r["engine"],
+                 f'{r["server"]["host"]}:{r["server"]["port"]}', r["server"]["postgres_version"] or "-", r["pgvector"]["installed"] or "-",
+                 _size(r["database"]["size_bytes"]), "; ".join(r["problems"]) or "-"] for r in results]
+        rows_table("pgvector clients", ["client", "health", "engine", "endpoint", "postgres", "pgvector", "size", "problems"], rows)
+        return
+    r = results[0]
+    vec = r["pgvector"]
+    columns = [f'{c["table"]}.{c["column"]} {c["type"]} [{", ".join(i["method"] for i in c["indexes"]) or "no index"}]' for c in r["vector_columns"]]
+    rows = [
+        ("health", "[green]healthy[/]" if r["healthy"] else "[red]UNHEALTHY[/]"),
+        ("engine", f'{r["engine"]}: {r["server"]["where"]}'),
+        ("server", f'{r["server"]["host"]}:{r["server"]["port"]} ' + ("reachable" if r["server"]["reachable"] else "[red]not reachable[/]")),
+        ("postgres", r["server"]["postgres_version"] or "-"),
+        ("pgvector", f'{vec["installed"] or "missing"}' + (f' ({vec["available"]} available: make pgvector-upgrade)' if vec["update_available"] else "")),
+        ("database", f'{r["database"]["name"]}, {_size(r["database"]["size_bytes"])}'),
+        ("connections", f'{r["role"]["connections"]} of {r["role"]["connection_limit"]} ({r["role"]["name"]})'),
+        (".env", f'{r["env_file"]["path"]} mode {r["env_file"]["mode"]}, password ' + {True: "valid", False: "[red]INVALID[/]", None: "unchecked"}[r["env_file"]["password_valid"]]),
+        ("vector columns", "\n".join(columns) or "none yet"),
+        ("settings", ", ".join(f"{k}={v}" for k, v in r["settings"].items()) or "-"),
+        ("drift", "\n".join(r["drift"]) or "none"),
+        ("problems", "\n".join(f"[red]{p}[/]" for p in r["problems"]) or "none"),
+    ]
+    key_values(f'pgvector status: client {r["client_id"]}', rows)
+
+
+@app.command("logs")
+def logs_cmd(
+    client_id: str = ClientOpt,
+    lines: int = typer.Option(100, "--lines", "-n", envvar="LINES", help="How many lines from the end."),
+    follow: bool = typer.Option(False, "--follow", "-f", envvar="FOLLOW", help="Keep printing new server log lines."),
+) -> None:
+    """The server's log for the client, then the installer's component log lines for it (make pgvector-logs)."""
+    from .ops.common import load
+
+    client = load(client_id)
+    log_file = client.spec.log_file
+    if log_file.exists():
+        mine = [line for line in log_file.read_text(errors="replace").splitlines() if f" client={client.id} " in line]
+        print(f"== component log {log_file} (client {client.id}, last {lines}) ==")
+        print("\n".join(mine[-lines:]))
+    print(f"== server log ({client.engine.name}) ==", flush=True)
+    client.engine.logs(lines, follow)
+
+
+@app.command("restart")
+def restart_cmd(client_id: str = ClientOpt, quiet: bool = QuietOpt) -> None:
+    """Graceful restart; waits until the tenant can log in and says how long it took (make pgvector-restart)."""
+    from .ops.common import load
+    from .ops.restart import restart
+    from .ui import progress
+
+    client = load(client_id)
+    with progress(quiet)(f"restarting the server for {client.id}"):
+        seconds = restart(client)
+    from . import log
+
+    log.event(f"restarted server; tenant login after {seconds:.2f} s")
+    if not quiet:
+        print(f"Restarted {client.id} ({client.engine.name}): {client.tenant.role} can log in again after {seconds:.2f} s.")
+
+
+@app.command("test")
+def test_cmd(
+    client_id: str = ClientOpt,
+    everyone: bool = AllOpt,
+    samples: bool = typer.Option(False, "--samples", envvar="SAMPLES", help="Also run every sample in the client's samples/."),
+    as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """End-to-end check with the tenant's own credentials; leaves nothing behind (make pgvector-test)."""
+    from .ops import selftest
+    from .ui import progress
+
+    failed, report = [], []
+    for client in _clients(client_id, everyone):
+        spinner = progress(quiet or as_json)
+        with spinner(f"checking {client.id}"):
+            result = selftest.run(client)
+        entry = {"client_id": client.id, "ok": result.ok, "recall_at_10": round(result.recall, 4), "steps": dict(result.steps)}
+        if samples and result.ok:
+            entry["samples_ok"] = _run_samples(client, quiet or as_json)
+            result.ok = entry["samples_ok"]
+        entry["ok"] = result.ok
+        report.append(entry)
+        if not result.ok:
+            failed.append(client.id)
+        if not (quiet or as_json):
+            for what, outcome in result.steps:
+                print(f"  {client.id}: {what:15s} {outcome}")
+            print(f"{client.id}: {'PASS' if result.ok else 'FAIL'}")
+    if as_json:
+        print(json.dumps({"ok": not failed, "clients": report}, indent=2, sort_keys=True))
+    if failed:
+        raise UserError(f"The end-to-end check failed for {', '.join(failed)}: see the lines above, then make pgvector-status.") if not as_json else typer.Exit(1)
+
+
+def _run_samples(client, quiet: bool) -> bool:
+    import subprocess
+
+    runner = client.spec.paths.samples_dir / "run_all.py"
+    if not runner.exists():
+        raise UserError(f"No samples in {client.spec.paths.samples_dir}: re-run make pgvector CLIENT_ID={client.id} to drop them in.")
+    result = subprocess.run([sys.executable, str(runner)], cwd=runner.parent, capture_output=quiet, text=True)
+    return result.returncode == 0
+
+
+@app.command("backup")
+def backup_cmd(client_id: str = ClientOpt, quiet: bool = QuietOpt) -> None:
+    """pg_dump -Fc of the tenant's database into the client's backups/ (make pgvector-backup)."""
+    from . import log
+    from .ops.backup import backup
+    from .ops.common import load
+    from .ui import progress
+
+    client = load(client_id)
+    with progress(quiet)(f"dumping {client.tenant.database}"):
+        path = backup(client)
+    log.event(f"backup written: {path}")
+    if not quiet:
+        print(f"Backup of {client.id}: {path} ({path.stat().st_size} bytes; row counts in {path.with_suffix('.json').name})")
+
+
+@app.command("restore")
+def restore_cmd(
+    file: str = typer.Option(..., "--file", envvar="FILE", help="A .dump written by backup."),
+    client_id: str = ClientOpt,
+    target_client: str = typer.Option("", "--target-client", envvar="TARGET_CLIENT", help="Restore into this (installed) client instead."),
+    yes: bool = typer.Option(False, "--yes", envvar="YES", help="Do not ask for confirmation."),
+    quiet: bool = QuietOpt,
+) -> None:
+    """Replace the client's database with a backup, verified by row counts first (make pgvector-restore FILE=...)."""
+    from pathlib import Path
+
+    from . import log
+    from .ops.backup import restore
+    from .ops.common import load
+    from .ui import progress
+
+    client = load(target_client or client_id)
+    _confirm(yes, f"Replace database {client.tenant.database} of client {client.id} with {file}?")
+    with progress(quiet)(f"restoring into {client.tenant.database}"):
+        counts = restore(client, Path(file))
+    log.event(f"restored {file} into {client.tenant.database}: {sum(counts.values())} rows in {len(counts)} tables")
+    if not quiet:
+        print(f"Restored {Path(file).name} into {client.id}/{client.tenant.database}: {len(counts)} tables, {sum(counts.values())} rows, counts verified.")
+
+
+@app.command("uninstall")
+def uninstall_cmd(
+    client_id: str = ClientOpt,
+    yes: bool = typer.Option(False, "--yes", envvar="YES", help="Do not ask for confirmation."),
+    keep_data: bool = typer.Option(False, "--keep-data", envvar="KEEP_DATA", help="Keep database and data; only remove access."),
+    no_backup: bool = typer.Option(False, "--no-backup", envvar="NO_BACKUP", help="Skip the pg_dump taken first."),
+    remove_server: Optional[bool] = typer.Option(None, "--remove-server/--keep-server", envvar="REMOVE_SERVER", show_default=False,
+                                                 help="Also remove the server the installer created for this client (asked when unset)."),
+    quiet: bool = QuietOpt,
+) -> None:
+    """Remove the client's tenant, after a backup (make pgvector-uninstall)."""
+    from .ops.common import load
+    from .ops.uninstall import uninstall
+
+    client = load(client_id)
+    what = "remove access to" if keep_data else "DROP"
+    _confirm(yes, f"{what} database {client.tenant.database} and role {client.tenant.role} of client {client.id}?")
+    if remove_server is None:
+        remove_server = bool(client.engine.owns_server() and not keep_data and sys.stdin.isatty() and not yes
+                             and typer.confirm(f"Also remove the server the installer created for {client.id} ({client.engine.where()})?", default=False))
+    report = uninstall(client, keep_data=keep_data, no_backup=no_backup, remove_server=remove_server and not keep_data)
+    if not quiet:
+        from .ui import report_table
+
+        report_table(report, f"uninstalled client {client.id}")
+        if client.engine.owns_server() and not remove_server and not keep_data:
+            print(f"The server ({client.engine.where()}) was kept: REMOVE_SERVER=true removes it.")
+
+
+def _confirm(yes: bool, question: str) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UserError(f"{question} Nothing was done: confirm with YES=true (no terminal to ask on).")
+    if not typer.confirm(question, default=False):
+        raise UserError("Cancelled: nothing was changed.")
+
+
+@app.command("rotate")
+def rotate_cmd(client_id: str = ClientOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
+    """New password: role and .env together, old sessions ended, new login checked (make pgvector-rotate)."""
+    from dataclasses import replace
+
+    from .install import install
+    from .ops.common import load
+
+    client = load(client_id)
+    result = install(replace(client.spec, domain=client.env.get("DOMAIN", ""), admin_email=client.env.get("ADMIN_EMAIL", ""), force=True))
+    if as_json:
+        print(json.dumps({"client_id": client.id, "rotated": True, "env_file": str(client.spec.paths.env_file)}))
+    elif not quiet:
+        print(f"New password for {client.tenant.role} is in {client.spec.paths.env_file}; old sessions were ended and the new login works.")
+
+
+@app.command("upgrade")
+def upgrade_cmd(client_id: str = ClientOpt, everyone: bool = AllOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
+    """ALTER EXTENSION vector UPDATE in each client database, old -> new (make pgvector-upgrade)."""
+    from .install import update_env
+    from .ops.upgrade import upgrade
+
+    results = []
+    for client in _clients(client_id, everyone):
+        outcome = upgrade(client)
+        if outcome["new"]:
+            update_env(client.spec.paths, {"PGVECTOR_VERSION": outcome["new"]})
+        results.append(outcome)
+    if as_json:
+        print(json.dumps({"ok": not any(r["error"] for r in results), "databases": results}, indent=2, sort_keys=True))
+    elif not quiet:
+        from .ui import rows_table
+
+        rows_table("pgvector upgrade", ["client", "database", "old", "new", "error"],
+                   [[r["client_id"], r["database"], r["old"] or "-", r["new"] or "-", r["error"] or "-"] for r in results])
+    errors = [r for r in results if r["error"]]
+    if errors:
+        raise UserError(f"ALTER EXTENSION vector UPDATE failed in {len(errors)} database(s): {errors[0]['database']}: {errors[0]['error']}.")
+
+
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns the code of typer.Exit instead of exiting
+        sys.exit(code if isinstance(code, int) else 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

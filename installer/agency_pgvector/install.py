@@ -184,3 +184,11 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
+
+
+def update_env(paths, changes: dict) -> None:
+    """Change some keys of an existing .env (same atomic 0600 write)."""
+    env = envfile.read(paths.env_file)
+    if env and any(env.get(k) != v for k, v in changes.items()):
+        env.update(changes)
+        envfile.write_atomic(paths.env_file, envfile.render(env, HEADER))

@@ -91,7 +91,8 @@ def read_state(conn, tenant: Tenant, connect_db) -> State:
         version, available = cur.fetchone()
     state = State(role, settings, databases, available=available, version=version)
     if tenant.database in databases:
-        tconn = connect_db(tenant.database)
+        same = conn.info.dbname == tenant.database  # shared catalogs are readable from any database
+        tconn = conn if same else connect_db(tenant.database)
         try:
             with tconn.cursor() as cur:
                 cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
@@ -104,7 +105,8 @@ def read_state(conn, tenant: Tenant, connect_db) -> State:
                 found = cur.fetchone()
                 state.schema = dict(owner=found[0], public_create=found[1]) if found else None
         finally:
-            tconn.close()
+            if not same:
+                tconn.close()
     return state
 
 

@@ -19,3 +19,32 @@ def report_table(report: Report, title: str, verbose: bool = False) -> None:
         status = report.status(row)
         table.add_row(row.item, f"[{_STYLE.get(status, '')}]{status}[/]", row.detail)
     Console().print(table)
+
+
+def progress(quiet: bool):
+    """A callable that shows a spinner line for a long step (nothing for --quiet or when not on a terminal)."""
+    import contextlib
+    import sys
+
+    if quiet or not sys.stdout.isatty():
+        return contextlib.nullcontext
+    console = Console()
+    return lambda message: console.status(message)
+
+
+def key_values(title: str, rows: list[tuple[str, str]]) -> None:
+    table = Table(title=title, show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("", overflow="fold")
+    for key, value in rows:
+        table.add_row(key, value)
+    Console().print(table)
+
+
+def rows_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)

@@ -1,0 +1,64 @@
+"""Load an installed client: its validated spec, recorded engine, .env and tenant names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import engines, envfile, log
+from .. import spec as specs
+from ..engines.base import Engine
+from ..errors import UserError
+from ..provision import Tenant
+
+
+@dataclass
+class Client:
+    spec: specs.Spec
+    engine: Engine
+    env: dict
+    tenant: Tenant
+
+    @property
+    def id(self) -> str:
+        return self.spec.client_id
+
+    @property
+    def password(self) -> str | None:
+        return self.env.get("PGVECTOR_DB_PASS")
+
+
+def load(client_id: str, **flags) -> Client:
+    spec = specs.build(client_id, require_contact=False, **flags)
+    log.configure(spec.log_file, spec.client_id)
+    env = envfile.read(spec.paths.env_file)
+    if not env.get("PGVECTOR_ENGINE"):
+        raise UserError(
+            f"Client {client_id} is not installed here ({spec.paths.env_file} is missing): "
+            f"run make pgvector CLIENT_ID={client_id} DOMAIN=... ADMIN_EMAIL=... first."
+        )
+    engine = engines.get(spec, env["PGVECTOR_ENGINE"], env.get("PGVECTOR_SERVER"))
+    return Client(spec, engine, env, Tenant.for_client(spec.client_id, engine.shared))
+
+
+def installed_clients(root: Path | None = None) -> list[str]:
+    root = root or specs.root_from_env()
+    clients = root / "clients"
+    if not clients.is_dir():
+        return []
+    return sorted(d.name for d in clients.iterdir() if (d / "pgvector" / ".env").exists())
+
+
+def tenant_connect(client: Client, **overrides):
+    """A connection with the tenant's own credentials from .env (never the superuser)."""
+    from ..engines.base import connect
+
+    env = client.env
+    params = dict(host=env["PGHOST"], port=env["PGPORT"], user=env["PGUSER"], password=env["PGPASSWORD"], dbname=env["PGDATABASE"])
+    params.update(overrides)
+    return connect(**params)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

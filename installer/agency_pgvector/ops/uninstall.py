@@ -1,0 +1,76 @@
+"""make pgvector-uninstall: back up, end sessions, drop the tenant (or only its access), archive its files.
+
+Every step tolerates having run before, so an interrupted uninstall is finished by running it again.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+from psycopg2 import sql
+
+from ..report import CHANGE, OK, Report
+from .backup import backup
+from .common import Client
+
+
+def uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_server: bool) -> Report:
+    report = Report()
+    tenant, paths = client.tenant, client.spec.paths
+    role, db = sql.Identifier(tenant.role), sql.Identifier(tenant.database)
+    admin = client.engine.admin_connect()
+    try:
+        exists = _database_exists(admin, tenant.database)
+        if exists and not no_backup:
+            report.add("backup", CHANGE, str(backup(client)))
+        with admin.cursor() as cur:
+            if keep_data:
+                cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (tenant.role,))
+                if cur.fetchone():
+                    cur.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(role))
+                    if exists:
+                        cur.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM {}").format(db, role))
+                _terminate(cur, tenant.role)
+                report.add(f"role {tenant.role}", CHANGE, "NOLOGIN, CONNECT revoked; database and data kept")
+            else:
+                _terminate(cur, tenant.role)
+                cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(db))
+                report.add(f"database {tenant.database}", CHANGE if exists else OK, "dropped" if exists else "already gone")
+                cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(role))
+                report.add(f"role {tenant.role}", CHANGE, "dropped")
+    finally:
+        admin.close()
+    if remove_server and client.engine.owns_server():
+        client.engine.remove_server()
+        report.add("server", CHANGE, "removed with its data")
+    _archive(client, report)
+    return report
+
+
+def _terminate(cur, role: str) -> None:
+    cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = %s", (role,))
+
+
+def _database_exists(admin, name: str) -> bool:
+    with admin.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        return cur.fetchone() is not None
+
+
+def _archive(client: Client, report: Report) -> None:
+    """Keep backups (and the README) under <root>/archive/; the .env and its password go."""
+    paths = client.spec.paths
+    component = paths.component_dir
+    if not component.exists():
+        return
+    (component / ".env").unlink(missing_ok=True)
+    (component / ".password.pending").unlink(missing_ok=True)
+    target = paths.root / "archive" / f"{client.id}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    target.parent.mkdir(mode=0o700, exist_ok=True)
+    shutil.move(str(component), str(target))
+    report.add("files", CHANGE, f".env removed; backups and samples archived in {target}")
+    if paths.client_dir.exists() and not any(paths.client_dir.iterdir()):
+        paths.client_dir.rmdir()
+    secret = paths.secrets_dir / f"{client.id}.admin-url"
+    secret.unlink(missing_ok=True)
