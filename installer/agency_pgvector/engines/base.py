@@ -67,10 +67,14 @@ class Engine(ABC):
     def owns_server(self) -> bool:
         return False
 
+    def check_alive(self) -> None:
+        """Raise UserError when the server has died for good, so wait_ready stops early (default: nothing to check)."""
+
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Poll until the superuser can run a query: the one readiness check every engine shares."""
         deadline, last = time.monotonic() + timeout, None
         while time.monotonic() < deadline:
+            self.check_alive()
             try:
                 conn = self.admin_connect()
                 conn.cursor().execute("SELECT 1")
