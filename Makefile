@@ -59,7 +59,7 @@ pgvector-logs: $(VENV)/.installed ## Server log (LINES=100, FOLLOW=true) and the
 pgvector-restart: $(VENV)/.installed ## Graceful restart, waits until the tenant can log in
 	@$(CLI) restart
 
-pgvector-test: $(VENV)/.installed ## End-to-end check with the tenant's own credentials (SAMPLES=true: run samples)
+pgvector-test: $(VENV)/.installed $(if $(filter true,$(SAMPLES)),$(VENV)/.installed-samples) ## End-to-end check with the tenant's own credentials (SAMPLES=true: run samples)
 	@$(CLI) test
 
 pgvector-uninstall: $(VENV)/.installed ## Remove the tenant (backup first; KEEP_DATA, NO_BACKUP, REMOVE_SERVER, YES)
