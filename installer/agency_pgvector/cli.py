@@ -55,7 +55,8 @@ def install_cmd(
     result = install(spec)
     report = result.report
     if as_json:
-        rows = [dict(item=r.item, status=report.status(r), detail=r.detail) for r in report.rows]
+        rows = [dict(item=r.item, status=report.status(r), detail=r.detail, **({"statements": r.statements} if verbose else {}))
+                for r in report.rows]
         print(json.dumps(dict(client_id=spec.client_id, engine=result.engine, dry_run=dry_run, changed=report.changed,
                               env_file=str(spec.paths.env_file), items=rows), indent=2))
         return
@@ -63,7 +64,7 @@ def install_cmd(
         return
     from .ui import report_table
 
-    report_table(report, f"pgvector for client {spec.client_id} ({result.engine})", verbose)
+    report_table(report, f"pgvector for client {spec.client_id} ({result.engine})", verbose or dry_run)
     if dry_run:
         print("Dry run: nothing was changed.")
     elif report.changed:

@@ -78,7 +78,7 @@ def _converge(spec: Spec, engine, tenant: Tenant, conn, existing: dict, report: 
         apply(steps, engine.admin_connect, conn)
         if any(step.action != OK for step in steps):
             state = read_state(conn, tenant, engine.admin_connect)
-    record(report, steps)
+    record(report, steps, conn)
     return password, new_password, state
 
 

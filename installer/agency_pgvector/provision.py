@@ -216,11 +216,18 @@ def apply(steps: list[Step], connect_db, admin_conn) -> None:
 
 
 def shown(step: Step, conn) -> list[str]:
-    """The statements as text for --dry-run and VERBOSE, with any password verifier masked."""
-    return [statement.as_string(conn) + (" -- with parameters hidden" if params and "PASSWORD" in statement.as_string(conn) else "")
-            for statement, params in step.statements]
+    """The statements as text for --dry-run and VERBOSE; a password verifier shows as '***'."""
+    lines = []
+    with conn.cursor() as cur:
+        for statement, params in step.statements:
+            text = statement.as_string(conn)
+            if "PASSWORD" in text:
+                lines.append(text.replace("%s", "'***'"))
+            else:
+                lines.append(cur.mogrify(text, params).decode() if params else text)
+    return lines
 
 
-def record(report: Report, steps: list[Step]) -> None:
+def record(report: Report, steps: list[Step], conn=None) -> None:
     for step in steps:
-        report.add(step.item, step.action, step.detail)
+        report.add(step.item, step.action, step.detail, shown(step, conn) if conn is not None else [])

@@ -16,6 +16,7 @@ class Row:
     item: str
     action: str
     detail: str = ""
+    statements: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -23,8 +24,8 @@ class Report:
     dry_run: bool = False
     rows: list[Row] = field(default_factory=list)
 
-    def add(self, item: str, action: str, detail: str = "") -> None:
-        self.rows.append(Row(item, action, detail))
+    def add(self, item: str, action: str, detail: str = "", statements: list[str] | None = None) -> None:
+        self.rows.append(Row(item, action, detail, statements or []))
         if not self.dry_run and action != OK:
             log.event(f"{_PAST[action]} {item}" + (f": {detail}" if detail else ""))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .report import Report
@@ -17,7 +18,10 @@ def report_table(report: Report, title: str, verbose: bool = False) -> None:
     table.add_column("detail", overflow="fold")
     for row in report.rows:
         status = report.status(row)
-        table.add_row(row.item, f"[{_STYLE.get(status, '')}]{status}[/]", row.detail)
+        detail = row.detail
+        if verbose and row.statements:
+            detail += "".join(f"\n[dim]{escape(line)}[/]" for line in row.statements)
+        table.add_row(row.item, f"[{_STYLE.get(status, '')}]{status}[/]", detail)
     Console().print(table)
 
 
