@@ -161,3 +161,13 @@ def test_shared_server_mode_holds_many_clients_apart(install, cli):
     assert "No changes" in again.stdout, again.stdout + again.stderr
     moved = cli("install", CLIENT_ID="sierra", DOMAIN="example.com", ADMIN_EMAIL="ops@example.com", SERVER="dedicated")
     assert moved.returncode == 2 and "cannot move" in moved.stderr
+
+
+def test_verbose_shows_the_sql_but_masks_the_password(install, cli):
+    install("uniform")
+    result = cli("install", "--verbose", CLIENT_ID="uniform", DOMAIN="example.com", ADMIN_EMAIL="ops@example.com", FORCE="true")
+    assert result.returncode == 0, result.stderr
+    secret = client_paths("uniform").env_file.read_text().split("PGVECTOR_DB_PASS=")[1].split()[0]
+    flat = " ".join(result.stdout.split())
+    assert "ALTER ROLE" in flat and "PASSWORD '***'" in flat.replace("│", "").replace("  ", " ")
+    assert secret not in result.stdout and "SCRAM-SHA-256$" not in result.stdout
