@@ -149,17 +149,27 @@ def _client_dirs(paths) -> None:
 def _drop_samples(spec: Spec, report: Report) -> None:
     paths = spec.paths
     target = paths.samples_dir
-    names = sorted(p.name for p in SAMPLES_DIR.iterdir() if p.is_file() and not p.name.startswith("."))
+    names = _sample_files()
     stale = [n for n in names if not (target / n).exists() or not filecmp.cmp(SAMPLES_DIR / n, target / n, shallow=False)]
     if stale:
         target.mkdir(mode=0o700, exist_ok=True)
         for name in stale:
+            (target / name).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             shutil.copy2(SAMPLES_DIR / name, target / name)
     report.add("samples", (CREATE if len(stale) == len(names) else CHANGE) if stale else OK, f"{len(names)} files in {target}")
     readme = render("client-README.md.j2", client_id=spec.client_id, domain=spec.domain, paths=paths)
     action = _file_action(paths.component_dir / "README.md", readme)
     envfile.write_atomic(paths.component_dir / "README.md", readme)
     report.add("README.md", action, str(paths.component_dir / "README.md"))
+
+
+def _sample_files() -> list:
+    """Every file under samples/ as a relative path, subdirectories included (the Alembic migrations),
+    skipping dot-files and __pycache__."""
+    return sorted(
+        path.relative_to(SAMPLES_DIR) for path in SAMPLES_DIR.rglob("*")
+        if path.is_file() and not any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(SAMPLES_DIR).parts)
+    )
 
 
 def _check_login(engine, tenant: Tenant, password: str, report: Report) -> None:
