@@ -171,3 +171,12 @@ def test_verbose_shows_the_sql_but_masks_the_password(install, cli):
     flat = " ".join(result.stdout.split())
     assert "ALTER ROLE" in flat and "PASSWORD '***'" in flat.replace("│", "").replace("  ", " ")
     assert secret not in result.stdout and "SCRAM-SHA-256$" not in result.stdout
+
+
+def test_a_boot_unit_is_rendered_for_the_server(install, stack_root):
+    units = stack_root.parent / "systemd"
+    install("victor", AGENCY_SYSTEMD_DIR=str(units))
+    unit = (units / "agency-pgvector-victor.service").read_text()
+    data = client_paths("victor").server_dir / "data"
+    assert "User=agencypg" in unit and f"PIDFile={data}/postmaster.pid" in unit
+    assert f"pg_ctl start -D {data} " in unit and "WantedBy=multi-user.target" in unit

@@ -84,3 +84,8 @@ def make_dir(path: Path, mode: int, owner: pwd.struct_passwd | None = None) -> b
     if owner is not None:
         os.chown(path, owner.pw_uid, owner.pw_gid)
     return created
+
+
+def systemd_running() -> bool:
+    """True when systemd is PID 1 (the documented check: /run/systemd/system exists)."""
+    return os.path.isdir("/run/systemd/system")

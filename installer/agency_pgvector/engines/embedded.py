@@ -20,7 +20,7 @@ from ..errors import UserError
 from ..render import render
 from ..report import CHANGE, CREATE, OK, Report
 from ..spec import SERVER_USER
-from ..system import make_dir, run, server_user, unreachable_ancestor
+from ..system import make_dir, run, server_user, systemd_running, unreachable_ancestor
 from ..tuning import settings as tuning_settings
 from .base import Endpoint, Engine
 
@@ -103,15 +103,40 @@ class EmbeddedEngine(Engine):
         if user is None:
             raise UserError(f"The system user {SERVER_USER} is missing but {self.data_dir} exists: re-run with WITH_DEPS=true to recreate the user.")
         config_changed = self._write_config(report, user)
+        self._boot_unit(report)
         if not self._running(user):
             if not report.dry_run:
                 self._start(user)
             report.add("server process", CHANGE, f"started on 127.0.0.1:{self.port()}")
         elif config_changed and not report.dry_run:
-            run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "-s", "restart"], user)
+            self._ctl("restart", user, check=True)
             report.add("server process", CHANGE, "restarted to apply the new configuration")
         else:
             report.add("server process", OK, f"running on 127.0.0.1:{self.port()}")
+
+    # -- start at boot ------------------------------------------------------------------------------
+    @property
+    def unit_path(self) -> Path:
+        return Path(os.environ.get("AGENCY_SYSTEMD_DIR") or "/etc/systemd/system") / f"agency-pgvector-{self.server_key.strip('_')}.service"
+
+    def _boot_unit(self, report: Report) -> None:
+        """A systemd unit so the server comes back after a reboot (written when systemd runs the host)."""
+        if not (systemd_running() or os.environ.get("AGENCY_SYSTEMD_DIR")):
+            report.add("boot start", OK, "no systemd on this host: after a reboot, run make pgvector-restart")
+            return
+        text = render("agency-pgvector.service.j2", key=self.server_key, user=SERVER_USER, bin_dir=str(self.bin_dir),
+                      data_dir=str(self.data_dir), log_file=str(self.log_file))
+        path = self.unit_path
+        if path.exists() and path.read_text() == text:
+            report.add("boot start", OK, f"{path.name} enabled")
+            return
+        if not report.dry_run:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            if systemd_running():
+                run(["systemctl", "daemon-reload"])
+                run(["systemctl", "enable", path.name])
+        report.add("boot start", CHANGE, f"{path} enabled")
 
     def _create(self, report: Report) -> None:
         existed = server_user(create=False) is not None
@@ -208,10 +233,20 @@ class EmbeddedEngine(Engine):
         result = run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "status"], user, check=False)
         return result.returncode == 0
 
+    def _ctl(self, action: str, user, check: bool = False):
+        """start / stop / restart. Starts go through systemd when it runs the host (so it tracks the server);
+        stops always use pg_ctl, which works whoever started the server."""
+        if action == "restart" and systemd_running() and self.unit_path.exists():
+            self._ctl("stop", user, check=check)
+            action = "start"
+        if action == "start" and systemd_running() and self.unit_path.exists():
+            return run(["systemctl", "start", self.unit_path.name], check=check)
+        extra = {"start": ["-l", str(self.log_file)], "restart": ["-l", str(self.log_file), "-m", "fast"], "stop": ["-m", "fast"]}[action]
+        return run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *extra, "-w", "-t", "60", "-s", action], user, check=check)
+
     def _start(self, user) -> None:
         stale = self.data_dir / "postmaster.pid"
-        result = run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
-                      "-w", "-t", "60", "-s", "start"], user, check=False)
+        result = self._ctl("start", user)
         if result.returncode != 0:
             raise UserError(f"The PostgreSQL server for {self.spec.client_id} did not start: {self._last_log_line()} "
                             f"(full log: {self.log_file}; a stale {stale.name} or a taken port are the usual causes).")
@@ -226,18 +261,20 @@ class EmbeddedEngine(Engine):
 
     def restart(self) -> None:
         user = server_user(create=False)
-        action = "restart" if self._running(user) else "start"
-        run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file), "-m", "fast",
-             "-w", "-t", "60", "-s", action], user)
+        self._ctl("restart" if self._running(user) else "start", user, check=True)
         self.wait_ready()
 
     def stop(self) -> None:
         user = server_user(create=False)
         if user and self.exists() and self._running(user):
-            run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "-s", "stop"], user)
+            self._ctl("stop", user, check=True)
 
     def remove_server(self) -> None:
         self.stop()
+        if self.unit_path.exists():
+            if systemd_running():
+                run(["systemctl", "disable", self.unit_path.name], check=False)
+            self.unit_path.unlink()
         port = self.port()
         shutil.rmtree(self.server_dir, ignore_errors=True)
         if port:
