@@ -16,6 +16,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: importing rich's markdown renderer alone costs more than the whole --help budget
 )
 
 ClientOpt = typer.Option("default", "--client-id", envvar="CLIENT_ID", help="Client (tenant) id: 1-32 of a-z 0-9 -.")
