@@ -155,10 +155,15 @@ class EmbeddedEngine(Engine):
             )
         for folder, mode in ((self.server_dir, 0o700), (self.socket_dir, 0o700), (self.log_file.parent, 0o700)):
             make_dir(folder, mode, owner=user)
-        if self.data_dir.exists():  # a half-finished initdb from an interrupted run: start over
-            shutil.rmtree(self.data_dir)
-        run([str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "-E", "UTF8",
+        # initdb into a side directory, renamed into place only when complete: a run killed halfway leaves
+        # no data/ that looks like a server, and the next run starts over.
+        staging = self.data_dir.with_name("data.initdb")
+        for leftover in (staging, self.data_dir):
+            if leftover.exists():
+                shutil.rmtree(leftover)
+        run([str(self.bin_dir / "initdb"), "-D", str(staging), "-U", "postgres", "-E", "UTF8",
              "--locale=C.UTF-8", "--auth-local=peer", "--auth-host=scram-sha-256", "--no-instructions"], user)
+        os.rename(staging, self.data_dir)
         report.add("server", CREATE, f"PostgreSQL {PG_MAJOR} with pgvector in {self.data_dir}")
 
     def _install_runtime(self, report: Report) -> None:
