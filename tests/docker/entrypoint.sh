@@ -49,7 +49,9 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   echo "listen_addresses = '*'" >>"$PGDATA/postgresql.conf"
 
   # a temporary server on the socket only, with the same options, for the database and the init scripts
-  pg_ctl -D "$PGDATA" -w -t 60 -s -o "$(printf '%q ' "$@") -c listen_addresses=''" start
+  options=""
+  if [ $# -gt 0 ]; then options=$(printf '%q ' "$@"); fi
+  pg_ctl -D "$PGDATA" -w -t 60 -s -o "$options -c listen_addresses=''" start
   psql=(psql -X -q -v ON_ERROR_STOP=1 -U "$user" -d postgres)
   if [ "$db" != postgres ]; then
     "${psql[@]}" -v db="$db" <<<'CREATE DATABASE :"db";'
