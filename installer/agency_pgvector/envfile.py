@@ -7,7 +7,7 @@ import re
 import tempfile
 from pathlib import Path
 
-_SAFE_VALUE = re.compile(r"[A-Za-z0-9_./:@%+=,~^-]*")
+_SAFE_VALUE = re.compile(r"[A-Za-z0-9_./:@%+=,^-]*")  # no '~': `set -a; . .env` would expand it to a home directory
 
 
 def read(path: Path) -> dict[str, str]:

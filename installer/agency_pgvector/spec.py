@@ -59,7 +59,7 @@ def port(value: int | str | None) -> int | None:
     if value in (None, ""):
         return None
     text = str(value)
-    if not text.isascii() or not text.isdigit() or not 1024 <= int(text) <= 65535:
+    if len(text) > 5 or not text.isascii() or not text.isdigit() or not 1024 <= int(text) <= 65535:  # 4300+ digits: int() raises
         raise UserError(f"PORT {_show(text)} is not valid: use a TCP port number from 1024 to 65535, e.g. PORT=5433.")
     return int(text)
 
@@ -85,9 +85,32 @@ def admin_url(value: str | None) -> str | None:
     from psycopg2.extensions import parse_dsn
 
     try:
-        parse_dsn(value)
+        parsed = parse_dsn(value)
     except Exception:
         raise UserError("ADMIN_URL could not be parsed: use ADMIN_URL=postgresql://USER:PASSWORD@HOST:PORT/postgres.") from None
+    # An unencoded '@', '/' or ':' in the password moves part of it into the host, port or database name,
+    # where connection errors would print it: refuse such URLs before anything echoes those fields.
+    ports_ = (parsed.get("port") or "").split(",") if parsed.get("port") else []
+    if (any("@" in (parsed.get(key) or "") for key in ("host", "port", "dbname", "user"))
+            or not all(p.isascii() and p.isdigit() for p in ports_)
+            or not re.fullmatch(r"[A-Za-z0-9._:/,%-]*", parsed.get("host") or "")):  # the host lands in .env
+        raise UserError("ADMIN_URL could not be parsed: percent-encode special characters in the user and password "
+                        "(@ as %40, / as %2F, : as %3A), e.g. ADMIN_URL=postgresql://USER:PASSWORD@HOST:PORT/postgres.")
+    return value
+
+
+_IMAGE_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_IMAGE_DOMAIN = rf"(?:(?:localhost|{_IMAGE_LABEL}(?:\.{_IMAGE_LABEL})+)(?::[0-9]{{1,5}})?/|{_IMAGE_LABEL}:[0-9]{{1,5}}/)?"  # docker: a registry has a dot, a port or is localhost
+_IMAGE_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+_IMAGE = re.compile(_IMAGE_DOMAIN + _IMAGE_PATH + r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?")
+
+
+def image(value: str | None) -> str | None:
+    """A Docker image reference (PGVECTOR_IMAGE): registry/path:tag@digest, nothing a shell or API could misread."""
+    if not value:
+        return None
+    if len(value) > 255 or not _IMAGE.fullmatch(value):
+        raise UserError(f"PGVECTOR_IMAGE {_show(value)} is not a Docker image reference: use e.g. PGVECTOR_IMAGE=pgvector/pgvector:pg17.")
     return value
 
 
@@ -170,9 +193,12 @@ def log_from_env() -> Path:
     return _abs_path(os.environ.get("AGENCY_STACK_LOG") or DEFAULT_LOG, "AGENCY_STACK_LOG")
 
 
+_PATH = re.compile(r"/[A-Za-z0-9_./@+,-]*")  # it lands in server config files and messages: nothing to quote
+
+
 def _abs_path(value: str, name: str) -> Path:
-    if not _SAFE_TEXT.fullmatch(value) or not value.startswith("/") or ".." in Path(value).parts:
-        raise UserError(f"{name} {_show(value)} must be an absolute path without '..', e.g. {name}=/opt/agency_stack.")
+    if not _PATH.fullmatch(value) or ".." in Path(value).parts:
+        raise UserError(f"{name} {_show(value)} must be an absolute path of letters, digits and _ . / @ + , - without '..', e.g. {name}=/opt/agency_stack.")
     return Path(value)
 
 
@@ -200,6 +226,7 @@ def build(
     eng = engine(engine_ or "auto")
     srv = server(server_) if server_ else ""
     url = admin_url(admin_url_)
+    image(os.environ.get("PGVECTOR_IMAGE"))  # read by the docker engine; checked here, before anything is touched
     if eng == "external" and not url:
         raise UserError("ENGINE=external needs the superuser URL of the server: add ADMIN_URL=postgresql://USER:PASSWORD@HOST:PORT/postgres.")
     return Spec(
