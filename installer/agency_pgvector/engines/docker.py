@@ -145,17 +145,23 @@ class DockerEngine(Engine):
             if container is None:
                 return
             version, vector = self._server_info(container)
-        self._check_port(report)
+        self._check_binding(report)
         self._ensure_admin(container, report)
         self.wait_ready()
         point = self.endpoint()
-        report.add(f"container {self.container_name}", OK,
-                   f"{container.attrs['Config']['Image']}, PostgreSQL {version}, pgvector {vector} available, {point.host}:{point.port}")
+        report.add("server", OK, f"{container.attrs['Config']['Image']}: PostgreSQL {version}, pgvector {vector} available, {point.host}:{point.port}")
 
-    def _check_port(self, report: Report) -> None:
+    def _check_binding(self, report: Report) -> None:
+        """The published port is the client's for good; ENABLE_CLOUD must match how it is published."""
         port = self.endpoint().port
         if self.spec.port and self.spec.port != port:
             raise UserError(f"Container {self.container_name} already publishes port {port}: leave PORT unset (ports are stable across runs).")
+        bound = self._container.attrs["HostConfig"]["PortBindings"]["5432/tcp"][0].get("HostIp") or "0.0.0.0"
+        wanted = "0.0.0.0" if self.spec.enable_cloud else "127.0.0.1"
+        if self.owns_server() and bound != wanted:
+            raise UserError(f"Container {self.container_name} publishes port {port} on {bound}, but ENABLE_CLOUD={str(self.spec.enable_cloud).lower()} "
+                            f"wants {wanted}: remove the container (docker rm -f {self.container_name}; its volume and data stay) "
+                            "and re-run with WITH_DEPS=true to recreate it.")
         if not report.dry_run:
             ports.record(self.paths.state_dir, self.spec.client_id, port)
 
