@@ -95,7 +95,8 @@ class PgVectorStore:
                 raise ValueError(f"table {self.table} stores {found}, but this store was opened with dims={self.dims}")
             cur.execute(q("ALTER TABLE {t} ENABLE ROW LEVEL SECURITY"))
             cur.execute(q("ALTER TABLE {t} FORCE ROW LEVEL SECURITY"))  # the owner (our role) obeys the policy too
-            cur.execute("SELECT 1 FROM pg_policies WHERE tablename = %s AND policyname = 'domain_isolation'", (self.table,))
+            cur.execute("SELECT 1 FROM pg_policies WHERE schemaname = current_schema() AND tablename = %s "
+                        "AND policyname = 'domain_isolation'", (self.table,))
             if cur.fetchone() is None:
                 cur.execute(q("""CREATE POLICY domain_isolation ON {t}
                     USING (domain_id = current_setting('app.domain_id', true))
