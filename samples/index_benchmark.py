@@ -57,6 +57,7 @@ def true_neighbours(data: np.ndarray, queries: np.ndarray, mask: np.ndarray | No
 
 
 def set_knobs(cur, **knobs) -> None:
+    """Session settings; a double underscore stands for the dot: hnsw__ef_search=40 sets hnsw.ef_search."""
     for name, value in knobs.items():
         cur.execute("SELECT set_config(%s, %s, false)", (name.replace("__", "."), str(value)))
 
@@ -167,7 +168,9 @@ def plot(results: list[dict], path: str, title: str) -> None:
     exact = next(r for r in results if r["method"] == "exact")
     ax.plot([exact["p50_ms"]], [exact["recall"]], "k*", markersize=12, label="exact (seq scan)")
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")  # 2, 5, 10 rather than 2x10^0
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
     ax.set_xlabel("p50 latency per query (ms, log scale)")
     ax.set_ylabel(f"recall@{K}")
     ax.set_title(title)
