@@ -36,6 +36,8 @@ def ensure_private_dir(path: Path) -> None:
 
 def write_atomic(path: Path, text: str, mode: int = 0o600) -> bool:
     """Replace `path` with `text` (fsync, then rename). Returns False when it already held exactly that."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run killed mid-write (callers hold the client lock)
+        stale.unlink(missing_ok=True)
     if path.exists() and path.read_text() == text and (path.stat().st_mode & 0o777) == mode:
         return False
     ensure_private_dir(path.parent)

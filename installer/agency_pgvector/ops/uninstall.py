@@ -64,13 +64,17 @@ def _archive(client: Client, report: Report) -> None:
     component = paths.component_dir
     if not component.exists():
         return
-    (component / ".env").unlink(missing_ok=True)
-    (component / ".password.pending").unlink(missing_ok=True)
+    # .env goes last: it marks the client as installed, so a run killed anywhere in here is finished by the
+    # next `uninstall` instead of leaving files (or the superuser URL) that no command would ever remove.
     target = paths.root / "archive" / f"{client.id}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     target.parent.mkdir(mode=0o700, exist_ok=True)
-    shutil.move(str(component), str(target))
+    target.mkdir(mode=0o700, exist_ok=True)
+    for item in component.iterdir():
+        if item.name not in (".env", ".password.pending") and not item.name.endswith(".tmp"):
+            shutil.move(str(item), str(target / item.name))
+    (paths.secrets_dir / f"{client.id}.admin-url").unlink(missing_ok=True)
+    (component / ".env").unlink(missing_ok=True)
+    shutil.rmtree(component)  # what is left: the pending password and temp files of killed writes
     report.add("files", CHANGE, f".env removed; backups and samples archived in {target}")
     if paths.client_dir.exists() and not any(paths.client_dir.iterdir()):
         paths.client_dir.rmdir()
-    secret = paths.secrets_dir / f"{client.id}.admin-url"
-    secret.unlink(missing_ok=True)
