@@ -16,6 +16,7 @@ from .render import SAMPLES_DIR, render
 from .report import CHANGE, CREATE, OK, Report
 from .spec import Spec
 
+SAMPLE_SUFFIXES = {".py", ".txt", ".md", ".ini", ".mako"}
 PENDING = ".password.pending"  # the new password, written before the role gets it (crash-safe rotation)
 
 
@@ -164,11 +165,12 @@ def _drop_samples(spec: Spec, report: Report) -> None:
 
 
 def _sample_files() -> list:
-    """Every file under samples/ as a relative path, subdirectories included (the Alembic migrations),
-    skipping dot-files and __pycache__."""
+    """The sample sources under samples/ as relative paths, subdirectories included (the Alembic migrations);
+    never dot-files, __pycache__ or outputs a sample run may have left there (plots, JSON)."""
     return sorted(
         path.relative_to(SAMPLES_DIR) for path in SAMPLES_DIR.rglob("*")
-        if path.is_file() and not any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(SAMPLES_DIR).parts)
+        if path.is_file() and path.suffix in SAMPLE_SUFFIXES
+        and not any(part.startswith(".") or part == "__pycache__" for part in path.relative_to(SAMPLES_DIR).parts)
     )
 
 
