@@ -1,0 +1,98 @@
+"""Remote access, tested from a network namespace this test creates (veth pair, addresses made here only).
+
+What the embedded engine guarantees today (its binaries have no TLS, see docs/security.md):
+  * ENABLE_CLOUD=true is refused with one clear sentence and nothing is created;
+  * the server listens on loopback only: from the namespace, its port is closed;
+  * even if someone opens listen_addresses by hand, pg_hba rejects every non-loopback login that is not
+    TLS (hostssl), the right password notwithstanding.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from conftest import DOMAIN, EMAIL, admin, client_paths
+
+HOST_IP, NS_IP = "10.231.77.1", "10.231.77.2"  # a /30 that exists only on this veth pair
+
+
+@pytest.fixture(scope="module")
+def netns():
+    name = f"agency-{uuid.uuid4().hex[:6]}"
+    host_if, ns_if = f"vh{name[-6:]}", f"vn{name[-6:]}"
+    steps = [
+        ["ip", "netns", "add", name],
+        ["ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if],
+        ["ip", "link", "set", ns_if, "netns", name],
+        ["ip", "addr", "add", f"{HOST_IP}/30", "dev", host_if],
+        ["ip", "link", "set", host_if, "up"],
+        ["ip", "-n", name, "addr", "add", f"{NS_IP}/30", "dev", ns_if],
+        ["ip", "-n", name, "link", "set", ns_if, "up"],
+        ["ip", "-n", name, "link", "set", "lo", "up"],
+    ]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True)
+        if done.returncode != 0:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            pytest.skip(f"cannot build a network namespace here ({' '.join(step)}: {done.stderr.strip()})")
+    yield name
+    subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def from_ns(ns: str, **params) -> str:
+    """Try a login from inside the namespace; returns 'ok' or the first line of the error."""
+    code = ("import psycopg2, sys, json\n"
+            "p = json.loads(sys.stdin.read())\n"
+            "try:\n    psycopg2.connect(connect_timeout=5, **p).close(); print('ok')\n"
+            "except Exception as e:\n    print(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)\n")
+    import json
+
+    out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], input=json.dumps(params),
+                         capture_output=True, text=True, timeout=60)  # the password goes on stdin, not argv
+    return out.stdout.strip() or out.stderr.strip()
+
+
+def test_enable_cloud_is_refused_on_the_embedded_engine_and_creates_nothing(cli):
+    result = cli("install", CLIENT_ID="remote-cloud", DOMAIN=DOMAIN, ADMIN_EMAIL=EMAIL, WITH_DEPS="true", ENGINE="embedded",
+                 ENABLE_CLOUD="true")
+    assert result.returncode == 2 and "ENABLE_CLOUD=true needs TLS" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert not client_paths("remote-cloud").client_dir.exists()
+
+
+def test_remote_plaintext_logins_are_impossible(install, netns):
+    env = install("remote", ENGINE="embedded")
+    login = dict(host=HOST_IP, port=int(env["PGPORT"]), user=env["PGUSER"], password=env["PGPASSWORD"], dbname=env["PGDATABASE"])
+    assert from_ns(netns, host=HOST_IP, port=1, user="x", password="x", dbname="x") != "ok"  # sanity: the path exists
+    refused = from_ns(netns, **login)
+    assert "refused" in refused or "timeout" in refused, refused  # loopback only: nothing listens on the veth
+    # an operator opens the server to the network by hand: still no login without TLS
+    conn = admin("remote")
+    conn.cursor().execute("ALTER SYSTEM SET listen_addresses = '*'")
+    conn.close()
+    from agency_pgvector.engines.embedded import EmbeddedEngine
+    from agency_pgvector.spec import Spec
+    from pathlib import Path
+
+    engine = EmbeddedEngine(Spec(client_id="remote", root=Path(os.environ["AGENCY_STACK_ROOT"])))
+    engine.restart()
+    try:
+        for sslmode in ("disable", "prefer"):
+            answer = from_ns(netns, sslmode=sslmode, **login)
+            assert answer != "ok" and ("pg_hba.conf rejects" in answer or "no pg_hba.conf entry" in answer), answer
+        answer = from_ns(netns, sslmode="require", **login)
+        assert answer != "ok" and "SSL" in answer, answer  # this build cannot even offer TLS
+        answer = from_ns(netns, **{**login, "user": "postgres", "password": "x", "sslmode": "disable"})
+        assert answer != "ok", answer
+    finally:
+        conn = admin("remote")
+        conn.cursor().execute("ALTER SYSTEM RESET listen_addresses")
+        conn.close()
+        engine.restart()
+    assert "refused" in from_ns(netns, **login)
