@@ -79,6 +79,7 @@ def _purge(client) -> None:
 
 
 def docker_install(cli, client_id: str, *args: str, **env: str):
+    """Tests that create a server pass PORT=free_port(): other test sessions on this host scan from 5433 too."""
     env = {"DOMAIN": DOMAIN, "ADMIN_EMAIL": EMAIL, "CLIENT_ID": client_id, "ENGINE": "docker", "PGVECTOR_IMAGE": PGVECTOR, **env}
     return cli("install", *args, **env)
 
@@ -130,7 +131,7 @@ def assert_nothing_created(client, client_id: str) -> None:
 # -- create, re-run -----------------------------------------------------------------------------------
 
 def test_install_creates_the_container_and_the_tenant(cli, docker_client):
-    result = docker_install(cli, "dk-new", WITH_DEPS="true")
+    result = docker_install(cli, "dk-new", WITH_DEPS="true", PORT=str(free_port()))
     assert result.returncode == 0, result.stderr + result.stdout
     paths = client_paths("dk-new")
     env = envfile.read(paths.env_file)
@@ -217,12 +218,12 @@ def test_existing_container_with_pgvector_is_adopted_through_its_socket(cli, doc
 
 @pytest.fixture(scope="module")
 def plain(docker_client):
-    """postgres-dk-plain: no pgvector, a named volume, its own settings, network alias and rows written."""
+    """postgres-dk-plain: no pgvector, data in an anonymous volume, a named one too, its own settings, alias, rows."""
     port = free_port()
     network = docker_client.networks.create("agency-dk-plain-apps")
     container = someone_elses_container(
         docker_client, "postgres-dk-plain", PLAIN, port, command=["postgres", "-c", "shared_buffers=64MB"],
-        volumes={"dk-plain-legacy": {"bind": "/var/lib/postgresql/data", "mode": "rw"}},
+        volumes={"dk-plain-extra": {"bind": "/srv/extra", "mode": "rw"}},
         network="agency-dk-plain-apps", restart_policy={"Name": "on-failure", "MaximumRetryCount": 3})
     network.disconnect(container)
     network.connect(container, aliases=["db"])
@@ -264,8 +265,9 @@ def test_force_swaps_to_a_pgvector_image_keeping_data_and_settings(cli, docker_c
     new = docker_client.containers.get("postgres-dk-plain")
     assert new.id != old.id and new.attrs["Config"]["Image"] == PGVECTOR
     assert not docker_client.containers.list(all=True, filters={"name": "postgres-dk-plain-pre-pgvector"})
+    data = {m["Destination"]: m.get("Name") for m in old.attrs["Mounts"]}["/var/lib/postgresql/data"]
     mounts = {m["Destination"]: m.get("Name") for m in new.attrs["Mounts"]}
-    assert mounts["/var/lib/postgresql/data"] == "dk-plain-legacy"
+    assert mounts == {"/var/lib/postgresql/data": data, "/srv/extra": "dk-plain-extra"}
     assert "TZ=UTC" in new.attrs["Config"]["Env"] and "POSTGRES_USER=owner" in new.attrs["Config"]["Env"]
     assert new.attrs["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
     assert "db" in new.attrs["NetworkSettings"]["Networks"]["agency-dk-plain-apps"]["Aliases"]
@@ -278,8 +280,18 @@ def test_force_swaps_to_a_pgvector_image_keeping_data_and_settings(cli, docker_c
     with tenant_connect(env) as conn, conn.cursor() as cur:
         cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
         assert cur.fetchone() == ("0.8.5",)
-    engine("dk-plain").remove_server(keep_volume=True)  # now the installer's container; a volume it did not make stays
-    assert docker_client.volumes.get("dk-plain-legacy")
+    engine("dk-plain").remove_server()  # now the installer's container, but volumes it did not make stay
+    assert docker_client.volumes.get(data) and docker_client.volumes.get("dk-plain-extra")
+    docker_client.volumes.get(data).remove()
+
+
+def test_an_interrupted_swap_is_put_back(cli, docker_client):
+    container = someone_elses_container(docker_client, "postgres-dk-name-pre-pgvector", PGVECTOR, free_port())
+    container.stop()  # as a swap leaves it: stopped, renamed
+    result = docker_install(cli, "dk-name")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "renamed back" in result.stdout
+    assert docker_client.containers.get("postgres-dk-name").id == container.id
 
 
 # -- logs, restart --------------------------------------------------------------------------------------
@@ -329,7 +341,7 @@ def test_taken_port_is_refused(cli, docker_client):
 
 
 def test_container_that_exits_shows_its_last_log_lines(cli, docker_client):
-    result = docker_install(cli, "dk-dies", WITH_DEPS="true", PG_SHARED_BUFFERS="999999GB")
+    result = docker_install(cli, "dk-dies", WITH_DEPS="true", PORT=str(free_port()), PG_SHARED_BUFFERS="999999GB")
     assert result.returncode == 2, result.stdout
     assert "Container postgres-dk-dies exited" in result.stderr and "shared_buffers" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
@@ -339,7 +351,7 @@ def test_container_that_exits_shows_its_last_log_lines(cli, docker_client):
 # -- cloud, removal ---------------------------------------------------------------------------------------
 
 def test_enable_cloud_publishes_on_all_interfaces_and_a_change_recreates_on_the_same_data(cli, docker_client):
-    result = docker_install(cli, "dk-cloud", WITH_DEPS="true", ENABLE_CLOUD="true")
+    result = docker_install(cli, "dk-cloud", WITH_DEPS="true", ENABLE_CLOUD="true", PORT=str(free_port()))
     assert result.returncode == 0, result.stderr + result.stdout
     container = docker_client.containers.get("postgres-dk-cloud")
     assert container.attrs["HostConfig"]["PortBindings"]["5432/tcp"][0]["HostIp"] == "0.0.0.0"

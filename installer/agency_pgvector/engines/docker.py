@@ -28,7 +28,7 @@ DEFAULT_IMAGE = "pgvector/pgvector:pg17"
 ADOPTED_ADMIN = "agency_admin"  # the installer's own login in a container it did not create
 SECRET_TARGET = "/run/secrets/postgres-password"
 DATA_TARGET = "/var/lib/postgresql/data"
-NOT_READY = ("No such file or directory", "Connection refused", "starting up", "shutting down", "not yet accepting")
+NOT_READY = ("No such file or directory", "Connection refused", "starting up", "shutting down", "not yet accepting", "closed the connection unexpectedly")
 MB = 1024 * 1024
 
 
@@ -124,7 +124,7 @@ class DockerEngine(Engine):
 
     # -- converge ---------------------------------------------------------------------------------
     def ensure_server(self, report: Report, create: bool) -> None:
-        container = self._find()
+        container = self._find() or self._interrupted_swap(report)
         if container is None:
             if not create:
                 raise UserError(f"Client {self.spec.client_id} has no PostgreSQL server yet: add WITH_DEPS=true to create the container "
@@ -317,9 +317,7 @@ class DockerEngine(Engine):
                 thing = getattr(self.docker(), kind).get(name)
                 if (thing.attrs.get("Labels") or {}).get(LABEL) == self.spec.client_id:
                     thing.remove()
-            except errors.NotFound:
-                pass
-            except errors.APIError:  # a network other containers still use stays
+            except errors.APIError:  # not there, or a network other containers still use: it stays
                 pass
         if not keep_volume:
             self.password_file.unlink(missing_ok=True)
@@ -339,6 +337,7 @@ class DockerEngine(Engine):
         for stream, data in frames_iter(sock, tty=False):
             out[stream] = out.get(stream, b"") + data
         sock.close()
+        raw.close()
         return api.exec_inspect(exec_id)["ExitCode"], out[1].decode(errors="replace"), out[2].decode(errors="replace")
 
     def _psql(self, container, script: str, timeout: float = 60.0) -> str:
@@ -429,6 +428,18 @@ class DockerEngine(Engine):
         container.remove()  # its volumes stay (anonymous ones too): the new container uses them
         report.add(f"container {self.container_name}", CHANGE, f"recreated on {target} (was {current}); data volume and settings kept")
         return new
+
+    def _interrupted_swap(self, report: Report):
+        """A run killed in the middle of a swap leaves the original renamed: put it back before anything else."""
+        errors, _ = _docker_errors()
+        try:
+            old = self.docker().containers.get(f"{self.container_name}-pre-pgvector")
+        except errors.NotFound:
+            return None
+        if not report.dry_run:
+            old.rename(self.container_name)
+        report.add(f"container {self.container_name}", CHANGE, f"renamed back from {old.name} (an interrupted swap)")
+        return None if report.dry_run else self._find()
 
     def _restore(self, old) -> None:
         if self._container is not None and self._container.id != old.id:
