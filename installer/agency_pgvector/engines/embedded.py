@@ -224,7 +224,7 @@ class EmbeddedEngine(Engine):
         context = dict(client_id=self.server_key, cloud=self.spec.enable_cloud, server_user=SERVER_USER)
         files = {
             "agency.conf": render("postgresql.agency.conf.j2", port=port, listen="*" if self.spec.enable_cloud else "127.0.0.1",
-                                  socket_dir=str(self.socket_dir), max_connections=100, ssl=False, tuning=tuning_settings(), **context),
+                                  socket_dir=str(self.socket_dir), max_connections=100, ssl=False, tuning=tuning_settings(shared=self.shared), **context),
             "pg_hba.conf": render("pg_hba.conf.j2", **context),
             "pg_ident.conf": render("pg_ident.conf.j2", **context),
         }
