@@ -1,0 +1,137 @@
+"""make bench: run the benchmarks, print one table, write docs/benchmarks.md.
+
+    python -m bench                 full sizes (about 15 minutes on 2 cores), writes docs/benchmarks.md
+    python -m bench --quick         smaller sizes, prints only (add --write to write the document)
+    python -m bench --only provisioning,vectors   some sections (provisioning always runs: it measures the floors)
+    python -m bench --explore       also build HNSW under a grid of maintenance_work_mem / worker counts
+
+Everything runs under a throw-away AGENCY_STACK_ROOT in /tmp; every server it starts is stopped at the end,
+also on failure or Ctrl-C, and the directory removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from agency_pgvector.system import systemd_running
+
+from . import cliprofile, density, provisioning, vectors
+from .common import PROJECT, Row, machine, stop_all
+
+SECTIONS = ("provisioning", "density", "vectors", "profile")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="agency-pgvector benchmarks")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (20 clients, 50k vectors); prints only")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections: {', '.join(SECTIONS)}")
+    parser.add_argument("--explore", action="store_true", help="also build HNSW under a grid of settings")
+    parser.add_argument("--write", action="store_true", help="write docs/benchmarks.md even with --quick")
+    parser.add_argument("--output", default=str(PROJECT / "docs" / "benchmarks.md"))
+    args = parser.parse_args()
+    only = {name.strip() for name in args.only.split(",") if name.strip()}
+    if os.geteuid() != 0:
+        sys.exit("error: the benchmarks start real servers under a dedicated system user: run them as root (make bench).")
+    if systemd_running():
+        sys.exit("error: systemd runs this host, so every benchmark client would get a boot unit: run make bench in a "
+                 "container or VM without systemd as PID 1.")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally below still stops the servers
+
+    base = Path(tempfile.mkdtemp(prefix="agency-bench-", dir="/tmp"))
+    os.chmod(base, 0o755)  # the server user must traverse it
+    os.environ["AGENCY_SYSTEMD_DIR"] = str(base / "systemd")  # units are rendered (as on a real host), never enabled
+    for name in [k for k in os.environ if k.startswith("PG_")]:
+        print(f"note: {name} is set and overrides the installer's tuning for this run")
+    servers: list = []
+    rows: list[Row] = []
+    notes: list[str] = []
+    profile: list[str] = []
+    host = machine()
+    started = time.monotonic()
+    try:
+        prov_rows, floors = provisioning.run(base, args.quick, servers)
+        rows += prov_rows
+        if "profile" in only:
+            profile = cliprofile.run(base / "prov", base)
+        if "density" in only:
+            rows += density.run(base, args.quick, floors, servers)
+        if "vectors" in only:
+            rows += vectors.run(base, args.quick, floors, servers, notes, explore=args.explore)
+    finally:
+        for server in servers:
+            server.stop()
+        for root in sorted(base.glob("*")):
+            if (root / "pgvector").is_dir():
+                stop_all(root)
+        shutil.rmtree(base, ignore_errors=True)
+    host["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    host["minutes"] = f"{(time.monotonic() - started) / 60:.1f}"
+    table = render(rows)
+    print(table)
+    if profile:
+        print("\n".join(profile))
+    if not args.quick or args.write:
+        write(Path(args.output), host, table, notes, profile, args)
+        print(f"\nwrote {args.output}")
+    return 0
+
+
+def fmt(value: float | None, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if unit == "vectors/s":
+        return f"{value:,.0f}/s"
+    if unit == "":
+        return f"{value:.3f}"
+    return f"{value:.3f} {unit}" if value < 10 else f"{value:.1f} {unit}"
+
+
+def render(rows: list[Row]) -> str:
+    lines = ["| section | measure | value | baseline (same run) | ratio | target | met | note |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        base = f"{row.baseline} {fmt(row.base_value, row.unit)}" if row.baseline else ""
+        ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
+        met = {True: "yes", False: "**no**", None: ""}[row.met]
+        lines.append(f"| {row.section} | {row.measure} | {fmt(row.value, row.unit)} | {base} | {ratio} | {row.target} | {met} | {row.note} |")
+    return "\n".join(lines)
+
+
+def write(path: Path, host: dict, table: str, notes: list[str], profile: list[str], args) -> None:
+    mode = "quick" if args.quick else "full"
+    text = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (bench/); re-run it to refresh. Every figure sits next to its floor or baseline,",
+        "measured in the same run on the same machine, so the ratios matter more than the absolute times.",
+        "",
+        f"Machine: {host['cpu']}, {host['cores']} cores, {host['memory']} memory; {host['os']}; Python {host['python']}.",
+        f"Run: {host['date']}, {mode} mode, {host['minutes']} minutes; load average {host['load']} before, {host['load_after']} after",
+        "(other work on the host shares the cores: read the ratios, not the seconds).",
+        "",
+        table,
+        "",
+        *[f"- {note}" for note in notes],
+        "",
+        "How it is measured: provisioning runs the CLI (`agency-pgvector install`) as `make` does, each time right after",
+        "the floor it is compared with (initdb, pg_ctl start, and one tenant's bare SQL sent with psql, on a bare server",
+        "made with initdb + pg_ctl only); medians over the repetitions. Memory is the sum of PSS (and RSS) of a server's",
+        "postmaster and its children, divided by the clients it serves. The stock server for the HNSW comparison is",
+        "initdb's postgresql.conf untouched; both servers run the same PostgreSQL 18 + pgvector binaries at the same time.",
+        "",
+        *profile,
+        "",
+    ]
+    path.write_text("\n".join(text))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
