@@ -176,6 +176,8 @@ def test_rerun_changes_nothing(cli, docker_client):
     assert "No changes" in result.stdout
     as_json = docker_install(cli, "dk-new", "--json")
     assert json.loads(as_json.stdout)["changed"] is False, as_json.stdout
+    dry = docker_install(cli, "dk-new", DRY_RUN="true")
+    assert dry.returncode == 0 and "would" not in dry.stdout, dry.stdout + dry.stderr
     assert docker_client.containers.get("postgres-dk-new").id == before
 
 
