@@ -55,12 +55,16 @@ def reserve(state_dir: Path, client_id: str, wanted: int | None = None) -> int:
 
 
 def record(state_dir: Path, client_id: str, port: int) -> None:
-    """Note a port a server already uses (e.g. found in its config) if the registry lacks it."""
-    if owned(state_dir, client_id) == port:
+    """Note the port a server really uses (found in its config or container); a stale entry of the same
+    owner is released, so the registry holds one port per server."""
+    current = owned(state_dir, client_id)
+    if current == port:
         return
     folder = registry(state_dir)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     (folder / str(port)).write_text(client_id + "\n")
+    if current is not None:
+        release(state_dir, current)
 
 
 def release(state_dir: Path, port: int) -> None:
