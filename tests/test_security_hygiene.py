@@ -71,7 +71,8 @@ def _temp_files_since(start: float) -> list[Path]:
     found = []
     root = Path(os.environ["AGENCY_STACK_ROOT"])
     for base in ("/tmp", "/var/tmp", "/dev/shm"):
-        for path in Path(base).rglob("*"):
+        every = (Path(folder) / name for folder, _, names in os.walk(base, onerror=lambda e: None) for name in names)
+        for path in every:  # os.walk, not rglob: other programs delete their temp dirs while we walk
             if root in path.parents:
                 continue
             try:
