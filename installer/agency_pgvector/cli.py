@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from .errors import UserError
+from .locks import client_lock
 
 app = typer.Typer(
     name="agency-pgvector",
@@ -257,7 +258,8 @@ def restore_cmd(
     client = load(target_client or client_id)
     _confirm(yes, f"Replace database {client.tenant.database} of client {client.id} with {file}?")
     with progress(quiet)(f"restoring into {client.tenant.database}"):
-        counts = restore(client, Path(file))
+        with client_lock(client.spec.paths.lock_file):
+            counts = restore(client, Path(file))
     log.event(f"restored {file} into {client.tenant.database}: {sum(counts.values())} rows in {len(counts)} tables")
     if not quiet:
         print(f"Restored {Path(file).name} into {client.id}/{client.tenant.database}: {len(counts)} tables, {sum(counts.values())} rows, counts verified.")
@@ -283,7 +285,8 @@ def uninstall_cmd(
     if remove_server is None:
         remove_server = bool(client.engine.owns_server() and not keep_data and sys.stdin.isatty() and not yes
                              and typer.confirm(f"Also remove the server the installer created for {client.id} ({client.engine.where()})?", default=False))
-    report = uninstall(client, keep_data=keep_data, no_backup=no_backup, remove_server=remove_server and not keep_data)
+    with client_lock(client.spec.paths.lock_file):
+        report = uninstall(client, keep_data=keep_data, no_backup=no_backup, remove_server=remove_server and not keep_data)
     if not quiet:
         from .ui import report_table
 

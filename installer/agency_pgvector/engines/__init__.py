@@ -32,6 +32,8 @@ def choose(spec: Spec, recorded: str | None = None) -> str:
         return recorded
     if spec.admin_url:
         return "external"
+    if spec.server:  # SERVER=... only means something for the embedded engine
+        return "embedded"
     return "docker" if docker_answers() else "embedded"
 
 
