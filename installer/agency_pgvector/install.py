@@ -58,7 +58,7 @@ def install(spec: Spec) -> Result:
             report.add(".env", _file_action(paths.env_file, envfile.render(env, HEADER)), str(paths.env_file))
             return Result(report, env, engine.name)
         _write_env(paths, env, report)
-        _drop_samples(spec, report)
+        _drop_samples(spec, report, env)
         _check_login(engine, tenant, env["PGVECTOR_DB_PASS"], report)
         if hasattr(engine, "remember") and engine.remember():
             report.add("admin URL", CHANGE, f"kept for day-2 commands in {paths.secrets_dir} (0600)")
@@ -112,6 +112,7 @@ def env_values(spec: Spec, engine, tenant: Tenant, password: str, state) -> dict
         "PGUSER": tenant.role,
         "PGPASSWORD": password,
         "DATABASE_URL": url,
+        **engine.tls_env(),  # ENABLE_CLOUD: PGSSLMODE, PGSSLROOTCERT, the certificate's fingerprint
     }
 
 
@@ -150,7 +151,7 @@ def _client_dirs(paths) -> None:
     envfile.ensure_private_dir(paths.component_dir)
 
 
-def _drop_samples(spec: Spec, report: Report) -> None:
+def _drop_samples(spec: Spec, report: Report, env: dict | None = None) -> None:
     paths = spec.paths
     target = paths.samples_dir
     names = _sample_files()
@@ -161,7 +162,7 @@ def _drop_samples(spec: Spec, report: Report) -> None:
             (target / name).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             shutil.copy2(SAMPLES_DIR / name, target / name)
     report.add("samples", (CREATE if len(stale) == len(names) else CHANGE) if stale else OK, f"{len(names)} files in {target}")
-    readme = render("client-README.md.j2", client_id=spec.client_id, domain=spec.domain, paths=paths)
+    readme = render("client-README.md.j2", client_id=spec.client_id, domain=spec.domain, paths=paths, env=env or {})
     action = _file_action(paths.component_dir / "README.md", readme)
     envfile.write_atomic(paths.component_dir / "README.md", readme)
     report.add("README.md", action, str(paths.component_dir / "README.md"))

@@ -51,6 +51,10 @@ class Engine(ABC):
                  "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT"}
         return {names[k]: str(v) for k, v in self.admin_params(dbname).items() if k in names and v is not None}
 
+    def tls_env(self) -> dict:
+        """Extra .env entries a client needs for TLS (PGSSLMODE, PGSSLROOTCERT, ...); none by default."""
+        return {}
+
     @abstractmethod
     def where(self) -> str:
         """One line for people: where the server runs."""

