@@ -124,6 +124,10 @@ class DockerEngine(Engine):
 
     # -- converge ---------------------------------------------------------------------------------
     def ensure_server(self, report: Report, create: bool) -> None:
+        if self.spec.enable_cloud:  # publishing the port would let the image's own pg_hba decide: not TLS-only
+            raise UserError("ENABLE_CLOUD=true is refused on the docker engine because the installer cannot make the container "
+                            "accept remote logins only over TLS: use ENGINE=embedded ENABLE_CLOUD=true (TLS only), or keep "
+                            "ENABLE_CLOUD off and reach the container over an SSH tunnel.")
         container = self._find() or self._interrupted_swap(report)
         if container is None:
             if not create:
