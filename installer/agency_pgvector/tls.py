@@ -106,7 +106,7 @@ def _pack(npm: str, work: Path) -> Path:
                              "--pack-destination", str(work)], capture_output=True, text=True, cwd=work, timeout=600)
     tarballs = list(work.glob("*.tgz"))
     if result.returncode != 0 or len(tarballs) != 1:
-        code = [line for line in result.stderr.splitlines() if " code " in line or "ERR!" in line][:1] or ["no error code"]
+        code = [line for line in result.stderr.splitlines() if " code " in line][:1] or ["no error code"]  # not the URLs
         raise UserError(f"`npm pack {NPM_PACKAGE}@{NPM_VERSION}` failed ({code[0].strip()}): check that npm can reach its "
                         "registry (npm config get registry), then re-run.")
     digest = "sha512-" + base64.b64encode(hashlib.sha512(tarballs[0].read_bytes()).digest()).decode()
