@@ -29,6 +29,10 @@ def stack_root():
     root = base / "root"
     os.environ["AGENCY_STACK_ROOT"] = str(root)
     os.environ["AGENCY_STACK_LOG"] = str(base / "log" / "pgvector.log")
+    # Each session its own port range, so concurrent sessions on one machine (each with its own root and
+    # registry) do not hand the same port to two servers.
+    first = 10000 + (os.getpid() % 100) * 200
+    os.environ["PGVECTOR_PORT_RANGE"] = f"{first}-{first + 199}"
     yield root
     stop_all(root)
     shutil.rmtree(base, ignore_errors=True)

@@ -258,3 +258,22 @@ def test_uninstall_remove_server_frees_the_port(install, cli, stack_root):
     assert not (stack_root / "pgvector" / "ports" / env["PGPORT"]).exists()
     reinstalled = install("un-c")  # a clean slate: installs again from scratch
     tenant_connect(reinstalled).close()
+
+
+def test_restart_names_the_process_that_took_the_port(install, cli):
+    import socket
+
+    env = install("port-squat")
+    from agency_pgvector.engines.embedded import EmbeddedEngine
+    from agency_pgvector.spec import Spec
+
+    EmbeddedEngine(Spec(client_id="port-squat", root=client_paths("port-squat").root)).stop()
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", int(env["PGPORT"])))
+        squatter.listen()
+        result = cli("restart", CLIENT_ID="port-squat")
+    assert result.returncode == 2
+    assert f"another process holds its port {env['PGPORT']}" in result.stderr and "Traceback" not in result.stderr
+    assert cli("restart", CLIENT_ID="port-squat").returncode == 0
+    tenant_connect(env).close()

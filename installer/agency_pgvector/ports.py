@@ -12,7 +12,18 @@ from pathlib import Path
 from .errors import UserError
 from .system import port_is_free
 
-FIRST, LAST = 5433, 6432
+DEFAULT_RANGE = (5433, 6432)
+
+
+def port_range() -> tuple[int, int]:
+    """PGVECTOR_PORT_RANGE=FIRST-LAST (default 5433-6432): where new servers get their ports."""
+    text = os.environ.get("PGVECTOR_PORT_RANGE", "")
+    if not text:
+        return DEFAULT_RANGE
+    first, _, last = text.partition("-")
+    if not (first.isdigit() and last.isdigit() and len(first) <= 5 and len(last) <= 5 and 1024 <= int(first) <= int(last) <= 65535):
+        raise UserError(f"PGVECTOR_PORT_RANGE {text[:30]!r} is not valid: use FIRST-LAST between 1024 and 65535, e.g. PGVECTOR_PORT_RANGE=5433-6432.")
+    return int(first), int(last)
 
 
 def registry(state_dir: Path) -> Path:
@@ -30,13 +41,14 @@ def owned(state_dir: Path, client_id: str) -> int | None:
 
 
 def reserve(state_dir: Path, client_id: str, wanted: int | None = None) -> int:
-    """The client's port: the one it already has, else `wanted`, else the first free one from FIRST."""
+    """The client's port: the one it already has, else `wanted`, else the first free one in the range."""
     current = owned(state_dir, client_id)
     if current and (wanted is None or wanted == current):
         return current
     folder = registry(state_dir)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    candidates = [wanted] if wanted else range(FIRST, LAST + 1)
+    first, last = port_range()
+    candidates = [wanted] if wanted else range(first, last + 1)
     for port in candidates:
         if (folder / str(port)).exists() or not port_is_free(port):
             continue
@@ -51,7 +63,7 @@ def reserve(state_dir: Path, client_id: str, wanted: int | None = None) -> int:
         return port
     if wanted:
         raise UserError(f"Port {wanted} is already in use on this host: choose another with PORT=<port>, or leave PORT unset to pick a free one.")
-    raise UserError(f"No free port between {FIRST} and {LAST} on this host: free one or set PORT=<port>.")
+    raise UserError(f"No free port between {first} and {last} on this host: free one, set PORT=<port>, or widen PGVECTOR_PORT_RANGE.")
 
 
 def record(state_dir: Path, client_id: str, port: int) -> None:

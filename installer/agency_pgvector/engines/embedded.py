@@ -331,12 +331,15 @@ class EmbeddedEngine(Engine):
         extra = {"start": ["-l", str(self.log_file)], "stop": ["-m", "fast"]}[action]
         return run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *extra, "-w", "-t", "60", "-s", action], user, check=check)
 
-    def _start(self, user) -> None:
-        stale = self.data_dir / "postmaster.pid"
-        result = self._ctl("start", user)
+    def _start(self, user, action: str = "start") -> None:
+        result = self._ctl(action, user)
         if result.returncode != 0:
-            raise UserError(f"The PostgreSQL server for {self.spec.client_id} did not start: {self._last_log_line()} "
-                            f"(full log: {self.log_file}; a stale {stale.name} or a taken port are the usual causes).")
+            tail = self.log_file.read_text(errors="replace").splitlines()[-6:] if self.log_file.exists() else []
+            if any("Address already in use" in line for line in tail):
+                raise UserError(f"The PostgreSQL server for {self.server_key} cannot start: another process holds its port {self.port()} "
+                                f"(see: ss -ltnp 'sport = :{self.port()}'): stop that process, then run make pgvector-restart.")
+            raise UserError(f"The PostgreSQL server for {self.server_key} did not start: {self._last_log_line()} "
+                            f"(full log: {self.log_file}; a stale postmaster.pid or a full disk are the usual causes).")
         self.wait_ready()
 
     def _last_log_line(self) -> str:
@@ -348,8 +351,7 @@ class EmbeddedEngine(Engine):
 
     def restart(self) -> None:
         user = server_user(create=False)
-        self._ctl("restart" if self._running(user) else "start", user, check=True)
-        self.wait_ready()
+        self._start(user, "restart" if self._running(user) else "start")
 
     def stop(self) -> None:
         user = server_user(create=False)
