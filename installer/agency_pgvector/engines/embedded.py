@@ -137,8 +137,7 @@ class EmbeddedEngine(Engine):
                 self._start(user)
             report.add("server process", CHANGE, f"started on {listen}:{self.port()}" + (" (TLS)" if cert else ""))
         elif not report.dry_run and (config_changed or not self._live_settings_match(cert is not None, listen)):
-            self._ctl("restart", user, check=True)  # stop + start: the binaries may have changed with `ssl`
-            self.wait_ready()
+            self._start(user, "restart")  # stop + start: the binaries may have changed with `ssl`
             report.add("server process", CHANGE, "restarted to apply the new configuration")
         else:
             report.add("server process", OK, f"running on {listen}:{self.port()}" + (" (TLS)" if cert else ""))
