@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from agency_pgvector import tuning
 from agency_pgvector.system import systemd_running
 
 from . import cliprofile, density, provisioning, vectors
@@ -61,6 +62,7 @@ def main() -> int:
         rows += prov_rows
         if "profile" in only:
             profile = cliprofile.run(base / "prov", base)
+        stop_all(base / "prov")  # its servers would only add noise to what follows
         if "density" in only:
             rows += density.run(base, args.quick, floors, servers)
         if "vectors" in only:
@@ -126,6 +128,16 @@ def write(path: Path, host: dict, table: str, notes: list[str], profile: list[st
         "made with initdb + pg_ctl only); medians over the repetitions. Memory is the sum of PSS (and RSS) of a server's",
         "postmaster and its children, divided by the clients it serves. The stock server for the HNSW comparison is",
         "initdb's postgresql.conf untouched; both servers run the same PostgreSQL 18 + pgvector binaries at the same time.",
+        "Ports for new servers are given explicitly (PORT=, from 20001 up): other stacks on a busy host start servers",
+        "from 5433 up and can take a port between the installer's check and its server's start.",
+        "",
+        "## Tuning choices (installer/agency_pgvector/tuning.py)",
+        "",
+        "    " + (tuning.__doc__ or "").strip().replace("\n", "\n    "),
+        "",
+        "The settings one server gets on this machine: " + ", ".join(f"{k}={v}" for k, v in tuning.settings().items()) + ";",
+        "with SERVER=shared: " + ", ".join(f"{k}={v}" for k, v in tuning.settings(shared=True).items()
+                                         if v != tuning.settings()[k]) + ".",
         "",
         *profile,
         "",

@@ -80,7 +80,8 @@ def run(base: Path, quick: bool, floors, servers: list) -> list[Row]:
     for mode in ("dedicated", "shared"):
         root = base / f"dense-{mode}"
         env = {"SERVER": "shared"} if mode == "shared" else {}
-        seconds = sum(install(root, f"{mode[0]}{i:03d}", new_server=mode == "dedicated" or i == 0, **env) for i in range(count))
+        each = [install(root, f"{mode[0]}{i:03d}", new_server=mode == "dedicated" or i == 0, **env) for i in range(count)]
+        seconds, tenth = sum(each), max(1, count // 10)
         floor = count * floors.new_server if mode == "dedicated" else floors.new_server + (count - 1) * median(floors.sql)
         if mode == "dedicated":
             engines = [engine_for(root, f"d{i:03d}") for i in range(count)]
@@ -97,7 +98,8 @@ def run(base: Path, quick: bool, floors, servers: list) -> list[Row]:
         label = "one server per client" if mode == "dedicated" else "SERVER=shared"
         rows += [
             Row(SECTION, f"provision {count} clients, {label}", seconds, "s",
-                "N x (initdb+start+SQL)" if mode == "dedicated" else "initdb+start + N x SQL", floor, note="sequential CLI runs"),
+                "N x (initdb+start+SQL)" if mode == "dedicated" else "initdb+start + N x SQL", floor,
+                note=f"sequential CLI runs; median of the first {tenth} {median(each[:tenth]):.2f} s, of the last {tenth} {median(each[-tenth:]):.2f} s"),
             Row(SECTION, f"memory per client (PSS), {label}", pss / count / 2**20, "MiB", "bare server, one tenant", bare_pss / 2**20,
                 note=f"RSS/client {rss / count / 2**20:.1f} MiB (bare {bare_rss / 2**20:.1f}); idle after install"),
             Row(SECTION, f"status --all --json, {count} clients, {label}", status if status is not None else float("nan"), "s",

@@ -6,7 +6,8 @@ at a time. Measured with `make bench` (docs/benchmarks.md):
 
 - shared_buffers stays resident once touched (shared memory, never reclaimed; these hosts have no swap),
   so DENSITY dedicated servers share a quarter of the memory, never below PostgreSQL's own 128MB. More
-  only costs memory: on 24 GiB, 768MB per server took 49 MiB per idle server against 29 MiB at 128MB.
+  costs memory even idle: on 24 GiB, 768MB (the former 1/32) took 53 MiB PSS per idle server with one
+  tenant, 128MB 29 MiB, and 100 busy servers could pin 75 GiB.
   The OS page cache, shared by all servers and reclaimable, caches the rest. A shared server (one for
   every client) takes the usual quarter of the host.
 - maintenance_work_mem is what makes HNSW builds fast: while the graph fits, pgvector builds it in
