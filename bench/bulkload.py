@@ -1,9 +1,10 @@
-"""Loading vectors: COPY ... FROM STDIN WITH (FORMAT BINARY) versus batched INSERT, with psycopg2 and numpy.
+"""Binary COPY of (id, vector) rows with psycopg2 and numpy, streamed in chunks (loads the HNSW data).
 
 psycopg2 has no binary COPY adapter for pgvector, so the rows are laid out here with a numpy record
 array: per row the field count, the bigint id and the vector (int16 dim, int16 unused, float4[dim]),
-all big-endian (PostgreSQL's binary COPY format, and pgvector's vector_recv). Chunks are built while
-the server ingests the previous one.
+all big-endian (PostgreSQL's binary COPY format, and pgvector's vector_recv). Chunks of a few MB keep
+copy_expert from calling read() per 8 kB and let the server ingest one chunk while the next is built;
+the bulk-loading section compares this with samples/bulk_load.py.
 """
 
 from __future__ import annotations
@@ -43,13 +44,3 @@ def copy_binary(conn, table: str, ids: np.ndarray, vectors: np.ndarray, rows_per
     with conn.cursor() as cur:
         cur.copy_expert(f"COPY {table} (id, embedding) FROM STDIN WITH (FORMAT BINARY)", _Reader(_chunks(ids, vectors, rows_per_chunk)))
 
-
-def insert_batched(conn, table: str, ids: np.ndarray, vectors: np.ndarray, batch: int = 1000) -> None:
-    """Multi-row INSERT, `batch` rows per statement, vectors sent as text by pgvector-python's adapter."""
-    from pgvector.psycopg2 import register_vector
-    from psycopg2.extras import execute_values
-
-    register_vector(conn)
-    with conn.cursor() as cur:
-        execute_values(cur, f"INSERT INTO {table} (id, embedding) VALUES %s",
-                       [(int(i), v) for i, v in zip(ids, vectors)], page_size=batch)
