@@ -77,7 +77,7 @@ def binary_copy_stream(vectors: np.ndarray) -> bytes:
 def copy_binary_psycopg2(dsn: str, table: str, vectors: np.ndarray) -> None:
     with _env.connect(dsn) as conn, conn.cursor() as cur:
         statement = sql.SQL("COPY {} (embedding) FROM STDIN WITH (FORMAT BINARY)").format(sql.Identifier(table))
-        cur.copy_expert(statement, io.BytesIO(binary_copy_stream(vectors)))
+        cur.copy_expert(statement, io.BytesIO(binary_copy_stream(vectors)), size=1 << 20)  # 1 MiB reads, not 8 kB
     conn.close()
 
 

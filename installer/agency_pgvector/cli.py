@@ -104,7 +104,10 @@ def status_cmd(client_id: str = ClientOpt, everyone: bool = AllOpt, as_json: boo
     """Is the client healthy? Exit 0 healthy, 1 not (make pgvector-status)."""
     from .ops.status import check
 
-    results = [check(client) for client in _clients(client_id, everyone)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=8) as pool:  # psycopg2 waits without the GIL: servers answer in parallel
+        results = list(pool.map(check, _clients(client_id, everyone)))
     healthy = all(r["healthy"] for r in results)
     if as_json:
         print(json.dumps({"healthy": healthy, "clients": results}, indent=2, sort_keys=True))
