@@ -206,7 +206,7 @@ def test_rotate_changes_role_and_env_together_and_ends_old_sessions(install, cli
 
 
 def test_upgrade_reports_old_and_new_versions(install, cli):
-    env = install("up-a")
+    install("up-a")
     conn = admin("up-a", "vectordb")
     # What a database looks like after the binaries were upgraded under it: the catalog still says 0.8.0
     # (the 0.8.0 -> 0.8.5 update scripts are empty, so marking it is faithful).

@@ -11,7 +11,6 @@ The matrix is printed in the test output (one cell per ordered pair: checks pass
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import psycopg2

@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 
 import pytest
 
+from netns import veth_namespace
 from conftest import admin
 
 HOST_IP, NS_IP = "10.231.77.1", "10.231.77.2"  # a /30 that exists only on this veth pair
@@ -23,26 +23,8 @@ HOST_IP, NS_IP = "10.231.77.1", "10.231.77.2"  # a /30 that exists only on this 
 
 @pytest.fixture(scope="module")
 def netns():
-    name = f"agency-{uuid.uuid4().hex[:6]}"
-    host_if, ns_if = f"vh{name[-6:]}", f"vn{name[-6:]}"
-    steps = [
-        ["ip", "netns", "add", name],
-        ["ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if],
-        ["ip", "link", "set", ns_if, "netns", name],
-        ["ip", "addr", "add", f"{HOST_IP}/30", "dev", host_if],
-        ["ip", "link", "set", host_if, "up"],
-        ["ip", "-n", name, "addr", "add", f"{NS_IP}/30", "dev", ns_if],
-        ["ip", "-n", name, "link", "set", ns_if, "up"],
-        ["ip", "-n", name, "link", "set", "lo", "up"],
-    ]
-    for step in steps:
-        done = subprocess.run(step, capture_output=True, text=True)
-        if done.returncode != 0:
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
-            pytest.skip(f"cannot build a network namespace here ({' '.join(step)}: {done.stderr.strip()})")
-    yield name
-    subprocess.run(["ip", "link", "del", host_if], capture_output=True)
-    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    with veth_namespace(HOST_IP, NS_IP, "agency") as name:
+        yield name
 
 
 def from_ns(ns: str, **params) -> str:

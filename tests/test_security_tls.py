@@ -19,7 +19,6 @@ import stat
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -27,6 +26,7 @@ import pytest
 from agency_pgvector import tls
 from agency_pgvector.errors import UserError
 from agency_pgvector.report import Report
+from netns import veth_namespace
 from conftest import DOMAIN, EMAIL, admin, client_paths, tenant_connect
 
 HOST_IP, NS_IP = "10.231.78.1", "10.231.78.2"  # not the /30 of test_security_remote.py
@@ -43,27 +43,8 @@ PROBE = ("import psycopg2, sys, json\n"
 
 @pytest.fixture(scope="module")
 def netns():
-    name = f"agtls-{uuid.uuid4().hex[:6]}"
-    host_if, ns_if = f"th{name[-6:]}", f"tn{name[-6:]}"
-    steps = [
-        ["ip", "netns", "add", name],
-        ["ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if],
-        ["ip", "link", "set", ns_if, "netns", name],
-        ["ip", "addr", "add", f"{HOST_IP}/30", "dev", host_if],
-        ["ip", "link", "set", host_if, "up"],
-        ["ip", "-n", name, "addr", "add", f"{NS_IP}/30", "dev", ns_if],
-        ["ip", "-n", name, "link", "set", ns_if, "up"],
-        ["ip", "-n", name, "link", "set", "lo", "up"],
-    ]
-    for step in steps:
-        done = subprocess.run(step, capture_output=True, text=True)
-        if done.returncode != 0:
-            subprocess.run(["ip", "link", "del", host_if], capture_output=True)
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
-            pytest.skip(f"cannot build a network namespace here ({' '.join(step)}: {done.stderr.strip()})")
-    yield name
-    subprocess.run(["ip", "link", "del", host_if], capture_output=True)
-    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    with veth_namespace(HOST_IP, NS_IP, "agtls") as name:
+        yield name
 
 
 def from_ns(ns: str, **params) -> str:

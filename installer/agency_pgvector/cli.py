@@ -316,7 +316,7 @@ def rotate_cmd(client_id: str = ClientOpt, as_json: bool = JsonOpt, quiet: bool 
     from .ops.common import load
 
     client = load(client_id)
-    result = install(replace(client.spec, domain=client.env.get("DOMAIN", ""), admin_email=client.env.get("ADMIN_EMAIL", ""), force=True))
+    install(replace(client.spec, domain=client.env.get("DOMAIN", ""), admin_email=client.env.get("ADMIN_EMAIL", ""), force=True))
     if as_json:
         print(json.dumps({"client_id": client.id, "rotated": True, "env_file": str(client.spec.paths.env_file)}))
     elif not quiet:
@@ -358,17 +358,17 @@ def main() -> None:
         print("error: interrupted; re-run the same command to finish (runs converge).", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a sentence, not a traceback
-        from . import log
-
         import traceback
 
-        log.event("internal error: " + "".join(traceback.format_exception_only(type(exc), exc)).strip())
+        from . import log
+
         name = type(exc).__name__
-        if name in {"UsageError", "BadParameter", "NoSuchOption", "MissingParameter", "BadOptionUsage", "BadArgumentUsage"}:
-            print(f"error: {getattr(exc, 'format_message', lambda: str(exc))()} (see --help)", file=sys.stderr)
+        if hasattr(exc, "format_message"):  # the command line's own usage errors (bad option, bad value)
+            print(f"error: {exc.format_message()} (see --help)", file=sys.stderr)
             sys.exit(2)
         if name == "Abort":
             sys.exit(1)
+        log.event("internal error: " + "".join(traceback.format_exception_only(type(exc), exc)).strip())
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else name
         print(f"error: unexpected {name}: {first}. Re-run with VERBOSE=true; the component log has the details.", file=sys.stderr)
         sys.exit(1)

@@ -17,7 +17,7 @@ from .common import Client
 
 def uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_server: bool) -> Report:
     report = Report()
-    tenant, paths = client.tenant, client.spec.paths
+    tenant = client.tenant
     role, db = sql.Identifier(tenant.role), sql.Identifier(tenant.database)
     admin = client.engine.admin_connect()
     try:
