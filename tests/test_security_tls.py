@@ -155,6 +155,18 @@ def test_rerun_is_a_no_op_with_the_same_certificate(cloud):
     assert cert.stat().st_mtime_ns == before and tls.fingerprint(cert) == cloud["PGVECTOR_TLS_SHA256"]
 
 
+def test_rotate_keeps_remote_tls_access(cloud, netns):
+    from agency_pgvector import envfile
+
+    result = subprocess.run([sys.executable, "-m", "agency_pgvector", "rotate"], capture_output=True, text=True,
+                            env={**os.environ, "CLIENT_ID": CLIENT}, timeout=300, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    env = envfile.read(client_paths(CLIENT).env_file)
+    assert env["PGVECTOR_DB_PASS"] != cloud["PGVECTOR_DB_PASS"] and env["PGVECTOR_TLS_SHA256"] == cloud["PGVECTOR_TLS_SHA256"]
+    assert from_ns(netns, **_remote(env)).startswith("ok True")
+    cloud.update(env)  # later tests use the new password
+
+
 def test_enable_cloud_off_closes_the_port_and_on_again_reuses_the_certificate(cloud, netns):
     paths = client_paths(CLIENT)
     runtime = str(tls.runtime_dir(paths.state_dir))

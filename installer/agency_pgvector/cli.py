@@ -316,7 +316,9 @@ def rotate_cmd(client_id: str = ClientOpt, as_json: bool = JsonOpt, quiet: bool 
     from .ops.common import load
 
     client = load(client_id)
-    install(replace(client.spec, domain=client.env.get("DOMAIN", ""), admin_email=client.env.get("ADMIN_EMAIL", ""), force=True))
+    # the same client as installed: contact details from .env, remote access kept if it was on
+    install(replace(client.spec, domain=client.env.get("DOMAIN", ""), admin_email=client.env.get("ADMIN_EMAIL", ""),
+                    enable_cloud="PGVECTOR_TLS_SHA256" in client.env, force=True))
     if as_json:
         print(json.dumps({"client_id": client.id, "rotated": True, "env_file": str(client.spec.paths.env_file)}))
     elif not quiet:
