@@ -294,4 +294,9 @@ def test_report_kill_points(capsys):
         for kind, count in sorted(KILLS.items()):
             print(f"  {kind:<45} {count}")
         print(f"  {'total':<45} {sum(KILLS.values())}")
-    assert sum(KILLS.values()) >= 30
+    # Kills at a time offset land only when the run is still going (a fast host can finish first), so the
+    # floor is on the statement- and log-line-driven points, which always land while there is work left.
+    driven = ["install: after SQL statement k", "rotate: after SQL statement k", "uninstall: after SQL statement k",
+              "dedicated install: after component log line k"]
+    assert all(KILLS.get(kind, 0) >= 1 for kind in driven), KILLS
+    assert sum(KILLS[kind] for kind in driven) >= 18, KILLS

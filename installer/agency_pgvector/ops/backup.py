@@ -52,7 +52,7 @@ def backup(client: Client) -> Path:
     envfile.ensure_private_dir(folder)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     target = folder / f"{client.id}-{stamp}.dump"
-    partial = target.with_suffix(".dump.partial")
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")  # never shared with an orphaned pg_dump
     conn = client.engine.admin_connect(client.tenant.database)
     try:
         counts = row_counts(conn)
