@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import filecmp
-import os
 import shutil
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ from .provision import Tenant, apply, lock, plan, read_state, record
 from .render import SAMPLES_DIR, render
 from .report import CHANGE, CREATE, OK, Report
 from .spec import Spec
+from .system import ensure_dir
 
 SAMPLE_SUFFIXES = {".py", ".txt", ".md", ".ini", ".mako"}
 PENDING = ".password.pending"  # the new password, written before the role gets it (crash-safe rotation)
@@ -136,18 +136,14 @@ def _write_env(paths, env: dict, report: Report) -> None:
 def _base_dirs(paths) -> None:
     """The root and the installer's own state directory (locks, port registry, secrets)."""
     for folder, mode in ((paths.root, 0o755), (paths.state_dir, 0o711)):
-        if not folder.exists():
-            folder.mkdir(parents=True, mode=mode)
-            os.chmod(folder, mode)
+        ensure_dir(folder, mode)
 
 
 def _client_dirs(paths) -> None:
     """clients/ and clients/<id>/ are traversable (the server user needs a path to its data);
     clients/<id>/pgvector/ is root's alone."""
     for folder, mode in ((paths.client_dir.parent, 0o711), (paths.client_dir, 0o711)):
-        if not folder.exists():
-            folder.mkdir(mode=mode)
-            os.chmod(folder, mode)
+        ensure_dir(folder, mode)
     envfile.ensure_private_dir(paths.component_dir)
 
 

@@ -77,6 +77,16 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+def ensure_dir(path: Path, mode: int) -> None:
+    """Create `path` with `mode` if it is missing. An existing directory is left as it is, including one a
+    concurrent run made a moment ago (no check-then-create race)."""
+    try:
+        path.mkdir(parents=True, mode=mode)
+    except FileExistsError:
+        return
+    os.chmod(path, mode)
+
+
 def make_dir(path: Path, mode: int, owner: pwd.struct_passwd | None = None) -> bool:
     created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)

