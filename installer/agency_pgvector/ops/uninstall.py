@@ -12,6 +12,7 @@ from psycopg2 import sql
 
 from ..report import CHANGE, OK, Report
 from .backup import backup
+from ..provision import lock
 from .common import Client
 
 
@@ -21,6 +22,9 @@ def uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_server
     role, db = sql.Identifier(tenant.role), sql.Identifier(tenant.database)
     admin = client.engine.admin_connect()
     try:
+        # The server-wide advisory lock install takes too: a killed run's DROP may still be running on the
+        # server, and its session holds the lock until that statement ends, so we look only afterwards.
+        lock(admin)
         exists = _database_exists(admin, tenant.database)
         if exists and not no_backup:
             report.add("backup", CHANGE, str(backup(client)))
