@@ -34,8 +34,7 @@ def install(spec: Spec) -> Result:
     engine = engines.get(spec, existing.get("PGVECTOR_ENGINE"), existing.get("PGVECTOR_SERVER"))
     report = Report(dry_run=spec.dry_run)
     if not spec.dry_run:
-        log.event(f"install start engine={engine.name} dry_run={spec.dry_run}")
-    if not spec.dry_run:
+        log.event(f"install start engine={engine.name}")
         _base_dirs(paths)
     with client_lock(paths.lock_file) if not spec.dry_run else _nothing():
         if not spec.dry_run and envfile.read(paths.env_file) != existing:  # a run we waited for wrote it meanwhile

