@@ -277,3 +277,14 @@ def test_restart_names_the_process_that_took_the_port(install, cli):
     assert f"another process holds its port {env['PGPORT']}" in result.stderr and "Traceback" not in result.stderr
     assert cli("restart", CLIENT_ID="port-squat").returncode == 0
     tenant_connect(env).close()
+
+
+def test_uninstall_killed_after_removing_env_is_finished_by_the_next_run(install, cli):
+    install("un-half")
+    paths = client_paths("un-half")
+    assert cli("uninstall", CLIENT_ID="un-half", YES="true", NO_BACKUP="true").returncode == 0
+    paths.component_dir.mkdir(mode=0o700)  # what a kill between `.env` removal and the last rmtree leaves
+    (paths.component_dir / ".password.pending").write_text("x\n")
+    result = cli("uninstall", CLIENT_ID="un-half", YES="true")
+    assert result.returncode == 0 and "interrupted uninstall" in result.stdout, result.stderr
+    assert not paths.component_dir.exists()

@@ -280,8 +280,12 @@ def uninstall_cmd(
 ) -> None:
     """Remove the client's tenant, after a backup (make pgvector-uninstall)."""
     from .ops.common import load
-    from .ops.uninstall import uninstall
+    from .ops.uninstall import finish_interrupted, uninstall
 
+    if finish_interrupted(client_id):
+        if not quiet:
+            print(f"Finished an interrupted uninstall of {client_id}: its last files are gone.")
+        return
     client = load(client_id)
     what = "remove access to" if keep_data else "DROP"
     _confirm(yes, f"{what} database {client.tenant.database} and role {client.tenant.role} of client {client.id}?")

@@ -82,3 +82,21 @@ def _archive(client: Client, report: Report) -> None:
     report.add("files", CHANGE, f".env removed; backups and samples archived in {target}")
     if paths.client_dir.exists() and not any(paths.client_dir.iterdir()):
         paths.client_dir.rmdir()
+
+
+def finish_interrupted(client_id: str) -> bool:
+    """A run killed after removing .env (the last thing that names the client) leaves only the pending
+    password or temp files in the client's directory: remove them. True when that was the case."""
+    from .. import spec as specs
+
+    paths = specs.Paths(specs.root_from_env(), specs.client_id(client_id))
+    component = paths.component_dir
+    if not component.is_dir() or (component / ".env").exists():
+        return False
+    leftovers = [p.name for p in component.iterdir()]
+    if any(name not in (".password.pending",) and not name.endswith(".tmp") for name in leftovers):
+        return False  # not our half-finished removal: leave it to the operator
+    shutil.rmtree(component)
+    if paths.client_dir.exists() and not any(paths.client_dir.iterdir()):
+        paths.client_dir.rmdir()
+    return True
