@@ -7,7 +7,6 @@ import shutil
 from dataclasses import dataclass
 
 from . import engines, envfile, log, scram
-from .engines.base import connect
 from .errors import UserError
 from .locks import client_lock
 from .provision import Tenant, apply, lock, plan, read_state, record
@@ -80,7 +79,14 @@ def _converge(spec: Spec, engine, tenant: Tenant, conn, existing: dict, report: 
             envfile.write_atomic(pending_file, new_password + "\n")
         apply(steps, engine.admin_connect, conn)
         if any(step.action != OK for step in steps):
+            unread = not state.db_readable
             state = read_state(conn, tenant, engine.admin_connect)
+            if unread:  # the database refused connections until the first round reset it: now what is inside it
+                inside, _ = plan(state, tenant, new_password or password, False, str(paths.env_file))
+                inside = [step for step in inside if step.database != "postgres"]
+                apply(inside, engine.admin_connect, conn)
+                steps += inside
+                state = read_state(conn, tenant, engine.admin_connect)
     record(report, steps, conn)
     return password, new_password, state
 
@@ -177,9 +183,11 @@ def _check_login(engine, tenant: Tenant, password: str, report: Report) -> None:
     """Prove the .env works the way apps use it: a TCP login with the tenant's own password."""
     import psycopg2
 
+    from . import sessions
+
     point = engine.endpoint()
     try:
-        conn = connect(host=point.host, port=point.port, user=tenant.role, password=password, dbname=tenant.database)
+        conn = sessions.tenant(dict(PGHOST=point.host, PGPORT=point.port, PGUSER=tenant.role, PGPASSWORD=password, PGDATABASE=tenant.database))
         with conn.cursor() as cur:
             cur.execute("SELECT '[1,2,3]'::vector <=> '[1,2,4]'::vector")
         conn.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import socket
@@ -13,17 +14,59 @@ from .errors import UserError
 from .spec import SERVER_USER
 
 
-def server_user(create: bool) -> pwd.struct_passwd | None:
+def server_user_name(key: str) -> str:
+    """The system user of one server: `apg-<client id>` (a dedicated server), `apg_shared` (the shared one).
+    Linux names stop at 32 characters: a longer client id becomes apg_<17 characters>_<10 hex of its hash>.
+    Client ids have no '_', so the three forms never meet."""
+    if key == "_shared":
+        return "apg_shared"
+    if len(key) <= 28:
+        return f"apg-{key}"
+    return f"apg_{key[:17]}_{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def server_user(create: bool, name: str = SERVER_USER) -> pwd.struct_passwd | None:
     try:
-        return pwd.getpwnam(SERVER_USER)
+        return pwd.getpwnam(name)
     except KeyError:
         if not create:
             return None
     if os.geteuid() != 0:
-        raise UserError(f"Creating the system user {SERVER_USER} needs root: re-run with sudo.")
+        raise UserError(f"Creating the system user {name} needs root: re-run with sudo.")
     run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-         "--shell", "/usr/sbin/nologin", "--comment", "agency-pgvector PostgreSQL servers", SERVER_USER])
-    return pwd.getpwnam(SERVER_USER)
+         "--shell", "/usr/sbin/nologin", "--comment", "agency-pgvector PostgreSQL server", name])
+    return pwd.getpwnam(name)
+
+
+def remove_user(name: str) -> None:
+    if server_user(False, name) is not None:
+        run(["userdel", name], check=False)
+
+
+def own_dir(path: Path, mode: int, uid: int, gid: int) -> None:
+    """Make `path` a directory with this mode and owner, never following a link someone put in its place
+    (the fd is opened with O_NOFOLLOW; fchmod/fchown act on what was opened)."""
+    try:
+        path.mkdir(mode=mode)
+    except FileExistsError:
+        pass
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        raise UserError(f"{path} is not a plain directory (a symlink or a file is in its place): remove it and re-run.") from None
+    try:
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def chown_tree(path: Path, uid: int, gid: int) -> None:
+    """Hand a server's directory tree to its user; links are changed themselves, never followed."""
+    os.chown(path, uid, gid, follow_symlinks=False)
+    for folder, dirs, files in os.walk(path):  # os.walk does not descend into linked directories
+        for name in dirs + files:
+            os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)
 
 
 def run(argv: list[str], user: pwd.struct_passwd | None = None, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
@@ -44,10 +87,6 @@ def run(argv: list[str], user: pwd.struct_passwd | None = None, check: bool = Tr
         tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
         raise UserError(f"`{Path(argv[0]).name}` failed ({result.returncode}): {' / '.join(tail) or 'no output'}.")
     return result
-
-
-def chown_tree(path: Path, user: pwd.struct_passwd) -> None:
-    os.chown(path, user.pw_uid, user.pw_gid)
 
 
 def unreachable_ancestor(path: Path, user: pwd.struct_passwd) -> Path | None:

@@ -170,8 +170,8 @@ def ensure_certificate(tls_dir: Path, user, domain: str, report: Report) -> Cert
          "-sha256", "-days", str(CERT_DAYS), "-config", str(config), "-keyout", str(staging / key.name),
          "-out", str(staging / cert.name)])
     config.unlink()
-    for path, mode in ((staging / key.name, 0o600), (staging / cert.name, 0o644), (staging, 0o700)):
-        os.chown(path, user.pw_uid, user.pw_gid)
+    for path, mode in ((staging / key.name, 0o640), (staging / cert.name, 0o644), (staging, 0o750)):
+        os.chown(path, 0, user.pw_gid)  # root's, readable by the server's group: PostgreSQL accepts a root-owned 0640 key
         os.chmod(path, mode)
     shutil.rmtree(tls_dir, ignore_errors=True)
     os.replace(staging, tls_dir)

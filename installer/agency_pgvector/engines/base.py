@@ -42,14 +42,15 @@ class Engine(ABC):
         """libpq keywords for a superuser connection (host, port, user, dbname, maybe password)."""
 
     def admin_connect(self, dbname: str = "postgres"):
-        """A superuser psycopg2 connection, autocommit."""
-        return connect(**self.admin_params(dbname))
+        """A pinned superuser session (sessions.operator): the only way the installer is ever superuser."""
+        from ..sessions import operator
 
-    def admin_env(self, dbname: str = "postgres") -> dict:
-        """The same as libpq environment variables, for pg_dump/pg_restore (a password never goes in argv)."""
-        names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD", "dbname": "PGDATABASE",
-                 "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT"}
-        return {names[k]: str(v) for k, v in self.admin_params(dbname).items() if k in names and v is not None}
+        return operator(self, dbname)
+
+    def expected_data_directory(self):
+        """The data directory the admin session must find (a socket swapped for another server's is refused);
+        None where the installer cannot know it."""
+        return None
 
     def tls_env(self) -> dict:
         """Extra .env entries a client needs for TLS (PGSSLMODE, PGSSLROOTCERT, ...); none by default."""
@@ -88,14 +89,6 @@ class Engine(ABC):
                 last = exc
                 time.sleep(0.1)
         raise UserError(f"The {self.name} server did not accept connections within {timeout:.0f} s ({_first_line(last)}): check `make pgvector-logs CLIENT_ID={self.spec.client_id}`.")
-
-
-def connect(**kwargs):
-    import psycopg2
-
-    conn = psycopg2.connect(connect_timeout=10, application_name="agency-pgvector", **kwargs)
-    conn.autocommit = True
-    return conn
 
 
 def _first_line(exc: object) -> str:

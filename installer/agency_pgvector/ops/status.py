@@ -1,4 +1,10 @@
-"""make pgvector-status: is this client healthy? Read-only; one connection per tenant database."""
+"""make pgvector-status: is this client healthy? Read-only.
+
+Catalog facts (role, database, drift, connections, roles on the server) come over a pinned operator session;
+the tenant's content (size, vector columns and their indexes) is read with the tenant's own login, so nothing
+the tenant planted runs with more than its rights. A failure reading one client is that client's finding:
+it never stops the others (status --all).
+"""
 
 from __future__ import annotations
 
@@ -9,16 +15,18 @@ from ..errors import UserError
 from ..provision import plan, read_state
 from ..report import OK
 from ..tuning import settings as tuning_settings
-from .common import Client, first_line
+from .common import Client, first_line, neighbours, tenant_connect
 
 VECTOR_COLUMNS = """
-SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod),
-       coalesce((SELECT string_agg(i.relname || ':' || am.amname, ',' ORDER BY i.relname)
-                 FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_am am ON am.oid = i.relam
-                 WHERE x.indrelid = c.oid AND a.attnum = ANY(x.indkey)), '')
-FROM pg_attribute a
-JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_type t ON t.oid = a.atttypid
+SELECT n.nspname, c.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
+       ARRAY(SELECT i.relname FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
+             WHERE x.indrelid = c.oid AND a.attnum = ANY(x.indkey) ORDER BY i.relname),
+       ARRAY(SELECT am.amname FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
+             JOIN pg_catalog.pg_am am ON am.oid = i.relam
+             WHERE x.indrelid = c.oid AND a.attnum = ANY(x.indkey) ORDER BY i.relname)
+FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
 WHERE t.typname IN ('vector', 'halfvec', 'sparsevec') AND NOT a.attisdropped AND a.attnum > 0
   AND c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
 ORDER BY 1, 2, 3 LIMIT 100
@@ -33,13 +41,14 @@ def check(client: Client) -> dict:
         "client_id": client.id,
         "engine": client.engine.name,
         "server": {"where": "", "reachable": False, "postgres_version": None, "host": client.env.get("PGHOST"), "port": _int(client.env.get("PGPORT"))},
-        "pgvector": {"installed": None, "available": None, "update_available": False},
+        "pgvector": {"installed": None, "available": None, "update_available": False, "schema": None},
         "database": {"name": client.tenant.database, "size_bytes": None},
         "role": {"name": client.tenant.role, "connections": None, "connection_limit": None},
         "env_file": {"path": str(env_file), "present": mode is not None, "mode": f"{mode:04o}" if mode is not None else None, "password_valid": None},
         "vector_columns": [],
         "settings": {},
         "drift": [],
+        "unexpected_roles": [],
         "problems": [],
     }
     problems = out["problems"]
@@ -47,68 +56,97 @@ def check(client: Client) -> dict:
         problems.append(f".env is mode {mode:04o}, not 0600: run chmod 600 {env_file}")
     try:
         out["server"]["where"] = client.engine.where()
-        conn = _connect(client)
+        conn = client.engine.admin_connect("postgres")
     except Exception as exc:  # noqa: BLE001 - any failure to connect is the finding itself
         problems.append(f"server not reachable ({first_line(exc)}): see make pgvector-logs CLIENT_ID={client.id}, then make pgvector-restart CLIENT_ID={client.id}")
         return _finish(out)
     try:
-        _inspect(client, conn, out)
+        state = _inspect(client, conn, out)
+    except Exception as exc:  # noqa: BLE001 - this client's finding; the others are still checked
+        problems.append(f"status could not be read ({first_line(exc)}): re-run make pgvector CLIENT_ID={client.id}")
+        state = None
     finally:
         conn.close()
+    if state is not None and client.tenant.database in state.databases:
+        _content(client, out, state)
     return _finish(out)
 
 
-def _inspect(client: Client, conn, out: dict) -> None:
+def _inspect(client: Client, conn, out: dict):
     tenant, problems = client.tenant, out["problems"]
     out["server"]["reachable"] = True
     state = read_state(conn, tenant, client.engine.admin_connect)
     out["server"]["postgres_version"] = state.version.split()[0]
-    out["pgvector"].update(installed=state.extension, available=state.available,
+    out["pgvector"].update(installed=state.extension, available=state.available, schema=state.extension_schema,
                            update_available=bool(state.extension and state.available and state.extension != state.available))
+    valid = False
     if state.role is None:
         problems.append(f"role {tenant.role} is missing: re-run make pgvector CLIENT_ID={client.id}")
     else:
-        out["env_file"]["password_valid"] = bool(client.password and scram.verify(client.password, state.role["rolpassword"]))
-        if not out["env_file"]["password_valid"]:
+        valid = bool(client.password and scram.verify(client.password, state.role["rolpassword"]))
+        out["env_file"]["password_valid"] = valid
+        if not valid:
             problems.append(f"the .env password does not match role {tenant.role}: make pgvector-rotate CLIENT_ID={client.id}")
-    try:
-        steps, _ = plan(state, tenant, client.password, False, str(client.spec.paths.env_file))
-        out["drift"] = [f"{s.item}: {s.detail}" for s in steps if s.action != OK]
-    except UserError:
-        pass  # the password finding above already says it
+    try:  # the password has its own finding above: every other difference is drift
+        steps, _ = plan(state, tenant, client.password, not valid, str(client.spec.paths.env_file))
+        out["drift"] = [f"{s.item}: {s.detail}" for s in steps if s.action != OK and s.item != "password"]
+    except UserError as exc:
+        problems.append(str(exc))
     if out["drift"]:
         problems.append(f"drift from what was provisioned ({len(out['drift'])} items): re-run make pgvector CLIENT_ID={client.id}")
+    if state.db_readable and state.databases.get(tenant.database) and not state.extension:
+        problems.append(f"extension vector is missing in {tenant.database}: re-run make pgvector CLIENT_ID={client.id}")
     with conn.cursor() as cur:
-        cur.execute("SELECT pg_database_size(current_database()), (SELECT count(*) FROM pg_stat_activity WHERE usename = %s), "
-                    "(SELECT rolconnlimit FROM pg_roles WHERE rolname = %s)", (tenant.role, tenant.role))
-        size, used, limit = cur.fetchone()
-        out["database"]["size_bytes"] = size
+        cur.execute("SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity WHERE usename = %s), "
+                    "(SELECT rolconnlimit FROM pg_catalog.pg_roles WHERE rolname = %s)", (tenant.role, tenant.role))
+        used, limit = cur.fetchone()
         out["role"].update(connections=used, connection_limit=limit)
-        if limit and limit > 0 and used >= limit:
+        if limit is not None and limit >= 0 and used >= limit:
             problems.append(f"{used} of {limit} connections in use: the app may be leaking connections")
-        cur.execute("SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(%s) ORDER BY name", (list(tuning_settings()),))
+        cur.execute("SELECT name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings WHERE name = ANY(%s) ORDER BY name",
+                    (list(tuning_settings()),))
         out["settings"] = dict(cur.fetchall())
-        if state.extension:
-            cur.execute(VECTOR_COLUMNS)
-            out["vector_columns"] = [
-                {"table": f"{schema}.{table}", "column": column, "type": kind,
-                 "indexes": [dict(zip(("name", "method"), item.split(":"))) for item in indexes.split(",") if item]}
-                for schema, table, column, kind, indexes in cur.fetchall()
-            ]
-        else:
-            problems.append(f"extension vector is missing in {tenant.database}: re-run make pgvector CLIENT_ID={client.id}")
+        if client.engine.owns_server():
+            _roles(client, cur, out)
+    return state
 
 
-def _connect(client: Client):
-    """The tenant's database if it exists (catalogs of roles and databases are shared), else postgres."""
-    import psycopg2
+def _roles(client: Client, cur, out: dict) -> None:
+    """On a server the installer owns, a login is the admin's or a tenant's, and only the admin is superuser.
+    (A NOLOGIN role that is no superuser is left alone: an uninstall with KEEP_DATA leaves one.)"""
+    admin = cur.connection.info.user
+    expected = {admin, client.tenant.role} | {tenant.role for tenant in neighbours(client)}
+    cur.execute("SELECT rolname, rolsuper, rolcanlogin FROM pg_catalog.pg_roles WHERE rolname !~ '^pg_' ORDER BY 1")
+    for name, superuser, login in cur.fetchall():
+        if (superuser and name != admin) or (login and name not in expected):
+            kind = "superuser" if superuser else "role"
+            out["unexpected_roles"].append(name)
+            out["problems"].append(f"unexpected {kind} {name} on the server: nobody but the installer creates roles there; "
+                                   "find out who made it, then DROP ROLE it")
 
+
+def _content(client: Client, out: dict, state) -> None:
+    """Size and vector columns, read with the tenant's own login."""
     try:
-        return client.engine.admin_connect(client.tenant.database)
-    except psycopg2.OperationalError as exc:
-        if "does not exist" not in str(exc):
-            raise
-        return client.engine.admin_connect("postgres")
+        conn = tenant_connect(client)
+    except Exception as exc:  # noqa: BLE001
+        out["problems"].append(f"the tenant cannot log in with its .env ({first_line(exc)}): make pgvector-test CLIENT_ID={client.id} says more")
+        return
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_catalog.pg_database_size(pg_catalog.current_database())")
+            out["database"]["size_bytes"] = cur.fetchone()[0]
+            if state.extension:
+                cur.execute(VECTOR_COLUMNS)
+                out["vector_columns"] = [
+                    {"table": f"{schema}.{table}", "column": column, "type": kind,
+                     "indexes": [{"name": name, "method": method} for name, method in zip(names, methods)]}
+                    for schema, table, column, kind, names, methods in cur.fetchall()
+                ]
+    except Exception as exc:  # noqa: BLE001 - the tenant's own settings or objects broke its reads
+        out["problems"].append(f"the tenant's database could not be read with its own login ({first_line(exc)})")
+    finally:
+        conn.close()
 
 
 def _finish(out: dict) -> dict:

@@ -26,21 +26,29 @@ def uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_server
         # server, and its session holds the lock until that statement ends, so we look only afterwards.
         lock(admin)
         exists = _database_exists(admin, tenant.database)
-        if exists and not no_backup:
+        with admin.cursor() as cur:
+            # Lock the tenant out first (no writes after the final backup), then undo what the owner may have set
+            # on its database (a template cannot be dropped; no connections allowed stops the backup).
+            cur.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (tenant.role,))
+            role_exists = cur.fetchone() is not None
+            if role_exists:
+                cur.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(role))
+                _terminate(cur, tenant.role)
+            if exists:
+                cur.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false ALLOW_CONNECTIONS true").format(db))
+        if exists and role_exists and not no_backup:
             report.add("backup", CHANGE, str(backup(client)))
         with admin.cursor() as cur:
             if keep_data:
-                cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (tenant.role,))
-                if cur.fetchone():
-                    cur.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(role))
-                    if exists:
-                        cur.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM {}").format(db, role))
+                if role_exists and exists:
+                    cur.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM {}").format(db, role))
                 _terminate(cur, tenant.role)
                 report.add(f"role {tenant.role}", CHANGE, "NOLOGIN, CONNECT revoked; database and data kept")
             else:
                 _terminate(cur, tenant.role)
                 cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(db))
                 report.add(f"database {tenant.database}", CHANGE if exists else OK, "dropped" if exists else "already gone")
+                cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(f"{tenant.role}.reader")))
                 cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(role))
                 report.add(f"role {tenant.role}", CHANGE, "dropped")
     finally:
@@ -53,12 +61,12 @@ def uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_server
 
 
 def _terminate(cur, role: str) -> None:
-    cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = %s", (role,))
+    cur.execute("SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity WHERE usename = %s", (role,))
 
 
 def _database_exists(admin, name: str) -> bool:
     with admin.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+        cur.execute("SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s", (name,))
         return cur.fetchone() is not None
 
 

@@ -1,0 +1,116 @@
+"""Every database session the installer opens, of two kinds only.
+
+operator(engine, dbname)  the server's superuser, for what only a superuser can do (roles, databases,
+                          CREATE/ALTER EXTENSION, catalog reads). A tenant owns its database and may
+                          `ALTER DATABASE ... SET` any user-settable parameter, `role` included (a superuser's
+                          session would then run as the tenant), and owns schema `public`, where a function or
+                          operator with looser argument types outranks the catalog's. Connection options outrank
+                          every `ALTER DATABASE/ROLE ... SET`, so each operator session starts with the values
+                          below pinned: search_path = pg_catalog, pg_temp (nothing in a tenant schema can match
+                          a name), no SET ROLE, no timeouts or read-only default of the tenant's, UTF8, and
+                          server messages below ERROR dropped (libpq would print a tenant's WARNING raw).
+                          It then checks it really is a superuser on the server it meant to reach.
+tenant(env, dbname)       the tenant's own login from its .env, for everything that reads or writes the tenant's
+                          content (sizes, vector columns, row counts, backup, restore, the self test): code the
+                          tenant planted runs with the tenant's rights only. The same pinning keeps the
+                          installer's own queries predictable (the tenant's settings cannot stall them).
+
+Tools (pg_dump, pg_restore) get the same options through PGOPTIONS in their environment (tool_env).
+"""
+
+from __future__ import annotations
+
+import re
+
+CONNECT_TIMEOUT = 10
+APPLICATION = "agency-pgvector"
+
+_COMMON = (
+    ("role", "none"),
+    ("default_transaction_read_only", "off"),
+    ("default_transaction_isolation", "read committed"),
+    ("client_encoding", "UTF8"),
+    ("client_min_messages", "error"),
+    ("standard_conforming_strings", "on"),
+    ("exit_on_error", "off"),
+    ("local_preload_libraries", ""),
+    ("default_tablespace", ""),
+    ("temp_tablespaces", ""),
+    ("lock_timeout", "0"),
+    ("idle_in_transaction_session_timeout", "0"),
+    ("idle_session_timeout", "0"),  # PostgreSQL 14+
+    ("transaction_timeout", "0"),  # PostgreSQL 17+
+)
+OPERATOR = (("search_path", "pg_catalog, pg_temp"), ("statement_timeout", "0"), *_COMMON)
+TENANT = (("search_path", "public, extensions"), ("statement_timeout", "5min"), *_COMMON)
+_UNKNOWN = re.compile(r'unrecognized configuration parameter "([a-z_]+)"')
+_unsupported: set[str] = set()  # parameters an older server did not know (dropped for the rest of the process)
+
+
+def options(pinned: tuple[tuple[str, str], ...]) -> str:
+    """The libpq `options` string: -c name=value, spaces and backslashes escaped as the server parses them."""
+    def escape(value: str) -> str:
+        return value.replace("\\", "\\\\").replace(" ", "\\ ")
+
+    return " ".join(f"-c {name}={escape(value)}" for name, value in pinned if name not in _unsupported)
+
+
+def _connect(params: dict, pinned):
+    import psycopg2
+
+    while True:
+        try:
+            conn = psycopg2.connect(**{**params, "connect_timeout": CONNECT_TIMEOUT, "application_name": APPLICATION,
+                                       "options": options(pinned)})  # ours win over any a URL carried
+        except psycopg2.OperationalError as exc:
+            found = _UNKNOWN.search(str(exc))
+            if found and found.group(1) in dict(pinned) and found.group(1) not in _unsupported:
+                _unsupported.add(found.group(1))  # a parameter of a newer major: retry without it
+                continue
+            raise
+        conn.autocommit = True
+        return conn
+
+
+def operator(engine, dbname: str = "postgres"):
+    """A pinned superuser session on the engine's server (autocommit)."""
+    from .errors import UserError
+
+    conn = _connect(engine.admin_params(dbname), OPERATOR)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_catalog.current_setting('is_superuser'), pg_catalog.current_setting('data_directory')")
+            superuser, data_directory = cur.fetchone()
+    except BaseException:
+        conn.close()
+        raise
+    expected = engine.expected_data_directory()
+    if superuser != "on" or (expected is not None and data_directory != str(expected)):
+        conn.close()
+        what = ("is not a superuser there (CREATE EXTENSION vector needs one: pgvector is not a trusted extension)"
+                if superuser != "on" else f"reached a server with another data directory ({data_directory})")
+        raise UserError(f"The installer's admin login to the {engine.name} server of client {engine.spec.client_id} {what}: "
+                        "nothing was done; check that server and re-run.")
+    return conn
+
+
+def tenant_params(env: dict, dbname: str | None = None) -> dict:
+    return dict(host=env["PGHOST"], port=env["PGPORT"], user=env["PGUSER"], password=env["PGPASSWORD"],
+                dbname=dbname or env["PGDATABASE"])
+
+
+def tenant(env: dict, dbname: str | None = None, password: str | None = None):
+    """A session with the tenant's own credentials from its .env (autocommit); never the superuser."""
+    params = tenant_params(env, dbname)
+    if password is not None:
+        params["password"] = password
+    return _connect(params, TENANT)
+
+
+def tool_env(params: dict, pinned=TENANT) -> dict:
+    """libpq environment for pg_dump/pg_restore: the password never in argv, the same pinned options."""
+    names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD", "dbname": "PGDATABASE",
+             "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT"}
+    env = {names[k]: str(v) for k, v in params.items() if k in names and v is not None}
+    env.update(PGOPTIONS=options(pinned), PGAPPNAME=APPLICATION, PGCONNECT_TIMEOUT=str(CONNECT_TIMEOUT))
+    return env
