@@ -45,6 +45,7 @@ def install_cmd(
     enable_cloud: bool = typer.Option(False, "--enable-cloud", envvar="ENABLE_CLOUD", help="Listen on all interfaces; remote logins over TLS only."),
     dry_run: bool = typer.Option(False, "--dry-run", envvar="DRY_RUN", help="Show the plan; change nothing."),
     verbose: bool = typer.Option(False, "--verbose", "-v", envvar="VERBOSE", help="Show details for every item."),
+    everyone: bool = typer.Option(False, "--all", envvar="ALL", help="Converge every installed client as recorded in its .env (after an upgrade of the installer)."),
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -52,6 +53,8 @@ def install_cmd(
     from . import spec as specs
     from .install import install
 
+    if everyone:
+        return _install_all(force, dry_run, with_deps, as_json, quiet)
     spec = specs.build(client_id, domain, admin_email, engine_=engine, server_=server, admin_url_=admin_url, port_=port,
                        with_deps=with_deps, force=force, enable_cloud=enable_cloud, dry_run=dry_run)
     result = install(spec)
@@ -76,6 +79,30 @@ def install_cmd(
 
 
 AllOpt = typer.Option(False, "--all", envvar="ALL", help="Every client installed under AGENCY_STACK_ROOT.")
+
+
+def _install_all(force: bool, dry_run: bool, with_deps: bool, as_json: bool, quiet: bool) -> None:
+    from .install import install_all
+
+    if force:
+        raise UserError("FORCE=true with ALL=true would set a new password for every client: rotate them one by one (make pgvector-rotate CLIENT_ID=...).")
+    outcomes = install_all(dry_run=dry_run, with_deps=with_deps)
+    if not outcomes:
+        raise UserError("No client is installed under AGENCY_STACK_ROOT: run make pgvector CLIENT_ID=... first.")
+    failed = [client for client, result, _ in outcomes if result is None]
+    state = lambda r: "failed" if r is None else ("would change" if dry_run and r.report.changed else "changed" if r.report.changed else "ok")  # noqa: E731
+    if as_json:
+        print(json.dumps({"ok": not failed, "dry_run": dry_run, "clients": [
+            {"client_id": c, "result": state(r), "engine": r.engine if r else None, "error": e or None,
+             "changed": [row.item for row in r.report.rows if row.action != "ok"] if r else []} for c, r, e in outcomes]}, indent=2))
+    elif not quiet:
+        from .ui import rows_table
+
+        rows_table("pgvector: every client", ["client", "engine", "result", "detail"],
+                   [[c, r.engine if r else "-", state(r), e or ", ".join(row.item for row in r.report.rows if row.action != "ok") or "-"]
+                    for c, r, e in outcomes])
+    if failed:
+        raise UserError(f"{len(failed)} of {len(outcomes)} clients could not be converged ({', '.join(failed)}): see the table above.") if not as_json else typer.Exit(1)
 
 
 def _clients(client_id: str, everyone: bool) -> list:

@@ -211,3 +211,27 @@ def update_env(paths, changes: dict) -> None:
     if env and any(env.get(k) != v for k, v in changes.items()):
         env.update(changes)
         envfile.write_atomic(paths.env_file, envfile.render(env, HEADER))
+
+
+def installed_spec(client_id: str, **flags) -> Spec:
+    """The spec a client was installed with, from its .env (contact, remote access), for re-converging it."""
+    from . import spec as specs
+
+    env = envfile.read(specs.Paths(specs.root_from_env(), client_id).env_file)
+    return specs.build(client_id, env.get("DOMAIN", ""), env.get("ADMIN_EMAIL", ""), require_contact=False,
+                       enable_cloud="PGVECTOR_TLS_SHA256" in env, **flags)
+
+
+def install_all(*, dry_run: bool, with_deps: bool) -> list[tuple[str, Result | None, str]]:
+    """`make pgvector ALL=true`: converge every installed client in this one process (an upgrade of the installer
+    applies to existing clients this way). One client's failure is reported and the others go on."""
+    from .ops.common import installed_clients
+
+    outcomes = []
+    for client_id in installed_clients():
+        try:
+            outcomes.append((client_id, install(installed_spec(client_id, dry_run=dry_run, with_deps=with_deps)), ""))
+        except UserError as exc:
+            log.event(f"install --all: {client_id} failed: {exc}")
+            outcomes.append((client_id, None, str(exc)))
+    return outcomes
