@@ -178,5 +178,6 @@ def test_a_boot_unit_is_rendered_for_the_server(install, stack_root):
     install("victor", AGENCY_SYSTEMD_DIR=str(units))
     unit = (units / "agency-pgvector-victor.service").read_text()
     data = client_paths("victor").server_dir / "data"
-    assert "User=agencypg" in unit and f"PIDFile={data}/postmaster.pid" in unit
-    assert f"pg_ctl start -D {data} " in unit and "WantedBy=multi-user.target" in unit
+    assert "User=apg-victor" in unit and f"PIDFile={data}/postmaster.pid" in unit  # the server's own OS user
+    conf = client_paths("victor").state_dir / "servers" / "victor" / "postgresql.conf"
+    assert f"pg_ctl start -D {data} -o --config-file={conf} " in unit and "WantedBy=multi-user.target" in unit

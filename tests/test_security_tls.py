@@ -90,9 +90,10 @@ def _server_binary(port: str) -> str:
 
 def test_certificate_key_and_env(cloud):
     paths = client_paths(CLIENT)
-    cert, key = paths.server_dir / "tls" / "server.crt", paths.server_dir / "tls" / "server.key"
-    owner = pwd.getpwnam("agencypg").pw_uid
-    assert key.stat().st_uid == owner and stat.S_IMODE(key.stat().st_mode) == 0o600
+    tls_dir = paths.state_dir / "servers" / CLIENT / "tls"  # root's config directory, out of the server user's reach
+    cert, key = tls_dir / "server.crt", tls_dir / "server.key"
+    group = pwd.getpwnam(f"apg-{CLIENT}").pw_gid
+    assert (key.stat().st_uid, key.stat().st_gid, stat.S_IMODE(key.stat().st_mode)) == (0, group, 0o640)
     assert cloud["PGSSLMODE"] == "verify-ca" and Path(cloud["PGSSLROOTCERT"]).read_bytes() == cert.read_bytes()
     openssl = subprocess.run(["openssl", "x509", "-in", str(cert), "-noout", "-fingerprint", "-sha256", "-ext", "subjectAltName",
                               "-subject"], capture_output=True, text=True, check=True).stdout
@@ -103,7 +104,7 @@ def test_certificate_key_and_env(cloud):
     runtime = tls.runtime_dir(paths.state_dir)
     assert (runtime / ".complete").exists() and not list(runtime.parent.glob("*.tmp*"))
     for path in (runtime / "native" / "lib" / "postgresql" / "vector.so", runtime / "native" / "bin" / "postgres"):
-        assert stat.S_IMODE(path.stat().st_mode) == 0o755  # world-readable (agencypg runs it), writable by root only
+        assert stat.S_IMODE(path.stat().st_mode) == 0o755  # world-readable (the server user runs it), writable by root only
     assert _server_binary(cloud["PGPORT"]).startswith(str(runtime))
 
 
@@ -146,7 +147,7 @@ def test_loopback_logins_keep_working(cloud):
 
 
 def test_rerun_is_a_no_op_with_the_same_certificate(cloud):
-    cert = client_paths(CLIENT).server_dir / "tls" / "server.crt"
+    cert = client_paths(CLIENT).state_dir / "servers" / CLIENT / "tls" / "server.crt"
     before = cert.stat().st_mtime_ns
     result = _install(ENABLE_CLOUD="true")
     assert result.returncode == 0, result.stderr
