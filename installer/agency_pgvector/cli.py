@@ -159,17 +159,16 @@ def logs_cmd(
     lines: int = typer.Option(100, "--lines", "-n", envvar="LINES", help="How many lines from the end."),
     follow: bool = typer.Option(False, "--follow", "-f", envvar="FOLLOW", help="Keep printing new server log lines."),
 ) -> None:
-    """The server's log for the client, then the installer's component log lines for it (make pgvector-logs)."""
+    """The installer's component log lines for the client, then the server's log (a shared server: its own sessions only) (make pgvector-logs)."""
     from .ops.common import load
+    from .ops.logs import show_component_log
+    from .text import cleaned_stdout
 
     client = load(client_id)
-    log_file = client.spec.log_file
-    if log_file.exists():
-        mine = [line for line in log_file.read_text(errors="replace").splitlines() if f" client={client.id} " in line]
-        print(f"== component log {log_file} (client {client.id}, last {lines}) ==")
-        print("\n".join(mine[-lines:]))
+    show_component_log(client.spec.log_file, client.id, lines)
     print(f"== server log ({client.engine.name}) ==", flush=True)
-    client.engine.logs(lines, follow)
+    with cleaned_stdout():  # the embedded engine cleans (and on a shared server filters) its lines itself; docker's are raw
+        client.engine.logs(lines, follow)
 
 
 @app.command("restart")
