@@ -144,32 +144,40 @@ def status_cmd(client_id: str = ClientOpt, everyone: bool = AllOpt, as_json: boo
 
 
 def _print_status(results: list[dict], everyone: bool) -> None:
-    from .ui import key_values, rows_table
+    """Every value shown is plain text (ui.styled): names and texts from the server are never markup."""
+    from .text import clean as c
+    from .ui import joined, key_values, rows_table, styled
+
+    def health(r: dict):
+        return styled("healthy", "green") if r["healthy"] else styled("UNHEALTHY", "red")
 
     if everyone:
-        rows = [[r["client_id"], "[green]healthy[/]" if r["healthy"] else "[red]UNHEALTHY[/]", r["engine"],
-                 f'{r["server"]["host"]}:{r["server"]["port"]}', r["server"]["postgres_version"] or "-", r["pgvector"]["installed"] or "-",
-                 _size(r["database"]["size_bytes"]), "; ".join(r["problems"]) or "-"] for r in results]
+        rows = [[c(r["client_id"]), health(r), c(r["engine"]), f'{c(r["server"]["host"])}:{c(r["server"]["port"])}',
+                 c(r["server"]["postgres_version"] or "-"), c(r["pgvector"]["installed"] or "-"),
+                 _size(r["database"]["size_bytes"]), joined(r["problems"], "; ") if r["problems"] else "-"] for r in results]
         rows_table("pgvector clients", ["client", "health", "engine", "endpoint", "postgres", "pgvector", "size", "problems"], rows)
         return
     r = results[0]
     vec = r["pgvector"]
-    columns = [f'{c["table"]}.{c["column"]} {c["type"]} [{", ".join(i["method"] for i in c["indexes"]) or "no index"}]' for c in r["vector_columns"]]
+    columns = [f'{c(col["table"])}.{c(col["column"])} {c(col["type"])} [{", ".join(c(i["method"]) for i in col["indexes"]) or "no index"}]'
+               for col in r["vector_columns"]]
+    password = {True: styled("valid"), False: styled("INVALID", "red"), None: styled("unchecked")}[r["env_file"]["password_valid"]]
     rows = [
-        ("health", "[green]healthy[/]" if r["healthy"] else "[red]UNHEALTHY[/]"),
-        ("engine", f'{r["engine"]}: {r["server"]["where"]}'),
-        ("server", f'{r["server"]["host"]}:{r["server"]["port"]} ' + ("reachable" if r["server"]["reachable"] else "[red]not reachable[/]")),
-        ("postgres", r["server"]["postgres_version"] or "-"),
-        ("pgvector", f'{vec["installed"] or "missing"}' + (f' ({vec["available"]} available: make pgvector-upgrade)' if vec["update_available"] else "")),
-        ("database", f'{r["database"]["name"]}, {_size(r["database"]["size_bytes"])}'),
-        ("connections", f'{r["role"]["connections"]} of {r["role"]["connection_limit"]} ({r["role"]["name"]})'),
-        (".env", f'{r["env_file"]["path"]} mode {r["env_file"]["mode"]}, password ' + {True: "valid", False: "[red]INVALID[/]", None: "unchecked"}[r["env_file"]["password_valid"]]),
-        ("vector columns", "\n".join(columns) or "none yet"),
-        ("settings", ", ".join(f"{k}={v}" for k, v in r["settings"].items()) or "-"),
-        ("drift", "\n".join(r["drift"]) or "none"),
-        ("problems", "\n".join(f"[red]{p}[/]" for p in r["problems"]) or "none"),
+        ("health", health(r)),
+        ("engine", f'{c(r["engine"])}: {c(r["server"]["where"])}'),
+        ("server", joined([f'{c(r["server"]["host"])}:{c(r["server"]["port"])}',
+                           styled("reachable") if r["server"]["reachable"] else styled("not reachable", "red")], " ")),
+        ("postgres", c(r["server"]["postgres_version"] or "-")),
+        ("pgvector", c(vec["installed"] or "missing") + (f' ({c(vec["available"])} available: make pgvector-upgrade)' if vec["update_available"] else "")),
+        ("database", f'{c(r["database"]["name"])}, {_size(r["database"]["size_bytes"])}'),
+        ("connections", f'{c(r["role"]["connections"])} of {c(r["role"]["connection_limit"])} ({c(r["role"]["name"])})'),
+        (".env", joined([f'{c(r["env_file"]["path"])} mode {c(r["env_file"]["mode"])}, password', password], " ")),
+        ("vector columns", joined(columns) if columns else "none yet"),
+        ("settings", ", ".join(f"{c(k)}={c(v)}" for k, v in r["settings"].items()) or "-"),
+        ("drift", joined(r["drift"]) if r["drift"] else "none"),
+        ("problems", joined([styled(c(p), "red") for p in r["problems"]]) if r["problems"] else "none"),
     ]
-    key_values(f'pgvector status: client {r["client_id"]}', rows)
+    key_values(f'pgvector status: client {c(r["client_id"])}', rows)
 
 
 @app.command("logs")
@@ -178,17 +186,16 @@ def logs_cmd(
     lines: int = typer.Option(100, "--lines", "-n", envvar="LINES", help="How many lines from the end."),
     follow: bool = typer.Option(False, "--follow", "-f", envvar="FOLLOW", help="Keep printing new server log lines."),
 ) -> None:
-    """The server's log for the client, then the installer's component log lines for it (make pgvector-logs)."""
+    """The installer's component log lines for the client, then the server's log (a shared server: its own sessions only) (make pgvector-logs)."""
     from .ops.common import load
+    from .ops.logs import show_component_log
+    from .text import cleaned_stdout
 
     client = load(client_id)
-    log_file = client.spec.log_file
-    if log_file.exists():
-        mine = [line for line in log_file.read_text(errors="replace").splitlines() if f" client={client.id} " in line]
-        print(f"== component log {log_file} (client {client.id}, last {lines}) ==")
-        print("\n".join(mine[-lines:]))
+    show_component_log(client.spec.log_file, client.id, lines)
     print(f"== server log ({client.engine.name}) ==", flush=True)
-    client.engine.logs(lines, follow)
+    with cleaned_stdout():  # the embedded engine cleans (and on a shared server filters) its lines itself; docker's are raw
+        client.engine.logs(lines, follow)
 
 
 @app.command("restart")
@@ -218,6 +225,7 @@ def test_cmd(
 ) -> None:
     """End-to-end check with the tenant's own credentials; leaves nothing behind (make pgvector-test)."""
     from .ops import selftest
+    from .text import clean
     from .ui import progress
 
     failed, report = [], []
@@ -235,7 +243,7 @@ def test_cmd(
             failed.append(client.id)
         if not (quiet or as_json):
             for what, outcome in result.steps:
-                print(f"  {client.id}: {what:15s} {outcome}")
+                print(clean(f"  {client.id}: {what:15s} {outcome}"))
             print(f"{client.id}: {'PASS' if result.ok else 'FAIL'}")
     if as_json:
         print(json.dumps({"ok": not failed, "clients": report}, indent=2, sort_keys=True))
@@ -381,15 +389,20 @@ def upgrade_cmd(client_id: str = ClientOpt, everyone: bool = AllOpt, as_json: bo
 
 
 def main() -> None:
+    """Every error line goes through text.clean: exception messages carry server (and so tenant) text."""
+    from .text import clean
+
+    def fail(message: str, code: int):
+        print(f"error: {clean(message, keep=chr(10))}", file=sys.stderr)
+        sys.exit(code)
+
     try:
         code = app(standalone_mode=False)  # returns the code of typer.Exit instead of exiting
         sys.exit(code if isinstance(code, int) else 0)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        print("error: interrupted; re-run the same command to finish (runs converge).", file=sys.stderr)
-        sys.exit(130)
+        fail("interrupted; re-run the same command to finish (runs converge).", 130)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a sentence, not a traceback
         import traceback
 
@@ -397,11 +410,9 @@ def main() -> None:
 
         name = type(exc).__name__
         if hasattr(exc, "format_message"):  # the command line's own usage errors (bad option, bad value)
-            print(f"error: {exc.format_message()} (see --help)", file=sys.stderr)
-            sys.exit(2)
+            fail(f"{exc.format_message()} (see --help)", 2)
         if name == "Abort":
             sys.exit(1)
         log.event("internal error: " + "".join(traceback.format_exception_only(type(exc), exc)).strip())
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else name
-        print(f"error: unexpected {name}: {first}. Re-run with VERBOSE=true; the component log has the details.", file=sys.stderr)
-        sys.exit(1)
+        first = str(exc).strip().split("\n")[0] if str(exc).strip() else name
+        fail(f"unexpected {name}: {first}. Re-run with VERBOSE=true; the component log has the details.", 1)

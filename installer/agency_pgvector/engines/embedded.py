@@ -396,17 +396,12 @@ class EmbeddedEngine(Engine):
             ports.release(self.paths.state_dir, port)
 
     def logs(self, lines: int, follow: bool) -> None:
-        if not self.log_file.exists():
-            raise UserError(f"No server log at {self.log_file}: has the server for {self.spec.client_id} been installed?")
-        with self.log_file.open(errors="replace") as handle:
-            for line in handle.readlines()[-lines:] if lines else []:
-                print(line, end="")
-            while follow:
-                line = handle.readline()
-                if line:
-                    print(line, end="", flush=True)
-                else:
-                    time.sleep(0.25)
+        """A shared server's log shows the client's own sessions only (ops/logs.py)."""
+        from ..ops.logs import SessionFilter, show_server_log
+        from ..provision import Tenant
+
+        tenant = Tenant.for_client(self.spec.client_id, self.shared)
+        show_server_log(self.log_file, self.server_dir, SessionFilter(tenant.role, tenant.database) if self.shared else None, lines, follow)
 
 
 class SharedEmbeddedEngine(EmbeddedEngine):
