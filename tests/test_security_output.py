@@ -209,16 +209,20 @@ def test_status_prints_tenant_names_literally(shared_pair, cli):
 
 
 def test_error_lines_carry_server_text_without_control_characters(shared_pair, cli):
-    """The tenant makes the end-to-end check (it runs as the tenant) fail with a message of its own."""
+    """The tenant makes its own restore fail with a message of its own: a CHECK function that raises it while
+    pg_restore (running as the tenant) loads the row; the CLI's error line carries the server's text, cleaned."""
     a = shared_pair["out-a"]
     boom = "out-a-server-text " + ESCAPES
-    _sql(a, sql.SQL("CREATE FUNCTION public.boom() RETURNS text LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION '%', {}; END$$;"
-                    "CREATE VIEW public.pg_extension AS SELECT public.boom() AS extversion, 'vector'::name AS extname;"
-                    "ALTER ROLE CURRENT_USER SET search_path = public, pg_catalog").format(sql.Literal(boom)))
+    _sql(a, "CREATE FUNCTION public.boom(x int) RETURNS boolean LANGUAGE sql AS 'SELECT true';"
+            "CREATE TABLE public.trap (x int CHECK (public.boom(x))); INSERT INTO public.trap VALUES (1)")
+    _sql(a, sql.SQL("CREATE OR REPLACE FUNCTION public.boom(x int) RETURNS boolean LANGUAGE plpgsql AS "
+                    "$$BEGIN RAISE EXCEPTION '%', {}; END$$").format(sql.Literal(boom)))
     try:
-        result = cli("test", CLIENT_ID="out-a")
+        assert cli("backup", CLIENT_ID="out-a").returncode == 0
+        dump = sorted(client_paths("out-a").backups_dir.glob("*.dump"))[-1]
+        result = cli("restore", CLIENT_ID="out-a", FILE=str(dump), YES="true")
     finally:
-        _sql(a, "ALTER ROLE CURRENT_USER RESET search_path; DROP VIEW public.pg_extension; DROP FUNCTION public.boom()")
+        _sql(a, "DROP TABLE public.trap; DROP FUNCTION public.boom(int)")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "out-a-server-text " + clean(ESCAPES) in result.stderr, result.stderr
     assert not dangerous(result.stderr)

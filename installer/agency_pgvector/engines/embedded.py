@@ -19,13 +19,13 @@ import importlib.util
 import os
 import re
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import envfile, ports, tls
 from ..errors import UserError
 from ..render import render
+from ..text import clean
 from ..report import CHANGE, CREATE, OK, Report
 from ..system import (chown_tree, ensure_dir, own_dir, remove_user, run, server_user, server_user_name, systemd_running,
                       unreachable_ancestor, world_readable)
@@ -358,20 +358,25 @@ class EmbeddedEngine(Engine):
     def _start(self, user, action: str = "start") -> None:
         result = self._ctl(action, user)
         if result.returncode != 0:
-            tail = self.log_file.read_text(errors="replace").splitlines()[-6:] if self.log_file.exists() else []
+            tail = self._log_tail(6)
             if any("Address already in use" in line for line in tail):
                 raise UserError(f"The PostgreSQL server for {self.server_key} cannot start: another process holds its port {self.port()} "
                                 f"(see: ss -ltnp 'sport = :{self.port()}'): stop that process, then run make pgvector-restart.")
-            raise UserError(f"The PostgreSQL server for {self.server_key} did not start: {self._last_log_line()} "
+            said = " / ".join((result.stderr or "").strip().splitlines()[-2:])
+            raise UserError(f"The PostgreSQL server for {self.server_key} did not start: {self._last_log_line()}"
+                            f"{f' (pg_ctl: {clean(said)})' if said else ''} "
                             f"(full log: {self.log_file}; a stale postmaster.pid or a full disk are the usual causes).")
         self.wait_ready()
 
     def _last_log_line(self) -> str:
-        try:
-            lines = [line for line in self.log_file.read_text(errors="replace").splitlines() if line.strip()]
-        except OSError:
-            return "no log"
-        return lines[-1] if lines else "empty log"
+        lines = self._log_tail(1)
+        return lines[-1] if lines else "no log"
+
+    def _log_tail(self, count: int) -> list[str]:
+        """The server user writes this file: read without following links, owned by that user only (ops/logs.py)."""
+        from ..ops.logs import tail
+
+        return tail(self.log_file, self.server_dir, count)
 
     def restart(self) -> None:
         user = server_user(create=False, name=self.os_user)

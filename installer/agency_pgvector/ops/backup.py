@@ -245,5 +245,7 @@ def _drop(admin, name: str) -> None:
 
 
 def _tail(result: subprocess.CompletedProcess) -> str:
+    """The tool's first error line (the cause) and its last line."""
     lines = [line for line in (result.stderr or result.stdout).strip().splitlines() if line.strip()]
-    return " / ".join(lines[-2:]) if lines else f"exit {result.returncode}"
+    errors = [line for line in lines if "ERROR:" in line or "error:" in line][:1]
+    return " / ".join(dict.fromkeys(errors + lines[-1:])) if lines else f"exit {result.returncode}"

@@ -101,7 +101,17 @@ def open_nofollow(path: Path, trusted: Path) -> BinaryIO:
             raise UserError(f"Refusing to read the server log {path}: a symbolic link or a non-directory is on its path "
                             f"below {trusted}, which the server's system user owns: check that directory.") from None
         raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.stat(trusted).st_uid:  # a hard link to another's file
         os.close(fd)
-        raise UserError(f"Refusing to read the server log {path}: it is not a regular file.")
+        raise UserError(f"Refusing to read the server log {path}: it is not a regular file of the server's own user.")
     return os.fdopen(fd, "rb")
+
+
+def tail(path: Path, trusted: Path, count: int) -> list[str]:
+    """The last `count` non-empty lines, read as show_server_log reads (no link followed), cleaned; [] when unreadable."""
+    try:
+        with open_nofollow(path, trusted) as handle:
+            return [clean(line, keep="\t") for line in deque((l for l in _lines(handle, bytearray()) if l.strip()), maxlen=count)]
+    except (UserError, OSError):
+        return []
