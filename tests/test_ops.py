@@ -35,7 +35,7 @@ def test_status_reports_a_healthy_client_as_stable_json(install, cli):
     assert report["healthy"] is True
     (client,) = report["clients"]
     assert client["server"]["reachable"] and client["server"]["postgres_version"].startswith("18.")
-    assert client["pgvector"] == {"installed": "0.8.5", "available": "0.8.5", "update_available": False}
+    assert client["pgvector"] == {"installed": "0.8.5", "available": "0.8.5", "update_available": False, "schema": "extensions"}
     assert client["env_file"]["mode"] == "0600" and client["env_file"]["password_valid"] is True
     assert client["role"]["connection_limit"] == 50 and client["role"]["connections"] >= 1
     assert client["vector_columns"] == [{"table": "public.docs", "column": "embedding", "type": "vector(3)",
@@ -246,7 +246,7 @@ def test_uninstall_keep_data_removes_only_access(install, cli):
     with pytest.raises(psycopg2.OperationalError):
         tenant_connect(env)
     cur = admin("un-b", "vectordb").cursor()
-    cur.execute("SELECT count(*) FROM precious")
+    cur.execute("SELECT count(*) FROM public.precious")  # operator sessions see pg_catalog only, unqualified
     assert cur.fetchone() == (1,)
 
 

@@ -41,7 +41,7 @@ def _state(**overrides) -> State:
                                                                          "template1": dict(db, owner="postgres")},
                   extension="0.8.5", extension_schema=EXTENSION_SCHEMA, available="0.8.5",
                   schema=dict(owner="pg_database_owner", public_create=False),
-                  ext_schema=dict(owner="postgres", owner_super=True, create=False), stats_open=False, version="18.4")
+                  ext_schema=dict(owner="postgres", owner_super=True, create=False, usage=True), stats_open=False, version="18.4")
     for key, value in overrides.items():
         setattr(state, key, value)
     return state
@@ -79,6 +79,11 @@ def test_vector_in_the_tenants_public_schema_is_moved():
 def test_a_schema_extensions_the_tenant_made_is_refused_not_adopted():
     with pytest.raises(UserError, match="not a superuser"):
         _changed(_state(ext_schema=dict(owner="vectoruser_a", owner_super=False, create=True)))
+
+
+def test_a_run_killed_before_the_grant_gets_it_on_the_next_run():
+    changed = _changed(_state(ext_schema=dict(owner="postgres", owner_super=True, create=False, usage=False)))
+    assert set(changed) == {f"schema {EXTENSION_SCHEMA}"}
 
 
 def test_session_statistics_are_hidden_on_shared_servers_only():

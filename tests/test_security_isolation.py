@@ -64,6 +64,14 @@ def _refused(conn, statement: str) -> bool:
     return False
 
 
+def _query_hidden(conn, role_b: str) -> bool:
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (role_b,))
+        sees_b = cur.fetchone()[0] >= 1
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%b-secret-query%%' AND usename = %s", (role_b,))
+        return sees_b and cur.fetchone() == (0,)
+
+
 def _cannot_connect(env: dict, **overrides) -> bool:
     try:
         tenant_connect(env, **overrides).close()
@@ -161,10 +169,8 @@ def _pair_checks(layout: Layout, a: str, b: str) -> dict[str, bool]:
     with conn.cursor() as cur:  # pg_roles masks every password; pg_stat_activity hides B's queries
         cur.execute("SELECT rolpassword FROM pg_roles WHERE rolname = %s", (role_b,))
         checks["pg_roles masks B's hash"] = cur.fetchone() == ("********",)
-        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE usename = %s", (role_b,))
-        sees_b = cur.fetchone()[0] >= 1
-        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%b-secret-query%%' AND usename = %s", (role_b,))
-        checks["B's query texts hidden"] = sees_b and cur.fetchone() == (0,)
+    # shared servers revoke pg_stat_activity from PUBLIC in tenant databases; elsewhere B's query texts stay hidden
+    checks["B's query texts hidden"] = _refused(conn, "SELECT 1 FROM pg_stat_activity") if layout.shared else _query_hidden(conn, role_b)
     checks["terminate B's session"] = _refused(conn, f"SELECT CASE WHEN pg_terminate_backend({b_pid}) THEN 1 ELSE 1/0 END")
     b_session.close()
     conn.close()

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import stat
 import subprocess
 import sys
 import tarfile
+import tempfile
 import io
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from agency_pgvector.engines.embedded import EmbeddedEngine, SharedEmbeddedEngin
 from agency_pgvector.spec import Spec
 from agency_pgvector.system import server_user_name
 
-from conftest import DOMAIN, EMAIL, client_paths, tenant_connect
+from conftest import DOMAIN, EMAIL, client_paths, stop_all, tenant_connect
 
 BASELINE = "04bb881"  # the release before per-server users, pinned sessions and schema `extensions`
 REPO = Path(__file__).resolve().parents[1]
@@ -38,6 +40,17 @@ def old_release(tmp_path_factory) -> Path:
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(target, filter="data")
     return target
+
+
+@pytest.fixture
+def own_root(stack_root, monkeypatch):
+    """A root of its own: the previous release must find no server that this session's other tests made."""
+    base = Path(tempfile.mkdtemp(prefix="agency-mig-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    monkeypatch.setenv("AGENCY_STACK_ROOT", str(base / "root"))
+    yield base / "root"
+    stop_all(base / "root")
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def _old(old_release: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -55,7 +68,7 @@ def _engine(client_id: str, shared: bool = False):
     return SharedEmbeddedEngine(spec) if shared else EmbeddedEngine(spec)
 
 
-def test_previous_release_is_converged_by_install_all(cli, old_release):
+def test_previous_release_is_converged_by_install_all(cli, old_release, own_root):
     base = {"DOMAIN": DOMAIN, "ADMIN_EMAIL": EMAIL, "WITH_DEPS": "true", "ENGINE": "embedded"}
     for client, extra in (("mig-a", {}), ("mig-b", {"SERVER": "shared"}), ("mig-c", {"SERVER": "shared"})):
         result = _old(old_release, "install", CLIENT_ID=client, **base, **extra)

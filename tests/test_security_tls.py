@@ -172,7 +172,7 @@ def test_enable_cloud_off_closes_the_port_and_on_again_reuses_the_certificate(cl
     paths = client_paths(CLIENT)
     runtime = str(tls.runtime_dir(paths.state_dir))
     with admin(CLIENT, cloud["PGDATABASE"]).cursor() as cur:  # a row written under the OpenSSL build must survive both switches
-        cur.execute("CREATE TABLE IF NOT EXISTS tls_switch (v vector(3)); INSERT INTO tls_switch VALUES ('[1,2,3]')")
+        cur.execute("CREATE TABLE IF NOT EXISTS public.tls_switch (v extensions.vector(3)); INSERT INTO public.tls_switch VALUES ('[1,2,3]')")
     result = _install(ENABLE_CLOUD="false")
     assert result.returncode == 0, result.stderr
     from agency_pgvector import envfile
@@ -191,7 +191,7 @@ def test_enable_cloud_off_closes_the_port_and_on_again_reuses_the_certificate(cl
     assert from_ns(netns, **_remote(again, sslmode="verify-ca", sslrootcert=again["PGSSLROOTCERT"])).startswith("ok True")
     assert _server_binary(again["PGPORT"]).startswith(runtime)
     with admin(CLIENT, cloud["PGDATABASE"]).cursor() as cur:
-        cur.execute("SELECT count(*) FROM tls_switch")
+        cur.execute("SELECT count(*) FROM public.tls_switch")
         assert cur.fetchone()[0] >= 1
 
 

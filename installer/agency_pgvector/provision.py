@@ -140,14 +140,16 @@ def _read_database(conn, tenant: Tenant, state: State) -> None:
             """SELECT n.nspname, pg_catalog.pg_get_userbyid(n.nspowner), r.rolsuper,
                       pg_catalog.has_schema_privilege('public', n.oid, 'CREATE'),
                       EXISTS (SELECT FROM pg_catalog.pg_roles o WHERE NOT o.rolsuper AND o.rolname !~ '^pg_'
-                              AND pg_catalog.has_schema_privilege(o.oid, n.oid, 'CREATE'))
+                              AND pg_catalog.has_schema_privilege(o.oid, n.oid, 'CREATE')),
+                      EXISTS (SELECT FROM pg_catalog.pg_roles o WHERE o.rolname = %s
+                              AND pg_catalog.has_schema_privilege(o.oid, n.oid, 'USAGE'))
                FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_roles r ON r.oid = n.nspowner
-               WHERE n.nspname IN ('public', %s)""", (EXTENSION_SCHEMA,))
-        for name, owner, owner_super, public_create, anyone_create in cur.fetchall():
+               WHERE n.nspname IN ('public', %s)""", (tenant.role, EXTENSION_SCHEMA))
+        for name, owner, owner_super, public_create, anyone_create, usage in cur.fetchall():
             if name == "public":
                 state.schema = dict(owner=owner, public_create=public_create)
             else:
-                state.ext_schema = dict(owner=owner, owner_super=owner_super, create=public_create or anyone_create)
+                state.ext_schema = dict(owner=owner, owner_super=owner_super, create=public_create or anyone_create, usage=usage)
         if tenant.shared:
             cur.execute("""SELECT pg_catalog.bool_or(pg_catalog.has_table_privilege('public', 'pg_catalog.' || v, 'SELECT'))
                                   OR (SELECT pg_catalog.bool_or(pg_catalog.has_function_privilege('public', 'pg_catalog.' || f, 'EXECUTE'))
@@ -273,8 +275,8 @@ def database_steps(state: State, tenant: Tenant, dbname: str, new: bool = False)
     if schema is None:
         steps.append(Step(f"schema {EXTENSION_SCHEMA}", CREATE, f"owned by the superuser, USAGE for {tenant.role}",
                           [(sql.SQL("CREATE SCHEMA {}").format(ext), None), *grant], database=dbname))
-    elif schema["create"]:
-        steps.append(Step(f"schema {EXTENSION_SCHEMA}", CHANGE, "only superusers may create in it", [
+    elif schema["create"] or not schema.get("usage", True):
+        steps.append(Step(f"schema {EXTENSION_SCHEMA}", CHANGE, f"only superusers may create in it, USAGE for {tenant.role}", [
             (sql.SQL("REVOKE CREATE ON SCHEMA {} FROM PUBLIC").format(ext), None),
             (sql.SQL("REVOKE CREATE ON SCHEMA {} FROM {}").format(ext, role), None), *grant], database=dbname))
     else:
