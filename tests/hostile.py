@@ -32,7 +32,7 @@ SEARCH_PATHS = ("public, pg_catalog", '"$user", public')  # the tenant cycles th
 
 
 def tenant_connect(env: dict, **overrides):
-    params = dict(host=env["PGHOST"], port=env["PGPORT"], user=env["PGUSER"], password=env["PGPASSWORD"], dbname=env["PGDATABASE"])
+    params = {"host": env["PGHOST"], "port": env["PGPORT"], "user": env["PGUSER"], "password": env["PGPASSWORD"], "dbname": env["PGDATABASE"]}
     params.update(overrides)
     conn = psycopg2.connect(connect_timeout=5, **params)
     conn.autocommit = True
