@@ -102,15 +102,17 @@ def read_state(conn, tenant: Tenant, connect_db) -> State:
                       pg_catalog.has_database_privilege('public', oid, 'TEMPORARY'),
                       pg_catalog.has_database_privilege('public', oid, 'CREATE'),
                       datistemplate, datallowconn, datconnlimit,
+                      EXISTS (SELECT FROM pg_catalog.pg_roles o WHERE o.rolname = %s
+                              AND pg_catalog.has_database_privilege(o.oid, d.oid, 'CONNECT')),
                       (SELECT pg_catalog.array_agg(c ORDER BY c) FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) c
                        WHERE s.setdatabase = d.oid AND (s.setrole = 0 OR s.setrole = %s))
                FROM pg_catalog.pg_database d WHERE datname = ANY(%s)""",
-            (role["oid"] if role else 0, [tenant.database, "postgres", "template1"]),
+            (tenant.role, role["oid"] if role else 0, [tenant.database, "postgres", "template1"]),
         )
         databases, db_settings = {}, []
-        for name, owner, c, t, k, template, allow, limit, configured in cur.fetchall():
+        for name, owner, c, t, k, template, allow, limit, tenant_connect, configured in cur.fetchall():
             databases[name] = dict(owner=owner, public_connect=c, public_temp=t, public_create=k,
-                                   datistemplate=template, datallowconn=allow, datconnlimit=limit)
+                                   datistemplate=template, datallowconn=allow, datconnlimit=limit, tenant_connect=tenant_connect)
             if name == tenant.database:
                 db_settings = list(configured or [])
         cur.execute("SELECT pg_catalog.current_setting('server_version'), "
@@ -219,7 +221,8 @@ def plan(state: State, tenant: Tenant, password: str | None, force: bool, env_fi
         steps.extend(_owner_controlled(found, state.db_settings, tenant))
 
     # nobody but the owner may connect: PUBLIC loses everything on the tenant's and the maintenance databases
-    public = found is None or found["public_connect"] or found["public_temp"] or found["public_create"]
+    public = (found is None or found["public_connect"] or found["public_temp"] or found["public_create"]
+              or not found.get("tenant_connect", True))  # an uninstall with KEEP_DATA revoked it
     steps.append(Step("database privileges", (CREATE if found is None else CHANGE) if public else OK, "PUBLIC revoked, owner has CONNECT/TEMPORARY", [
         (sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db), None),
         (sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(db, role), None),

@@ -20,7 +20,7 @@ from .. import envfile, scram, sessions
 from ..errors import UserError
 from ..provision import EXTENSION_SCHEMA, State, Step, apply, database_steps
 from ..report import CHANGE
-from .common import Client
+from .common import Client, first_line
 
 SKIP_ENTRIES = (" EXTENSION ", " SCHEMA - public ", " SCHEMA - extensions ")  # made by the installer as superuser
 STAGING, OLD = "agency_restore", "agency_old"  # database name prefixes with a '.': no client's names contain one
@@ -85,11 +85,7 @@ def backup(client: Client) -> Path:
     target = folder / f"{client.id}-{stamp}.dump"
     partial = target.with_name(f"{target.name}.{os.getpid()}.partial")  # never shared with an orphaned pg_dump
     with reader(client) as login:
-        conn = sessions.tenant(login)
-        try:
-            counts = row_counts(conn)
-        finally:
-            conn.close()
+        counts = _counts(login, client.tenant.database)
         old = os.umask(0o077)
         try:
             result = _tool("pg_dump", ["--format=custom", "--no-owner", "--no-privileges", f"--file={partial}"],
@@ -204,13 +200,23 @@ def _create_staging(admin, client: Client, staging: str, schema: str) -> None:
         cur.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(db, role))
 
 
-def _verify(client: Client, staging: str, expected: dict | None) -> dict[str, int]:
-    with reader(client) as login:
-        conn = sessions.tenant(login, staging)
+def _counts(login: dict, dbname: str) -> dict[str, int]:
+    import psycopg2
+
+    try:
+        conn = sessions.tenant(login, dbname)
         try:
-            counts = row_counts(conn)
+            return row_counts(conn)
         finally:
             conn.close()
+    except psycopg2.Error as exc:
+        raise UserError(f"Database {dbname} could not be read with the tenant's rights ({first_line(exc)}): "
+                        "see make pgvector-status; nothing was written.") from None
+
+
+def _verify(client: Client, staging: str, expected: dict | None) -> dict[str, int]:
+    with reader(client) as login:
+        counts = _counts(login, staging)
     if expected is not None and counts != expected:
         wrong = sorted(set(counts.items()) ^ set(expected.items()))[:3]
         raise UserError(f"The restored row counts differ from the backup's manifest ({wrong}): the live database was not touched.")

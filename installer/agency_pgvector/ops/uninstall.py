@@ -28,14 +28,14 @@ def uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_server
         exists = _database_exists(admin, tenant.database)
         with admin.cursor() as cur:
             # Lock the tenant out first (no writes after the final backup), then undo what the owner may have set
-            # on its database (a template cannot be dropped; no connections allowed stops the backup).
+            # on its database (a template cannot be dropped; a closed or zero-limit database stops the backup).
             cur.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = %s", (tenant.role,))
             role_exists = cur.fetchone() is not None
             if role_exists:
                 cur.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(role))
                 _terminate(cur, tenant.role)
             if exists:
-                cur.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false ALLOW_CONNECTIONS true").format(db))
+                cur.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false ALLOW_CONNECTIONS true CONNECTION LIMIT -1").format(db))
         if exists and role_exists and not no_backup:
             report.add("backup", CHANGE, str(backup(client)))
         with admin.cursor() as cur:
