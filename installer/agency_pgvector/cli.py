@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Optional
 
@@ -252,13 +253,9 @@ def test_cmd(
 
 
 def _run_samples(client, quiet: bool) -> bool:
-    import subprocess
+    from .ops.samples import run
 
-    runner = client.spec.paths.samples_dir / "run_all.py"
-    if not runner.exists():
-        raise UserError(f"No samples in {client.spec.paths.samples_dir}: re-run make pgvector CLIENT_ID={client.id} to drop them in.")
-    result = subprocess.run([sys.executable, str(runner)], cwd=runner.parent, capture_output=quiet, text=True)
-    return result.returncode == 0
+    return run(client, quiet)
 
 
 @app.command("backup")
@@ -390,6 +387,7 @@ def upgrade_cmd(client_id: str = ClientOpt, everyone: bool = AllOpt, as_json: bo
 
 def main() -> None:
     """Every error line goes through text.clean: exception messages carry server (and so tenant) text."""
+    os.umask(0o077)  # first: whatever this process creates is private unless given a mode on purpose
     from .text import clean
 
     def fail(message: str, code: int):

@@ -1,21 +1,56 @@
-"""The client's .env: read it, and write it atomically with mode 0600 in a 0700 directory."""
+"""The client's .env: read it, and write it atomically with mode 0600 in a 0700 directory. Both only in a
+trusted directory (system.require_trusted) and never through a symbolic link."""
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
+
+from .errors import UserError
+from .system import ensure_dir, require_trusted
 
 _SAFE_VALUE = re.compile(r"[A-Za-z0-9_./:@%+=,^-]*")  # no '~': `set -a; . .env` would expand it to a home directory
 
 
 def read(path: Path) -> dict[str, str]:
-    if not path.exists():
+    data = read_bytes(path)
+    if data is None:
         return {}
     from dotenv import dotenv_values
 
-    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+    return {k: v for k, v in dotenv_values(stream=io.StringIO(data.decode())).items() if v is not None}
+
+
+def read_bytes(path: Path) -> bytes | None:
+    """The content of the regular file `path` in a trusted directory, None when it is missing. A symbolic link or
+    anything but a regular file is refused: root never reads through a path another user could have pointed."""
+    require_trusted(path.parent)
+    data = read_nofollow(path)
+    if data is False:
+        raise UserError(f"Refusing to read {path}: it is a symbolic link or not a regular file: remove it, then re-run.")
+    return data
+
+
+def read_nofollow(path: Path) -> bytes | None | bool:
+    """The file's bytes; None when missing; False when it is a link or not a regular file (never followed, and a
+    FIFO does not block: O_NONBLOCK)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return False
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return False
+        return handle.read()
 
 
 def render(values: dict[str, str], header: str = "") -> str:
@@ -30,22 +65,25 @@ def render(values: dict[str, str], header: str = "") -> str:
 
 
 def ensure_private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+    """`path` as a 0700 directory in a trusted chain (created when missing, tightened when looser)."""
+    ensure_dir(path, 0o700)
+    os.chmod(path, 0o700)  # a real directory only root can reach (checked above): no link to follow
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o600) -> bool:
-    """Replace `path` with `text` (fsync, then rename). Returns False when it already held exactly that."""
+def write_atomic(path: Path, text: str | bytes, mode: int = 0o600) -> bool:
+    """Replace `path` with `text` (temp file in the same directory, fsync, rename). The rename replaces a link at
+    `path` instead of following it. Returns False when it already held exactly that, with that mode."""
+    data = text.encode() if isinstance(text, str) else text
+    ensure_private_dir(path.parent)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run killed mid-write (callers hold the client lock)
         stale.unlink(missing_ok=True)
-    if path.exists() and path.read_text() == text and (path.stat().st_mode & 0o777) == mode:
+    if read_nofollow(path) == data and stat.S_IMODE(os.lstat(path).st_mode) == mode:
         return False
-    ensure_private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import filecmp
-import shutil
+import os
+import stat
 from dataclasses import dataclass
 
 from . import engines, envfile, log, scram
@@ -13,7 +13,7 @@ from .provision import Tenant, apply, lock, plan, read_state, record
 from .render import SAMPLES_DIR, render
 from .report import CHANGE, CREATE, OK, Report
 from .spec import Spec
-from .system import ensure_dir
+from .system import ensure_dir, require_trusted
 
 SAMPLE_SUFFIXES = {".py", ".txt", ".md", ".ini", ".mako"}
 PENDING = ".password.pending"  # the new password, written before the role gets it (crash-safe rotation)
@@ -122,9 +122,10 @@ def env_values(spec: Spec, engine, tenant: Tenant, password: str, state) -> dict
 
 
 def _file_action(path, text: str) -> str:
-    if not path.exists():
+    current = envfile.read_nofollow(path)
+    if current is None:
         return CREATE
-    return OK if path.read_text() == text and (path.stat().st_mode & 0o777) == 0o600 else CHANGE
+    return OK if current == text.encode() and stat.S_IMODE(os.lstat(path).st_mode) == 0o600 else CHANGE
 
 
 def _write_env(paths, env: dict, report: Report) -> None:
@@ -139,9 +140,11 @@ def _write_env(paths, env: dict, report: Report) -> None:
 
 
 def _base_dirs(paths) -> None:
-    """The root and the installer's own state directory (locks, port registry, secrets)."""
+    """The root and the installer's own state directory (locks, port registry, secrets); then the client's tree as
+    far as it exists must be trusted (root-owned, not writable by others) before anything in it is read or written."""
     for folder, mode in ((paths.root, 0o755), (paths.state_dir, 0o711)):
         ensure_dir(folder, mode)
+    require_trusted(paths.component_dir)
 
 
 def _client_dirs(paths) -> None:
@@ -153,16 +156,17 @@ def _client_dirs(paths) -> None:
 
 
 def _drop_samples(spec: Spec, report: Report, env: dict | None = None) -> None:
+    """Each sample written like the .env (temp file + rename, 0600, in trusted 0700 directories): a link planted
+    at a sample's path is replaced, never followed."""
     paths = spec.paths
     target = paths.samples_dir
     names = _sample_files()
-    stale = [n for n in names if not (target / n).exists() or not filecmp.cmp(SAMPLES_DIR / n, target / n, shallow=False)]
-    if stale:
-        target.mkdir(mode=0o700, exist_ok=True)
-        for name in stale:
-            (target / name).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            shutil.copy2(SAMPLES_DIR / name, target / name)
-    report.add("samples", (CREATE if len(stale) == len(names) else CHANGE) if stale else OK, f"{len(names)} files in {target}")
+    changed = 0
+    for name in names:
+        for folder in reversed(name.parents):  # ".", then "migrations", "migrations/versions" for the migrations
+            envfile.ensure_private_dir(target / folder)
+        changed += envfile.write_atomic(target / name, (SAMPLES_DIR / name).read_bytes())
+    report.add("samples", (CREATE if changed == len(names) else CHANGE) if changed else OK, f"{len(names)} files in {target}")
     readme = render("client-README.md.j2", client_id=spec.client_id, domain=spec.domain, paths=paths, env=env or {})
     action = _file_action(paths.component_dir / "README.md", readme)
     envfile.write_atomic(paths.component_dir / "README.md", readme)

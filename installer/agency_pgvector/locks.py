@@ -9,12 +9,13 @@ import time
 from pathlib import Path
 
 from .errors import Busy
+from .system import ensure_dir
 
 
 @contextlib.contextmanager
 def client_lock(path: Path, wait_seconds: float = 60.0):
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    ensure_dir(path.parent, 0o700)  # root's own, checked: nobody else can plant a link at the lock's path
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         deadline = time.monotonic() + wait_seconds
         while True:

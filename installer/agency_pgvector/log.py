@@ -6,6 +6,8 @@ import os
 import time
 from pathlib import Path
 
+from .system import mkdirs
+
 _path: Path | None = None
 _client = "-"
 
@@ -19,10 +21,10 @@ def event(message: str) -> None:
     if _path is None:
         return
     try:
-        _path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
+        mkdirs(_path.parent, 0o750)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         line = f"{stamp} pgvector[{os.getpid()}] client={_client} {message}".replace("\n", " ") + "\n"
-        fd = os.open(_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        fd = os.open(_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)  # never through a link
         with os.fdopen(fd, "a") as handle:
             handle.write(line)
     except OSError:

