@@ -288,3 +288,18 @@ def test_uninstall_killed_after_removing_env_is_finished_by_the_next_run(install
     result = cli("uninstall", CLIENT_ID="un-half", YES="true")
     assert result.returncode == 0 and "interrupted uninstall" in result.stdout, result.stderr
     assert not paths.component_dir.exists()
+
+
+def test_status_all_reports_a_client_whose_tree_fails_the_trust_check_and_goes_on(install, cli):
+    install("st-tree-a")
+    install("st-tree-b")
+    weak = client_paths("st-tree-a").component_dir
+    os.chmod(weak, 0o777)  # a local user could now swap files root reads
+    try:
+        result = cli("status", ALL="true", JSON="true")
+    finally:
+        os.chmod(weak, 0o700)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    clients = {c["client_id"]: c for c in json.loads(result.stdout)["clients"]}
+    assert not clients["st-tree-a"]["healthy"] and str(weak) in " ".join(clients["st-tree-a"]["problems"])
+    assert clients["st-tree-b"]["healthy"], clients["st-tree-b"]["problems"]

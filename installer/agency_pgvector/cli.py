@@ -130,12 +130,19 @@ def _size(value) -> str:
 @app.command("status")
 def status_cmd(client_id: str = ClientOpt, everyone: bool = AllOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
     """Is the client healthy? Exit 0 healthy, 1 not (make pgvector-status)."""
-    from .ops.status import check
-
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=8) as pool:  # psycopg2 waits without the GIL: servers answer in parallel
-        results = list(pool.map(check, _clients(client_id, everyone)))
+    from .ops.common import installed_clients, load
+    from .ops.status import check, check_installed
+
+    if everyone:
+        names = installed_clients()
+        if not names:
+            raise UserError("No client is installed under AGENCY_STACK_ROOT: run make pgvector CLIENT_ID=... first.")
+        with ThreadPoolExecutor(max_workers=8) as pool:  # psycopg2 waits without the GIL: servers answer in parallel
+            results = list(pool.map(check_installed, names))
+    else:
+        results = [check(load(client_id))]
     healthy = all(r["healthy"] for r in results)
     if as_json:
         print(json.dumps({"healthy": healthy, "clients": results}, indent=2, sort_keys=True))

@@ -33,17 +33,14 @@ ORDER BY 1, 2, 3 LIMIT 100
 """
 
 
-def check(client: Client) -> dict:
-    """Everything status reports for one client, as plain data (the JSON shape is stable)."""
-    env_file = client.spec.paths.env_file
-    mode = stat.S_IMODE(env_file.stat().st_mode) if env_file.exists() else None
-    out = {
-        "client_id": client.id,
-        "engine": client.engine.name,
-        "server": {"where": "", "reachable": False, "postgres_version": None, "host": client.env.get("PGHOST"), "port": _int(client.env.get("PGPORT"))},
+def _blank(client_id: str, engine: str | None, database: str | None, role: str | None, env: dict, env_file, mode) -> dict:
+    return {
+        "client_id": client_id,
+        "engine": engine,
+        "server": {"where": "", "reachable": False, "postgres_version": None, "host": env.get("PGHOST"), "port": _int(env.get("PGPORT"))},
         "pgvector": {"installed": None, "available": None, "update_available": False, "schema": None},
-        "database": {"name": client.tenant.database, "size_bytes": None},
-        "role": {"name": client.tenant.role, "connections": None, "connection_limit": None},
+        "database": {"name": database, "size_bytes": None},
+        "role": {"name": role, "connections": None, "connection_limit": None},
         "env_file": {"path": str(env_file), "present": mode is not None, "mode": f"{mode:04o}" if mode is not None else None, "password_valid": None},
         "vector_columns": [],
         "settings": {},
@@ -51,6 +48,28 @@ def check(client: Client) -> dict:
         "unexpected_roles": [],
         "problems": [],
     }
+
+
+def check_installed(client_id: str) -> dict:
+    """status --all: a client that cannot even be loaded (a client tree that fails the trust check, a broken .env)
+    is that client's finding; the others are still checked."""
+    from .. import spec as specs
+    from .common import load
+
+    try:
+        client = load(client_id)
+    except UserError as exc:
+        out = _blank(client_id, None, None, None, {}, specs.Paths(specs.root_from_env(), client_id).env_file, None)
+        out["problems"].append(str(exc))
+        return _finish(out)
+    return check(client)
+
+
+def check(client: Client) -> dict:
+    """Everything status reports for one client, as plain data (the JSON shape is stable)."""
+    env_file = client.spec.paths.env_file
+    mode = stat.S_IMODE(env_file.lstat().st_mode) if env_file.exists() else None
+    out = _blank(client.id, client.engine.name, client.tenant.database, client.tenant.role, client.env, env_file, mode)
     problems = out["problems"]
     if mode is not None and mode != 0o600:
         problems.append(f".env is mode {mode:04o}, not 0600: run chmod 600 {env_file}")

@@ -1,0 +1,58 @@
+"""sessions.py against real servers: the operator session checks where it landed and what it is."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from agency_pgvector import sessions
+from agency_pgvector.engines.embedded import EmbeddedEngine
+from agency_pgvector.errors import UserError
+from agency_pgvector.spec import Spec
+
+
+class _Elsewhere(EmbeddedEngine):
+    """Client a's engine whose socket leads to client b's server (a link a server user could plant)."""
+
+    def __init__(self, spec, other):
+        super().__init__(spec)
+        self.other = other
+
+    def admin_params(self, dbname: str = "postgres") -> dict:
+        return self.other.admin_params(dbname)
+
+
+def _engine(client_id: str) -> EmbeddedEngine:
+    return EmbeddedEngine(Spec(client_id=client_id, root=Path(os.environ["AGENCY_STACK_ROOT"])))
+
+
+def test_an_operator_session_that_reaches_another_server_is_refused(install):
+    install("ses-a")
+    install("ses-b")
+    conn = sessions.operator(_engine("ses-b"))  # the real one is fine
+    conn.close()
+    with pytest.raises(UserError, match="another data directory"):
+        sessions.operator(_Elsewhere(_engine("ses-a").spec, _engine("ses-b")))
+
+
+def test_operator_sessions_ignore_what_the_database_owner_set(install):
+    env = install("ses-c")
+    from conftest import tenant_connect
+
+    with tenant_connect(env) as conn, conn.cursor() as cur:
+        conn.autocommit = True
+        for setting in ("role = vectoruser", "search_path = public, pg_catalog", "statement_timeout = '1ms'",
+                        "default_transaction_read_only = on", "idle_session_timeout = '1ms'"):
+            cur.execute(f"ALTER DATABASE vectordb SET {setting}")
+    conn = sessions.operator(_engine("ses-c"), "vectordb")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT current_user, current_setting('search_path'), current_setting('statement_timeout'), "
+                        "current_setting('transaction_read_only'), pg_sleep(0.05)")
+            assert cur.fetchone()[:4] == ("postgres", "pg_catalog, pg_temp", "0", "off")
+    finally:
+        conn.close()
+    with sessions.operator(_engine("ses-c")) as admin_conn, admin_conn.cursor() as cur:
+        cur.execute("ALTER DATABASE vectordb RESET ALL")
