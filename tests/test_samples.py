@@ -52,7 +52,7 @@ def leftovers(env: dict) -> list[str]:
                      AND n.nspname NOT LIKE 'pg_toast_temp%'
                    UNION ALL
                    SELECT 'schema ' || nspname FROM pg_namespace
-                   WHERE nspname NOT IN ('public', 'pg_catalog', 'information_schema', 'pg_toast')
+                   WHERE nspname NOT IN ('public', 'extensions', 'pg_catalog', 'information_schema', 'pg_toast')
                      AND nspname NOT LIKE 'pg_temp%' AND nspname NOT LIKE 'pg_toast_temp%'""")
     found = sorted(row[0] for row in cur.fetchall())
     conn.close()

@@ -55,7 +55,9 @@ def own_root(stack_root, monkeypatch):
 
 def _old(old_release: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     full = {**os.environ, "PYTHONPATH": str(old_release / "installer"), **env}
-    return subprocess.run([sys.executable, "-m", "agency_pgvector", *args], capture_output=True, text=True, env=full, timeout=600)
+    # the umask the previous release was run with on real hosts (this process may hold the CLI's 077 by now)
+    return subprocess.run([sys.executable, "-m", "agency_pgvector", *args], capture_output=True, text=True, env=full, timeout=600,
+                          umask=0o022)
 
 
 def _postmaster_user(data_dir: Path) -> str:

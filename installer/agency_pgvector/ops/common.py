@@ -67,7 +67,10 @@ def neighbours(client: Client) -> list[Tenant]:
         return []
     out = []
     for name in installed_clients(client.spec.root):
-        env = envfile.read(specs.Paths(client.spec.root, name).env_file)
+        try:
+            env = envfile.read(specs.Paths(client.spec.root, name).env_file)
+        except UserError:  # that client's own status says what is wrong with its tree
+            continue
         if name != client.id and env.get("PGVECTOR_ENGINE") == client.env.get("PGVECTOR_ENGINE") == "embedded" \
                 and env.get("PGVECTOR_SERVER") == "shared":
             out.append(Tenant.for_client(name, True))
