@@ -68,11 +68,12 @@ def own_dir(path: Path, mode: int, uid: int, gid: int) -> None:
 
 
 def chown_tree(path: Path, uid: int, gid: int) -> None:
-    """Hand a server's directory tree to its user; links are changed themselves, never followed."""
-    os.chown(path, uid, gid, follow_symlinks=False)
-    for folder, dirs, files in os.walk(path):  # os.walk does not descend into linked directories
+    """Hand a server's directory tree to its user; links are changed themselves, never followed. The top directory
+    goes last: its owner is what tells a later run the hand-over is done, so a run killed halfway is redone."""
+    for folder, dirs, files in os.walk(path, topdown=False):  # os.walk does not descend into linked directories
         for name in dirs + files:
             os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)
+    os.chown(path, uid, gid, follow_symlinks=False)
 
 
 def run(argv: list[str], user: pwd.struct_passwd | None = None, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
