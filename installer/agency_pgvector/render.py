@@ -1,12 +1,13 @@
-"""jinja2 templates from the top-level templates/ directory."""
+"""jinja2 templates, and the samples a client gets, from inside the package: templates/ and samples/ here are links
+to the repository's top-level folders (their only copy); an installed wheel holds the files themselves."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-TEMPLATES_DIR = PROJECT_DIR / "templates"
-SAMPLES_DIR = PROJECT_DIR / "samples"
+PACKAGE_DIR = Path(__file__).resolve().parent
+TEMPLATES_DIR = PACKAGE_DIR / "templates"
+SAMPLES_DIR = PACKAGE_DIR / "samples"
 
 
 def render(name: str, **context) -> str:
