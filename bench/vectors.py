@@ -41,7 +41,7 @@ def run(base: Path, quick: bool, floors, servers: list, notes: list[str], explor
     stock.configure()
     stock.start()
     servers.append(stock)
-    conns = {"stock": stock.connect(), "tuned": engine.admin_connect("vectordb")}
+    conns = {"stock": stock.connect(), "tuned": _superuser(engine, "vectordb")}
     conns["stock"].cursor().execute("CREATE EXTENSION vector")
     settings = {name: shown(conn) for name, conn in conns.items()}
     notes.append("Settings, stock -> installer-tuned: " + ", ".join(
@@ -79,6 +79,16 @@ def run(base: Path, quick: bool, floors, servers: list, notes: list[str], explor
         conn.close()
     rows += bulk(root, "v-tuned", 5_000 if quick else 20_000, dim)
     return rows
+
+
+def _superuser(engine, dbname: str):
+    """A plain superuser session like the stock server's (the builds CHECKPOINT first), with the tenant's path:
+    pgvector lives in schema `extensions`. Benchmark data only; no tenant's objects are involved."""
+    import psycopg2
+
+    conn = psycopg2.connect(**engine.admin_params(dbname), options="-c search_path=public,extensions")
+    conn.autocommit = True
+    return conn
 
 
 def grid(conn, stock_build: float) -> list[Row]:
