@@ -41,7 +41,8 @@ def _mb(value: int) -> str:
     return f"{value // MB}MB"
 
 
-def settings(memory: int | None = None, cores: int | None = None, env: dict | None = None, shared: bool = False) -> dict[str, str]:
+def settings(memory: int | None = None, cores: int | None = None, env: dict | None = None,
+             shared: bool = False) -> dict[str, str]:
     """The settings for one server; `shared` when it holds every client of the host (SERVER=shared)."""
     memory = memory or host_memory()
     cores = cores or os.cpu_count() or 1

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import engines, envfile, log
-from .. import spec as specs
+from .. import engines, envfile, log, spec as specs
 from ..engines.base import Engine
 from ..errors import UserError
 from ..provision import Tenant
