@@ -111,7 +111,7 @@ def _install_all(force: bool, dry_run: bool, with_deps: bool, as_json: bool, qui
 
         rows_table("pgvector: every client", ["client", "engine", "result", "detail"],
                    [[c, r.engine if r else "-", state(r),
-                     e or ", ".join(row.item for row in r.report.rows if row.action != "ok") or "-"]
+                     e or ", ".join(row.item for row in (r.report.rows if r else []) if row.action != "ok") or "-"]
                     for c, r, e in outcomes])
     if failed:
         raise UserError(f"{len(failed)} of {len(outcomes)} clients could not be converged "
@@ -185,7 +185,7 @@ def _print_status(results: list[dict], everyone: bool) -> None:
                for col in r["vector_columns"]]
     password = {True: styled("valid"), False: styled("INVALID", "red"),
                 None: styled("unchecked")}[r["env_file"]["password_valid"]]
-    rows = [
+    fields = [
         ("health", health(r)),
         ("engine", f'{c(r["engine"])}: {c(r["server"]["where"])}'),
         ("server", joined([f'{c(r["server"]["host"])}:{c(r["server"]["port"])}',
@@ -201,7 +201,7 @@ def _print_status(results: list[dict], everyone: bool) -> None:
         ("drift", joined(r["drift"]) if r["drift"] else "none"),
         ("problems", joined([styled(c(p), "red") for p in r["problems"]]) if r["problems"] else "none"),
     ]
-    key_values(f'pgvector status: client {c(r["client_id"])}', rows)
+    key_values(f'pgvector status: client {c(r["client_id"])}', fields)
 
 
 @app.command("logs")

@@ -233,7 +233,7 @@ def install_all(*, dry_run: bool, with_deps: bool) -> list[tuple[str, Result | N
     applies to existing clients this way). One client's failure is reported and the others go on."""
     from .ops.common import installed_clients
 
-    outcomes = []
+    outcomes: list[tuple[str, Result | None, str]] = []
     for client_id in installed_clients():
         try:
             outcomes.append((client_id, install(installed_spec(client_id, dry_run=dry_run, with_deps=with_deps)), ""))

@@ -167,7 +167,7 @@ class DockerEngine(Engine):
         if self.spec.port and self.spec.port != port:
             raise UserError(f"Container {self.container_name} already publishes port "
                             f"{port}: leave PORT unset (ports are stable across runs).")
-        bound = self._container.attrs["HostConfig"]["PortBindings"]["5432/tcp"][0].get("HostIp") or "0.0.0.0"
+        bound = self._require().attrs["HostConfig"]["PortBindings"]["5432/tcp"][0].get("HostIp") or "0.0.0.0"
         wanted = "0.0.0.0" if self.spec.enable_cloud else "127.0.0.1"
         if self.owns_server() and bound != wanted:
             raise UserError(f"Container {self.container_name} publishes port {port} on {bound}, but "

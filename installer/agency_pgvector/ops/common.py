@@ -55,7 +55,9 @@ def tenant_connect(client: Client, dbname: str | None = None, password: str | No
     return tenant(client.env, dbname, password)
 
 
-def first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException | None) -> str:
+    if exc is None:
+        return "no answer"
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
