@@ -29,7 +29,7 @@ export $(VARS)
 
 .DEFAULT_GOAL := help
 .PHONY: help pgvector pgvector-status pgvector-logs pgvector-restart pgvector-test pgvector-uninstall \
-        pgvector-backup pgvector-restore pgvector-rotate pgvector-upgrade test bench
+        pgvector-backup pgvector-restore pgvector-rotate pgvector-upgrade lint test bench
 
 help: ## Show the targets and the variables they take
 	@echo "make pgvector DOMAIN=example.com ADMIN_EMAIL=ops@example.com CLIENT_ID=acme WITH_DEPS=true"
@@ -90,8 +90,13 @@ pgvector-rotate: $(VENV)/.installed ## New password: role and .env together, old
 pgvector-upgrade: $(VENV)/.installed ## ALTER EXTENSION vector UPDATE in the client's database(s)
 	@$(CLI) upgrade
 
+# The gate make test runs first; both tools read their settings from pyproject.toml.
+lint: $(VENV)/.installed-test ## Lint (ruff) and type-check (mypy) the code
+	@"$$VENV/bin/ruff" check --quiet .
+	@"$$VENV/bin/mypy"
+
 # PYTEST_ARGS and BENCH_ARGS are the developer's own arguments, parsed by the shell on purpose.
-test: $(VENV)/.installed-test ## Run the project's test suite (real PostgreSQL servers; needs root)
+test: $(VENV)/.installed-test lint ## Run the lint gate, then the test suite (real PostgreSQL servers; needs root)
 	@"$$VENV/bin/python" -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-test ## Run the benchmarks and write docs/benchmarks.md

@@ -103,7 +103,8 @@ def render(rows: list[Row]) -> str:
         base = f"{row.baseline} {fmt(row.base_value, row.unit)}" if row.baseline else ""
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
         met = {True: "yes", False: "**no**", None: ""}[row.met]
-        lines.append(f"| {row.section} | {row.measure} | {fmt(row.value, row.unit)} | {base} | {ratio} | {row.target} | {met} | {row.note} |")
+        lines.append(f"| {row.section} | {row.measure} | {fmt(row.value, row.unit)} "
+                     f"| {base} | {ratio} | {row.target} | {met} | {row.note} |")
     return "\n".join(lines)
 
 
@@ -116,7 +117,8 @@ def write(path: Path, host: dict, table: str, notes: list[str], profile: list[st
         "measured in the same run on the same machine, so the ratios matter more than the absolute times.",
         "",
         f"Machine: {host['cpu']}, {host['cores']} cores, {host['memory']} memory; {host['os']}; Python {host['python']}.",
-        f"Run: {host['date']}, {mode} mode, {host['minutes']} minutes; load average {host['load']} before, {host['load_after']} after",
+        (f"Run: {host['date']}, {mode} mode, {host['minutes']} minutes; "
+         f"load average {host['load']} before, {host['load_after']} after"),
         "(other work on the host shares the cores: read the ratios, not the seconds).",
         "",
         table,

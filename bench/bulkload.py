@@ -42,5 +42,6 @@ class _Reader:
 def copy_binary(conn, table: str, ids: np.ndarray, vectors: np.ndarray, rows_per_chunk: int = 4096) -> None:
     """COPY (id, embedding) rows in binary; `table` is a trusted identifier chosen by the caller."""
     with conn.cursor() as cur:
-        cur.copy_expert(f"COPY {table} (id, embedding) FROM STDIN WITH (FORMAT BINARY)", _Reader(_chunks(ids, vectors, rows_per_chunk)))
+        cur.copy_expert(f"COPY {table} (id, embedding) FROM STDIN WITH (FORMAT BINARY)",
+                        _Reader(_chunks(ids, vectors, rows_per_chunk)))
 

@@ -17,7 +17,8 @@ _IMPORT = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
 def top_imports(argv: list[str], env: dict, count: int = 8) -> list[tuple[str, float]]:
     """The top-level imports of one run by cumulative milliseconds."""
     result = subprocess.run([sys.executable, "-X", "importtime", str(CLI), *argv], capture_output=True, text=True, env=env)
-    found = [(m.group(4), int(m.group(2)) / 1000) for m in map(_IMPORT.match, result.stderr.splitlines()) if m and m.group(3) == " "]
+    found = [(m.group(4), int(m.group(2)) / 1000)
+             for m in map(_IMPORT.match, result.stderr.splitlines()) if m and m.group(3) == " "]
     return sorted(found, key=lambda item: -item[1])[:count]
 
 
@@ -26,7 +27,7 @@ def top_functions(argv: list[str], env: dict, out: Path, count: int = 12) -> lis
     subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), str(CLI), *argv], capture_output=True, env=env, check=True)
     stats = pstats.Stats(str(out)).stats
     rows = []
-    for (filename, line, name), (_, _, _, cumulative, _) in stats.items():
+    for (filename, _line, name), (_, _, _, cumulative, _) in stats.items():
         if "agency_pgvector" in filename and name not in {"main", "<module>", "install_cmd"}:
             rows.append((f"{Path(filename).name}:{name}", cumulative * 1000))
     return sorted(rows, key=lambda item: -item[1])[:count]

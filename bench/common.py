@@ -137,7 +137,8 @@ class Server:
             os.chown(folder, self.user.pw_uid, self.user.pw_gid)
             os.chmod(folder, 0o700)
         seconds, _ = timed(run, [str(self.bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres", "-E", "UTF8",
-                                 "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-instructions"], self.user)
+                                 "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=scram-sha-256", "--no-instructions"],
+                           self.user)
         return seconds
 
     def configure(self, settings: dict | None = None) -> None:
@@ -157,7 +158,8 @@ class Server:
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
-            run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "-s", "stop"], self.user, check=False)
+            run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "-s", "stop"], self.user,
+                check=False)
 
     def psql(self, script: str, dbname: str = "postgres") -> float:
         """Send `script` with psql (one process, one session, autocommit): the bare-SQL floor."""
@@ -191,7 +193,8 @@ def tenant_sql(name: str) -> str:
 def machine() -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor() or "unknown")
-    mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))) * 1024
+    mem = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                   if line.startswith("MemTotal"))) * 1024
     return {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpu": cpu,

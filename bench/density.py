@@ -62,7 +62,8 @@ def connect_all_floor(sockets: list[tuple[str, int]]) -> float:
     script = ("import sys, psycopg2\n"
               "for arg in sys.argv[1:]:\n"
               "    host, port, db = arg.split(',')\n"
-              "    c = psycopg2.connect(host=host, port=int(port), user='postgres', dbname=db); c.cursor().execute('SELECT 1'); c.close()\n")
+              "    c = psycopg2.connect(host=host, port=int(port), user='postgres', dbname=db)\n"
+              "    c.cursor().execute('SELECT 1'); c.close()\n")
     return timed(sh, [sys.executable, "-c", script, *[f"{h},{p},{d}" for h, p, d in sockets]])[0]
 
 
@@ -99,8 +100,10 @@ def run(base: Path, quick: bool, floors, servers: list) -> list[Row]:
         rows += [
             Row(SECTION, f"provision {count} clients, {label}", seconds, "s",
                 "N x (initdb+start+SQL)" if mode == "dedicated" else "initdb+start + N x SQL", floor,
-                note=f"sequential CLI runs; median of the first {tenth} {median(each[:tenth]):.2f} s, of the last {tenth} {median(each[-tenth:]):.2f} s"),
-            Row(SECTION, f"memory per client (PSS), {label}", pss / count / 2**20, "MiB", "bare server, one tenant", bare_pss / 2**20,
+                note=f"sequential CLI runs; median of the first {tenth} {median(each[:tenth]):.2f} s, "
+                     f"of the last {tenth} {median(each[-tenth:]):.2f} s"),
+            Row(SECTION, f"memory per client (PSS), {label}", pss / count / 2**20, "MiB", "bare server, one tenant",
+                bare_pss / 2**20,
                 note=f"RSS/client {rss / count / 2**20:.1f} MiB (bare {bare_rss / 2**20:.1f}); idle after install"),
             Row(SECTION, f"status --all --json, {count} clients, {label}", status if status is not None else float("nan"), "s",
                 "python+connect+SELECT 1 to each", connect_floor, "<= 2 s", met=(status <= 2.0) if status is not None else None,

@@ -81,7 +81,7 @@ def search(conn, queries: np.ndarray, k: int, ef_search: int = 40) -> tuple[list
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth)]))
+    return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)]))
 
 
 def table_size(conn) -> tuple[int, int]:

@@ -99,11 +99,13 @@ def run(base: Path, quick: bool, servers: list) -> tuple[list[Row], Floors]:
         Row(SECTION, "first client, new embedded server", median(dedicated), "s", "initdb+start+SQL", f_new, "<= 1.5x"),
         Row(SECTION, "new client, SERVER=shared", median(shared), "s", "tenant SQL", f_sql, "<= 2x"),
         Row(SECTION, "new client, ENGINE=external", median(external), "s", "tenant SQL", f_sql, "<= 2x"),
-        Row(SECTION, "first client on a fresh host (copies binaries)", t_cold, "s", "initdb+start+SQL", f_new, note="once per host"),
+        Row(SECTION, "first client on a fresh host (copies binaries)", t_cold, "s", "initdb+start+SQL", f_new,
+            note="once per host"),
     ]
     f_connect = median(floor_connect)
     for kind, times in reruns.items():
-        rows.append(Row(SECTION, f"re-run, nothing to do ({kind})", median(times), "s", "python+connect+SELECT 1", f_connect, "<= 0.35 s"))
+        rows.append(Row(SECTION, f"re-run, nothing to do ({kind})", median(times), "s",
+                        "python+connect+SELECT 1", f_connect, "<= 0.35 s"))
     rows.append(Row(SECTION, "agency-pgvector --help", median(helps), "s", "python -c pass", median(bare), "<= 0.25 s"))
     for row in rows:
         if row.target.endswith("x"):

@@ -16,8 +16,8 @@ from agency_pgvector import envfile
 from agency_pgvector.tuning import settings as tuning_settings
 
 from . import hnsw
-from .common import PROJECT, Row, Server, engine_for, install, median
 from .bulkload import copy_binary
+from .common import PROJECT, Row, Server, engine_for, install, median
 
 TUNING, BULK = "3 HNSW tuning", "4 bulk loading"
 # --explore: the tuned server again with one knob moved (session settings): memory at the tuned worker
@@ -27,7 +27,8 @@ GRID = [("64MB", 1), ("256MB", 1), ("1GB", 0), ("1GB", 2)]
 
 def shown(conn) -> dict:
     with conn.cursor() as cur:
-        cur.execute("SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(%s) ORDER BY name", (list(tuning_settings()),))
+        cur.execute("SELECT name, current_setting(name) FROM pg_settings WHERE name = ANY(%s) ORDER BY name",
+                    (list(tuning_settings()),))
         return dict(cur.fetchall())
 
 
@@ -66,12 +67,15 @@ def run(base: Path, quick: bool, floors, servers: list, notes: list[str], explor
     said = {name: "NOTICE graph no longer fits in maintenance_work_mem" if notice[name] else "no NOTICE" for name in conns}
     p95 = {name: np.percentile(latency[name], 95) * 1000 for name in conns}
     rows = [
-        Row(TUNING, f"HNSW build {n // 1000}k x {dim}, tuned", build["tuned"], "s", "same build, stock settings", build["stock"], "<= 0.5x",
-            met=build["tuned"] * 2 <= build["stock"], note=f"{build['stock'] / build['tuned']:.1f}x faster; tuned: {said['tuned']}; stock: {said['stock']}; "
-            f"1-min load average after each build: {load_avg['tuned']:.1f} tuned, {load_avg['stock']:.1f} stock"),
-        Row(TUNING, "query latency p50, tuned", median(latency["tuned"]) * 1000, "ms", "stock p50", median(latency["stock"]) * 1000,
+        Row(TUNING, f"HNSW build {n // 1000}k x {dim}, tuned", build["tuned"], "s",
+            "same build, stock settings", build["stock"], "<= 0.5x", met=build["tuned"] * 2 <= build["stock"],
+            note=f"{build['stock'] / build['tuned']:.1f}x faster; tuned: {said['tuned']}; stock: {said['stock']}; "
+                 f"1-min load average after each build: {load_avg['tuned']:.1f} tuned, {load_avg['stock']:.1f} stock"),
+        Row(TUNING, "query latency p50, tuned", median(latency["tuned"]) * 1000, "ms", "stock p50",
+            median(latency["stock"]) * 1000,
             note=f"p95 {p95['tuned']:.2f} ms tuned, {p95['stock']:.2f} ms stock"),
-        Row(TUNING, f"recall@{k}, tuned", hnsw.recall(found["tuned"], truth), "", f"stock recall@{k}", hnsw.recall(found["stock"], truth)),
+        Row(TUNING, f"recall@{k}, tuned", hnsw.recall(found["tuned"], truth), "", f"stock recall@{k}",
+            hnsw.recall(found["stock"], truth)),
     ]
     if explore:
         rows += grid(conns["tuned"], build["stock"])
@@ -118,7 +122,8 @@ def bulk(root: Path, client_id: str, count: int, dim: int) -> list[Row]:
     base = rates.pop("insert_batched")
     rows = [Row(BULK, "batched INSERT (1000 rows/statement)", base, "vectors/s", note=f"{count} x {dim}, samples/bulk_load.py")]
     for name, rate in rates.items():
-        rows.append(Row(BULK, name, rate, "vectors/s", "batched INSERT", base, ">= 10x and >= 50k/s", met=rate >= 10 * base and rate >= 50_000))
+        rows.append(Row(BULK, name, rate, "vectors/s", "batched INSERT", base, ">= 10x and >= 50k/s",
+                        met=rate >= 10 * base and rate >= 50_000))
     return rows
 
 

@@ -37,7 +37,8 @@ def schema(engine) -> dict:
     with engine.connect() as conn:
         table = conn.scalar(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": TABLE})
         column = conn.scalar(text("""SELECT format_type(atttypid, atttypmod) FROM pg_attribute
-                                     WHERE attrelid = to_regclass(:t) AND attname = 'embedding' AND NOT attisdropped"""), {"t": TABLE})
+                                     WHERE attrelid = to_regclass(:t) AND attname = 'embedding' AND NOT attisdropped"""),
+                             {"t": TABLE})
         index = conn.scalar(text("SELECT indexdef FROM pg_indexes WHERE indexname = :i"), {"i": INDEX})
         revision = None
         if conn.scalar(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": VERSION_TABLE}):
@@ -56,7 +57,8 @@ def use_the_column(engine) -> bool:
     """Insert notes with embeddings and find the nearest one through the HNSW index."""
     rng = np.random.default_rng(3)
     vectors = [rng.standard_normal(384).astype(np.float32) for _ in range(3)]
-    insert = text(f"INSERT INTO {TABLE} (body, embedding) VALUES (:body, :embedding)").bindparams(bindparam("embedding", type_=Vector(384)))
+    insert = text(f"INSERT INTO {TABLE} (body, embedding) VALUES (:body, :embedding)").bindparams(
+        bindparam("embedding", type_=Vector(384)))
     nearest = text(f"SELECT body FROM {TABLE} ORDER BY embedding <=> :q LIMIT 1").bindparams(bindparam("q", type_=Vector(384)))
     with engine.begin() as conn:
         for i, vec in enumerate(vectors):
@@ -83,7 +85,8 @@ def main() -> int:
         ok &= expect(schema(engine), table=True, embedding=None, index=None, revision="0001")
         print("upgrade -> head (0002: add vector(384) column + HNSW index)")
         migrate(engine, config, "upgrade", "head")
-        ok &= expect(schema(engine), table=True, embedding="vector(384)", index="USING hnsw (embedding vector_cosine_ops)", revision="0002")
+        ok &= expect(schema(engine), table=True, embedding="vector(384)", index="USING hnsw (embedding vector_cosine_ops)",
+                     revision="0002")
         ok &= use_the_column(engine)
         print("downgrade -> 0001 (drop index and column)")
         migrate(engine, config, "downgrade", "0001")

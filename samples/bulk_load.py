@@ -117,7 +117,8 @@ def load_rates(rows: int = 10_000, dims: int = 384, dsn: str | None = None, tabl
     try:
         for name in methods:
             cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
-            cur.execute(sql.SQL("CREATE TABLE {} (id bigserial PRIMARY KEY, embedding vector({}))").format(ident, sql.Literal(dims)))
+            cur.execute(sql.SQL("CREATE TABLE {} (id bigserial PRIMARY KEY, embedding vector({}))").format(
+                ident, sql.Literal(dims)))
             kwargs = {"batch_size": batch_size} if name == "insert_batched" else {}
             start = time.perf_counter()
             METHODS[name](dsn, table, vectors, **kwargs)
@@ -143,7 +144,8 @@ def main() -> int:
     print(f"loading {args.rows} vectors of {args.dims} dims into {TABLE}, each method into a fresh table:")
     rates = load_rates(args.rows, args.dims, batch_size=args.batch_size, verbose=True)
     baseline = rates["insert_batched"]
-    print("\nspeed-up over batched INSERT: " + ", ".join(f"{name} x{rate / baseline:.1f}" for name, rate in rates.items() if name != "insert_batched"))
+    print("\nspeed-up over batched INSERT: "
+          + ", ".join(f"{name} x{rate / baseline:.1f}" for name, rate in rates.items() if name != "insert_batched"))
     print(f"all rows verified; dropped table {TABLE}")
     return 0
 

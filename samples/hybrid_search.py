@@ -93,7 +93,7 @@ def main() -> int:
             embedding vector({_embed.DIMS}) NOT NULL)""")
         cur.execute(f"CREATE INDEX ON {TABLE} USING gin (tsv)")
         cur.execute(f"CREATE INDEX ON {TABLE} USING hnsw (embedding vector_cosine_ops)")
-        for body, vec in zip(DOCS, embedder.encode(DOCS)):
+        for body, vec in zip(DOCS, embedder.encode(DOCS), strict=True):
             cur.execute(f"INSERT INTO {TABLE} (body, embedding) VALUES (%s, %s)", (body, vec))
         print(f"stored {len(DOCS)} documents in {TABLE}: generated tsvector + GIN, embedding + HNSW\n")
 

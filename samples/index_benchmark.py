@@ -68,7 +68,7 @@ def measure(cur, queries: np.ndarray, truth: list[set], category: int | None = N
     for query in queries[:5]:  # warm-up: load the index pages into cache
         cur.execute(statement, {"q": query, "k": K, "c": category})
     latencies, recalls, returned = [], [], []
-    for query, expected in zip(queries, truth):
+    for query, expected in zip(queries, truth, strict=True):
         start = time.perf_counter()
         cur.execute(statement, {"q": query, "k": K, "c": category})
         ids = [row[0] for row in cur.fetchall()]
@@ -109,7 +109,8 @@ def run_benchmark(rows: int, dims: int, n_queries: int, dsn: str | None = None, 
                             "embedding vector({}) NOT NULL)").format(ident, sql.Literal(CATEGORIES), sql.Literal(dims)))
         start = time.perf_counter()
         copy_binary_psycopg2(dsn, TABLE, data)  # from bulk_load.py
-        print(f"loaded {rows} vectors of {dims} dims with binary COPY in {time.perf_counter() - start:.1f} s; {n_queries} queries, k={K}")
+        print(f"loaded {rows} vectors of {dims} dims with binary COPY in "
+              f"{time.perf_counter() - start:.1f} s; {n_queries} queries, k={K}")
         cur.execute(sql.SQL("ANALYZE {}").format(ident))
         cur.execute("SHOW maintenance_work_mem")
         print(f"maintenance_work_mem = {cur.fetchone()[0]} (HNSW builds are fast while the graph fits in it)\n")
@@ -118,7 +119,8 @@ def run_benchmark(rows: int, dims: int, n_queries: int, dsn: str | None = None, 
         results.append({"method": "exact", "setting": "seq scan", "build_s": None, "size": "-", **measure(cur, queries, truth)})
         set_knobs(cur, enable_indexscan="on", enable_seqscan="off")
 
-        seconds, size = build(cur, "CREATE INDEX ON {table} USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)")
+        seconds, size = build(cur, "CREATE INDEX ON {table} USING hnsw (embedding vector_cosine_ops)"
+                                   " WITH (m = 16, ef_construction = 64)")
         for ef in EF_SEARCH:
             set_knobs(cur, hnsw__ef_search=ef)
             results.append({"method": "hnsw", "setting": f"ef_search={ef}", "value": ef, "build_s": seconds, "size": size,
@@ -132,7 +134,8 @@ def run_benchmark(rows: int, dims: int, n_queries: int, dsn: str | None = None, 
         cur.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(f"{TABLE}_embedding_idx")))
 
         lists = max(10, rows // 1000)
-        seconds, size = build(cur, f"CREATE INDEX ON {{table}} USING ivfflat (embedding vector_cosine_ops) WITH (lists = {lists})")
+        seconds, size = build(cur, "CREATE INDEX ON {table} USING ivfflat (embedding vector_cosine_ops)"
+                                   f" WITH (lists = {lists})")
         probes = sorted({p for p in (1, 2, 4, 8, 16, 32, 64) if p < lists} | {lists})
         for p in probes:
             set_knobs(cur, ivfflat__probes=p)
@@ -145,7 +148,8 @@ def run_benchmark(rows: int, dims: int, n_queries: int, dsn: str | None = None, 
 
 
 def print_table(results: list[dict]) -> None:
-    print(f"{'method':14s} {'setting':28s} {'build s':>8s} {'size':>8s} {'p50 ms':>8s} {'p95 ms':>8s} {'recall@10':>10s} {'rows':>5s}")
+    print(f"{'method':14s} {'setting':28s} {'build s':>8s} {'size':>8s} "
+          f"{'p50 ms':>8s} {'p95 ms':>8s} {'recall@10':>10s} {'rows':>5s}")
     for r in results:
         build_s = f"{r['build_s']:.2f}" if r["build_s"] is not None else "-"
         print(f"{r['method']:14s} {r['setting']:28s} {build_s:>8s} {r['size']:>8s} {r['p50_ms']:8.2f} {r['p95_ms']:8.2f} "

@@ -46,9 +46,10 @@ def main() -> int:
     cur = conn.cursor()
     try:
         cur.execute(f"DROP TABLE IF EXISTS {TABLE}")
-        cur.execute(f"CREATE TABLE {TABLE} (id bigserial PRIMARY KEY, body text NOT NULL, embedding vector({_embed.DIMS}) NOT NULL)")
+        cur.execute(f"CREATE TABLE {TABLE} (id bigserial PRIMARY KEY, body text NOT NULL,"
+                    f" embedding vector({_embed.DIMS}) NOT NULL)")
         vectors = embedder.encode(SENTENCES)
-        for body, vec in zip(SENTENCES, vectors):
+        for body, vec in zip(SENTENCES, vectors, strict=True):
             cur.execute(f"INSERT INTO {TABLE} (body, embedding) VALUES (%s, %s)", (body, vec))
         cur.execute(f"CREATE INDEX ON {TABLE} USING hnsw (embedding vector_cosine_ops)")
         print(f"stored {len(SENTENCES)} sentences in {TABLE} with an HNSW (cosine) index\n")

@@ -78,8 +78,10 @@ def main() -> int:
             tools_first = session.scalars(select(Item.name).where(Item.category == "tool")
                                           .order_by(Item.embedding.cosine_distance(query)).limit(1)).one()
             print(f"nearest tool (filter + ORDER BY): {tools_first}")
-            for category, centroid in session.execute(select(Item.category, func.avg(Item.embedding, type_=Vector(DIMS))).group_by(Item.category).order_by(Item.category)):
-                print(f"avg(embedding) of {category}: {len(centroid)} dims, cosine to query {float(np.dot(unit(centroid), query)):.3f}")
+            centroids = select(Item.category, func.avg(Item.embedding, type_=Vector(DIMS))).group_by(Item.category)
+            for category, centroid in session.execute(centroids.order_by(Item.category)):
+                print(f"avg(embedding) of {category}: {len(centroid)} dims, cosine "
+                      f"to query {float(np.dot(unit(centroid), query)):.3f}")
             failures += "plum" not in near or "hammer" in near
         if failures:
             print("unexpected results", file=sys.stderr)

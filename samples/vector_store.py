@@ -88,7 +88,8 @@ class PgVectorStore:
                 metadata jsonb NOT NULL DEFAULT '{{}}',
                 created_at timestamptz NOT NULL DEFAULT now(),
                 PRIMARY KEY (domain_id, id))"""))
-            cur.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attname = 'embedding'",
+            cur.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                        "WHERE attrelid = to_regclass(%s) AND attname = 'embedding'",
                         (self.table,))
             found = cur.fetchone()[0]
             if found != f"vector({self.dims})":
@@ -132,7 +133,8 @@ class PgVectorStore:
                 cur.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(name)))
             if kind == "none":
                 return "dropped" if existing else "ok"
-            cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {t} USING {am} (embedding {opclass}) WITH ({options})").format(
+            cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {t} USING {am} "
+                                "(embedding {opclass}) WITH ({options})").format(
                 name=sql.Identifier(names[kind]), t=self._t, am=sql.SQL(kind), opclass=sql.SQL(self._opclass),
                 options=sql.SQL(", ").join(sql.SQL("{} = {}").format(sql.SQL(k), sql.Literal(v)) for k, v in options.items())))
             return "created"
@@ -159,8 +161,9 @@ class PgVectorStore:
             raise ValueError("vectors, metadatas and ids must have the same length")
         with self.conn, self.conn.cursor() as cur:
             execute_values(cur, sql.SQL("""INSERT INTO {} (id, embedding, metadata) VALUES %s
-                ON CONFLICT (domain_id, id) DO UPDATE SET embedding = EXCLUDED.embedding, metadata = EXCLUDED.metadata""").format(self._t),
-                [(i, vec, Json(meta)) for i, vec, meta in zip(ids, array, metadatas)], page_size=500)
+                ON CONFLICT (domain_id, id) DO UPDATE
+                SET embedding = EXCLUDED.embedding, metadata = EXCLUDED.metadata""").format(self._t),
+                [(i, vec, Json(meta)) for i, vec, meta in zip(ids, array, metadatas, strict=True)], page_size=500)
         return ids
 
     def search(self, query, k: int = 10, filter: dict | None = None, *, ef_search: int | None = None,
@@ -178,13 +181,15 @@ class PgVectorStore:
             # relaxed_order may return rows slightly out of order: re-sort the materialised result
             cur.execute(sql.SQL("""WITH hits AS MATERIALIZED (
                     SELECT id, metadata, embedding {op} %(q)s AS distance FROM {t} {where} ORDER BY distance LIMIT %(k)s)
-                SELECT id, metadata, distance FROM hits ORDER BY distance""").format(op=sql.SQL(self._op), t=self._t, where=where),
+                SELECT id, metadata, distance FROM hits ORDER BY distance""").format(
+                    op=sql.SQL(self._op), t=self._t, where=where),
                 {"q": vector, "k": int(k), "filter": Json(filter or {})})
             return [Hit(i, float(self._score(d)), float(d), meta) for i, meta, d in cur.fetchall()]
 
     def get_vectors(self, ids: list[str]) -> list[dict]:
         with self.conn, self.conn.cursor() as cur:
-            cur.execute(sql.SQL("SELECT id, embedding, metadata FROM {} WHERE id = ANY(%s) ORDER BY id").format(self._t), (list(ids),))
+            cur.execute(sql.SQL("SELECT id, embedding, metadata FROM {} WHERE id = ANY(%s) ORDER BY id").format(self._t),
+                        (list(ids),))
             return [{"id": i, "embedding": emb.to_numpy(), "metadata": meta} for i, emb, meta in cur.fetchall()]
 
     def update_metadata(self, id: str, metadata: dict, replace: bool = False) -> bool:
@@ -228,14 +233,16 @@ def demo_basics(dsn: str, table: str) -> bool:
     vectors = _random(300, 1)
     metas = [{"kind": "faq" if i % 10 == 0 else "doc", "n": i} for i in range(len(vectors))]
     ids = store.add_vectors(vectors, metas, ids=[f"doc-{i}" for i in range(len(vectors))])
-    print(f"add_vectors: {len(ids)} rows for acme.example; count() = {store.count()}, count(kind=faq) = {store.count({'kind': 'faq'})}")
+    print(f"add_vectors: {len(ids)} rows for acme.example; count() = "
+          f"{store.count()}, count(kind=faq) = {store.count({'kind': 'faq'})}")
     hits = store.search(vectors[42] + 0.05, k=3)
     print("search(k=3): " + ", ".join(f"{h.id} score {h.score:.3f}" for h in hits))
     faq = store.search(vectors[42], k=5, filter={"kind": "faq"})
     print(f"search(k=5, filter kind=faq): {[h.id for h in faq]}")
     got = store.get_vectors(["doc-42"])[0]
     updated = store.update_metadata("doc-42", {"reviewed": True})
-    print(f"get_vectors: doc-42 has {len(got['embedding'])} dims; update_metadata merged -> {store.get_vectors(['doc-42'])[0]['metadata']}")
+    print(f"get_vectors: doc-42 has {len(got['embedding'])} dims; update_metadata "
+          f"merged -> {store.get_vectors(['doc-42'])[0]['metadata']}")
     deleted = store.delete_vectors(["doc-1", "doc-2", "no-such-id"])
     print(f"delete_vectors: {deleted} deleted, count() = {store.count()}")
     ok = (hits[0].id == "doc-42" and len(faq) == 5 and all(h.metadata["kind"] == "faq" for h in faq) and updated
@@ -302,7 +309,8 @@ def demo_metrics(dsn: str, table: str) -> bool:
         store = PgVectorStore(dsn, "acme.example", table=f"{table}_{metric}", metric=metric)
         store.add_vectors(base, ids=["a", "b", "c"])
         hit = store.search(query, k=1)[0]
-        expected = {"cosine": 1 - hit.distance, "euclidean": 1 / (1 + hit.distance), "inner_product": float(np.dot(query, base[0]))}[metric]
+        expected = {"cosine": 1 - hit.distance, "euclidean": 1 / (1 + hit.distance),
+                    "inner_product": float(np.dot(query, base[0]))}[metric]
         print(f"metric {metric:13s} nearest {hit.id}: distance {hit.distance:9.4f} -> score {hit.score:9.4f}")
         ok &= hit.id == "a" and abs(hit.score - expected) < 1e-3
         store.drop_table()

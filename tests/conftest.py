@@ -57,7 +57,8 @@ def cli(stack_root):
 
     def run(*args: str, input: str | None = None, **env: str) -> subprocess.CompletedProcess:
         full = {**os.environ, **{k: str(v) for k, v in env.items()}}
-        return subprocess.run([sys.executable, "-m", "agency_pgvector", *args], capture_output=True, text=True, env=full, input=input, timeout=600)
+        return subprocess.run([sys.executable, "-m", "agency_pgvector", *args], capture_output=True, text=True, env=full,
+                              input=input, timeout=600)
 
     return run
 
@@ -84,6 +85,7 @@ def admin(client_id: str, dbname: str = "postgres"):
 
 
 def tenant_connect(env: dict, **overrides):
-    params = dict(host=env["PGHOST"], port=env["PGPORT"], user=env["PGUSER"], password=env["PGPASSWORD"], dbname=env["PGDATABASE"])
+    params = dict(host=env["PGHOST"], port=env["PGPORT"], user=env["PGUSER"], password=env["PGPASSWORD"],
+                  dbname=env["PGDATABASE"])
     params.update(overrides)
     return psycopg2.connect(connect_timeout=5, **params)

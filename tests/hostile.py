@@ -32,7 +32,8 @@ SEARCH_PATHS = ("public, pg_catalog", '"$user", public')  # the tenant cycles th
 
 
 def tenant_connect(env: dict, **overrides):
-    params = {"host": env["PGHOST"], "port": env["PGPORT"], "user": env["PGUSER"], "password": env["PGPASSWORD"], "dbname": env["PGDATABASE"]}
+    params = {"host": env["PGHOST"], "port": env["PGPORT"], "user": env["PGUSER"], "password": env["PGPASSWORD"],
+              "dbname": env["PGDATABASE"]}
     params.update(overrides)
     conn = psycopg2.connect(connect_timeout=5, **params)
     conn.autocommit = True
@@ -77,13 +78,15 @@ class Battery:
     def function(self, schema: str, name: str, args: str, returns: str, real: str, volatility: str = "VOLATILE") -> str:
         """A shadow of pg_catalog.<name>(args) in `schema` that fires, then answers as the real one."""
         code = self.code(f"function {schema}.{name}({args})")
-        self.statements.append(f"CREATE FUNCTION {schema}.{name}({args}) RETURNS {returns} LANGUAGE sql {volatility} AS $hx${self.body(code, real)}$hx$")
+        self.statements.append(f"CREATE FUNCTION {schema}.{name}({args}) RETURNS {returns} "
+                               f"LANGUAGE sql {volatility} AS $hx${self.body(code, real)}$hx$")
         return code
 
     def operator(self, schema: str, op: str, left: str, right: str, returns: str, real: str) -> None:
         code = self.code(f"operator {schema}.{op}({left}, {right})")
         fn = f"{schema}.hx_op_{code}"
-        self.statements.append(f"CREATE FUNCTION {fn}({left}, {right}) RETURNS {returns} LANGUAGE sql VOLATILE AS $hx${self.body(code, real)}$hx$")
+        self.statements.append(f"CREATE FUNCTION {fn}({left}, {right}) RETURNS {returns} "
+                               f"LANGUAGE sql VOLATILE AS $hx${self.body(code, real)}$hx$")
         self.statements.append(f"CREATE OPERATOR {schema}.{op} (LEFTARG = {left}, RIGHTARG = {right}, FUNCTION = {fn})")
 
     def aggregate(self, schema: str, name: str, args: str, stype: str, step: str, initcond: str | None, strict: bool) -> None:
@@ -91,8 +94,8 @@ class Battery:
         code = self.code(f"aggregate {schema}.{name}({args})")
         fn = f"{schema}.hx_agg_{code}"
         inputs = stype if args == "*" else f"{stype}, {args}"
-        self.statements.append(f"CREATE FUNCTION {fn}({inputs}) RETURNS {stype} LANGUAGE sql VOLATILE {'STRICT' if strict else ''} "
-                               f"AS $hx${self.body(code, step)}$hx$")
+        self.statements.append(f"CREATE FUNCTION {fn}({inputs}) RETURNS {stype} LANGUAGE sql VOLATILE "
+                               f"{'STRICT' if strict else ''} AS $hx${self.body(code, step)}$hx$")
         init = f", INITCOND = '{initcond}'" if initcond is not None else ""
         self.statements.append(f"CREATE AGGREGATE {schema}.{name}({args}) (SFUNC = {fn}, STYPE = {stype}{init})")
 
@@ -119,9 +122,12 @@ END $hx$
 CREATE FUNCTION public.hx_escalate(tag text) RETURNS text LANGUAGE plpgsql VOLATILE AS $hx$
 DECLARE got text := '';
 BEGIN
-  IF public.hx_try(pg_catalog.format('ALTER ROLE %I SUPERUSER', {tenant})) IS NULL THEN got := pg_catalog.concat(got, ' ALTER-ROLE-SUPERUSER'); END IF;
-  IF public.hx_try(pg_catalog.format('CREATE ROLE %I SUPERUSER LOGIN', tag)) IS NULL THEN got := pg_catalog.concat(got, ' CREATE-ROLE-', tag); END IF;
-  IF public.hx_try(pg_catalog.format('GRANT pg_execute_server_program, pg_read_server_files, pg_write_server_files TO %I', {tenant})) IS NULL
+  IF public.hx_try(pg_catalog.format('ALTER ROLE %I SUPERUSER', {tenant})) IS NULL
+    THEN got := pg_catalog.concat(got, ' ALTER-ROLE-SUPERUSER'); END IF;
+  IF public.hx_try(pg_catalog.format('CREATE ROLE %I SUPERUSER LOGIN', tag)) IS NULL
+    THEN got := pg_catalog.concat(got, ' CREATE-ROLE-', tag); END IF;
+  IF public.hx_try(pg_catalog.format('GRANT pg_execute_server_program, pg_read_server_files, pg_write_server_files TO %I',
+                                     {tenant})) IS NULL
     THEN got := pg_catalog.concat(got, ' GRANT-SERVER-FILES'); END IF;
   RETURN got;
 END $hx$
@@ -129,7 +135,8 @@ END $hx$
 CREATE FUNCTION public.hx_log(code text, stage text, got text, reset_error text) RETURNS void LANGUAGE plpgsql VOLATILE AS $hx$
 BEGIN
   INSERT INTO public.hx_trap_log (trap, cur, sess, superuser, backend, app, stage, got, reset_error)
-  SELECT code, current_user, session_user, pg_catalog.current_setting('is_superuser'), a.backend_type, a.application_name, stage, got, reset_error
+  SELECT code, current_user, session_user, pg_catalog.current_setting('is_superuser'), a.backend_type, a.application_name,
+         stage, got, reset_error
   FROM (SELECT 1) AS one LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid();
 EXCEPTION WHEN OTHERS THEN
   NULL;  -- read-only or aborted transaction: the role checks still see what happened
@@ -137,11 +144,13 @@ END $hx$
 ;
 CREATE FUNCTION public.hx_fire(code text) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $hx$
 DECLARE
-  tag text := pg_catalog.concat('hx_bd_', code, '_', pg_catalog.substr(pg_catalog.md5(pg_catalog.random()::pg_catalog.text), 1, 6));
+  tag text := pg_catalog.concat('hx_bd_', code, '_',
+                                pg_catalog.substr(pg_catalog.md5(pg_catalog.random()::pg_catalog.text), 1, 6));
   got text;
   reset_error text;
 BEGIN
-  IF current_user OPERATOR(pg_catalog.=) {tenant}::pg_catalog.name AND session_user OPERATOR(pg_catalog.=) {tenant}::pg_catalog.name THEN
+  IF current_user OPERATOR(pg_catalog.=) {tenant}::pg_catalog.name
+     AND session_user OPERATOR(pg_catalog.=) {tenant}::pg_catalog.name THEN
     RETURN true;
   END IF;
   PERFORM pg_catalog.set_config(pg_catalog.concat('hx.fired_', code), 'on', false);  -- once per session and trap
@@ -174,10 +183,13 @@ def shadows(b: Battery, schema: str) -> None:
     behind pg_catalog; exact ones win once `schema` comes first in the search_path."""
     f = b.function
     # loose: an unknown literal prefers text to name; an exact non-polymorphic type beats anyarray/"any"
-    f(schema, "has_schema_privilege", "text, oid, text", "boolean", "pg_catalog.has_schema_privilege($1::pg_catalog.name, $2, $3)")
-    f(schema, "has_database_privilege", "text, oid, text", "boolean", "pg_catalog.has_database_privilege($1::pg_catalog.name, $2, $3)")
+    f(schema, "has_schema_privilege", "text, oid, text", "boolean",
+      "pg_catalog.has_schema_privilege($1::pg_catalog.name, $2, $3)")
+    f(schema, "has_database_privilege", "text, oid, text", "boolean",
+      "pg_catalog.has_database_privilege($1::pg_catalog.name, $2, $3)")
     f(schema, "has_table_privilege", "text, oid, text", "boolean", "pg_catalog.has_table_privilege($1::pg_catalog.name, $2, $3)")
-    f(schema, "has_schema_privilege", "text, text, text", "boolean", "pg_catalog.has_schema_privilege($1::pg_catalog.name, $2, $3)")
+    f(schema, "has_schema_privilege", "text, text, text", "boolean",
+      "pg_catalog.has_schema_privilege($1::pg_catalog.name, $2, $3)")
     f(schema, "lower", "name", "text", "pg_catalog.lower($1::pg_catalog.text)")
     f(schema, "length", "name", "integer", "pg_catalog.length($1::pg_catalog.text)")
     f(schema, "quote_ident", "name", "text", "pg_catalog.quote_ident($1::pg_catalog.text)")
@@ -222,9 +234,12 @@ def table_traps(b: Battery) -> None:
     """Tables whose CHECK, DEFAULT, domain, generated column, index expression, trigger, view and
     materialized view call traps: pg_restore evaluates several of them while it loads the data."""
     s = b.statements
-    for name, what, volatility in (("hx_check", "CHECK constraint", "VOLATILE"), ("hx_domain_check", "domain CHECK", "VOLATILE"),
-                                   ("hx_index_expr", "index expression", "IMMUTABLE"), ("hx_generated", "generated column", "IMMUTABLE"),
-                                   ("hx_default", "column DEFAULT", "VOLATILE"), ("hx_view_fn", "view", "VOLATILE"),
+    for name, what, volatility in (("hx_check", "CHECK constraint", "VOLATILE"),
+                                   ("hx_domain_check", "domain CHECK", "VOLATILE"),
+                                   ("hx_index_expr", "index expression", "IMMUTABLE"),
+                                   ("hx_generated", "generated column", "IMMUTABLE"),
+                                   ("hx_default", "column DEFAULT", "VOLATILE"),
+                                   ("hx_view_fn", "view", "VOLATILE"),
                                    ("hx_matview_fn", "materialized view", "VOLATILE")):
         code = b.code(what)
         s.append(f"CREATE FUNCTION public.{name}(v text) RETURNS text LANGUAGE sql {volatility} AS $hx${b.body(code, '$1')}$hx$")
@@ -237,7 +252,8 @@ BEGIN PERFORM public.hx_fire('{code}'); RETURN COALESCE(NEW, OLD); END $hx$""")
         "CREATE DOMAIN public.hx_domain AS text CHECK (public.hx_domain_check(VALUE) IS NOT NULL)",
         "CREATE TABLE public.hx_domained (id int PRIMARY KEY, v public.hx_domain)",
         "INSERT INTO public.hx_domained SELECT i, 'row ' || i FROM generate_series(1, 3) i",
-        "CREATE TABLE public.hx_generated_t (id int PRIMARY KEY, v text, g text GENERATED ALWAYS AS (public.hx_generated(v)) STORED)",
+        ("CREATE TABLE public.hx_generated_t (id int PRIMARY KEY, v text, "
+         "g text GENERATED ALWAYS AS (public.hx_generated(v)) STORED)"),
         "INSERT INTO public.hx_generated_t (id, v) SELECT i, 'row ' || i FROM generate_series(1, 3) i",
         "CREATE TABLE public.hx_indexed (id int PRIMARY KEY, v text)",
         "INSERT INTO public.hx_indexed SELECT i, 'row ' || i FROM generate_series(1, 3) i",
@@ -246,7 +262,8 @@ BEGIN PERFORM public.hx_fire('{code}'); RETURN COALESCE(NEW, OLD); END $hx$""")
         "INSERT INTO public.hx_defaulted (id) SELECT i FROM generate_series(1, 3) i",
         "CREATE TABLE public.hx_triggered (id int PRIMARY KEY, v text)",
         "INSERT INTO public.hx_triggered SELECT i, 'row ' || i FROM generate_series(1, 3) i",
-        "CREATE TRIGGER hx_row BEFORE INSERT OR UPDATE OR DELETE ON public.hx_triggered FOR EACH ROW EXECUTE FUNCTION public.hx_trigger()",
+        ("CREATE TRIGGER hx_row BEFORE INSERT OR UPDATE OR DELETE ON "
+         "public.hx_triggered FOR EACH ROW EXECUTE FUNCTION public.hx_trigger()"),
         "CREATE TRIGGER hx_truncate BEFORE TRUNCATE ON public.hx_triggered EXECUTE FUNCTION public.hx_trigger()",
         "CREATE VIEW public.hx_view AS SELECT public.hx_view_fn('x') AS v",
         "CREATE MATERIALIZED VIEW public.hx_matview AS SELECT public.hx_matview_fn('x') AS v",
@@ -291,8 +308,8 @@ def plant(env: dict, log_marker: str) -> Battery:
             for statement in extra.statements:
                 cur.execute(statement)
         # a message with terminal escape codes in the server log, and a marker no neighbour may read
-        cur.execute(f"DO $hx$ BEGIN RAISE WARNING '%', pg_catalog.concat(pg_catalog.chr(27), '[2J', pg_catalog.chr(27), ']0;owned', "
-                    f"pg_catalog.chr(7), ' {log_marker}'); END $hx$")
+        cur.execute("DO $hx$ BEGIN RAISE WARNING '%', pg_catalog.concat(pg_catalog.chr(27), '[2J', "
+                    f"pg_catalog.chr(27), ']0;owned', pg_catalog.chr(7), ' {log_marker}'); END $hx$")
         cur.execute("SELECT count(*) FROM hx_items WHERE embedding <-> '[1,1,1]' < 1000")
         assert cur.fetchone()[0] == 100, "the tenant's own unqualified vector query must keep working"
     conn.close()
@@ -314,7 +331,7 @@ def roles(params: dict) -> dict:
     conn = superuser_connect(params)
     with conn.cursor() as cur:
         cur.execute(f"SELECT rolname, {', '.join(DANGEROUS)} FROM pg_catalog.pg_roles")
-        found = {name: ({k for k, v in zip(DANGEROUS, flags) if v}, set()) for name, *flags in cur.fetchall()}
+        found = {name: ({k for k, v in zip(DANGEROUS, flags, strict=True) if v}, set()) for name, *flags in cur.fetchall()}
         cur.execute("""SELECT m.rolname, g.rolname FROM pg_catalog.pg_auth_members a
                        JOIN pg_catalog.pg_roles m ON m.oid OPERATOR(pg_catalog.=) a.member
                        JOIN pg_catalog.pg_roles g ON g.oid OPERATOR(pg_catalog.=) a.roleid""")
@@ -340,9 +357,10 @@ def trap_rows(params: dict, dbname: str) -> list[dict]:
             cur.execute("SELECT pg_catalog.to_regclass('public.hx_trap_log') IS NOT NULL")
             if not cur.fetchone()[0]:
                 return []
-            cur.execute("SELECT trap, cur, sess, superuser, backend, app, stage, got, reset_error FROM public.hx_trap_log ORDER BY at")
+            cur.execute("SELECT trap, cur, sess, superuser, backend, app, stage, "
+                        "got, reset_error FROM public.hx_trap_log ORDER BY at")
             names = [d.name for d in cur.description]
-            rows = [dict(zip(names, row)) for row in cur.fetchall()]
+            rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
             cur.execute("DELETE FROM public.hx_trap_log")
         return rows
     finally:
@@ -372,8 +390,9 @@ class Witness:
             fired: dict = {}  # (as whom) -> trap descriptions, in firing order
             for row in trap_rows(params, self.hostile_dbs[name]) if name in self.hostile_dbs else []:
                 trap = f"{row['trap']} {self.traps.get(row['trap'], '?')}"
-                if row["backend"] == "autovacuum worker" or (row["cur"] == tenant and "security-restricted" in (row["reset_error"] or "")):
-                    self.notes.append(f"{command}: {trap} as {row['cur']} ({row['backend']})")  # PostgreSQL's own restricted execution
+                restricted = row["cur"] == tenant and "security-restricted" in (row["reset_error"] or "")
+                if row["backend"] == "autovacuum worker" or restricted:  # PostgreSQL's own restricted execution
+                    self.notes.append(f"{command}: {trap} as {row['cur']} ({row['backend']})")
                 elif row["cur"] != tenant or row["sess"] != tenant:
                     whom = (f"current_user={row['cur']} session_user={row['sess']} superuser={row['superuser']} "
                             f"({row['stage']}; {row['backend']} {row['app']!r})")
@@ -386,7 +405,8 @@ class Witness:
             backdoors = sorted(r for r in now if r.startswith("hx_bd_") and r not in self.last[name])
             if backdoors:
                 traps = sorted({self.traps.get(r.split("_")[2], "?") for r in backdoors})
-                self.findings.append(f"{command}: {len(backdoors)} superuser backdoor roles created on {name} by: {'; '.join(traps)}")
+                self.findings.append(f"{command}: {len(backdoors)} superuser backdoor "
+                                     f"roles created on {name} by: {'; '.join(traps)}")
             for role, (attrs, groups) in now.items():
                 if role.startswith("hx_bd_"):
                     continue

@@ -36,7 +36,8 @@ class Server:
 
     def start(self) -> None:
         user = server_user(create=False)
-        run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.data_dir.parent / "server.log"), "-w", "-t", "60", "start"], user)
+        run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.data_dir.parent / "server.log"),
+             "-w", "-t", "60", "start"], user)
 
 
 def start_server(bin_dir: Path, base: Path, password: str = "admin-secret-pw") -> Server:

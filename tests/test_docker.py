@@ -42,7 +42,8 @@ def docker_client(stack_root):
         client, problem = docker.from_env(timeout=120), None
         client.ping()
     except Exception as exc:  # noqa: BLE001 - any failure means no usable engine
-        problem = f"no Docker engine answers ({str(exc)[:100]}): run .ci/setup.d/docker.sh (installs docker.io, starts dockerd, builds the test images)"
+        problem = (f"no Docker engine answers ({str(exc)[:100]}): "
+                   "run .ci/setup.d/docker.sh (installs docker.io, starts dockerd, builds the test images)")
     if problem and os.environ.get("CI"):
         pytest.fail(problem, pytrace=False)
     if problem:
@@ -91,7 +92,8 @@ def engine(client_id: str) -> DockerEngine:
 def someone_elses_container(client, name: str, image: str, port: int, **kwargs):
     """A container the installer did not create: its own superuser and password, no installer label."""
     container = client.containers.run(image, name=name, detach=True, ports={"5432/tcp": ("127.0.0.1", port)},
-                                      environment={"POSTGRES_USER": "owner", "POSTGRES_PASSWORD": OWNER_PASSWORD, "TZ": "UTC"}, **kwargs)
+                                      environment={"POSTGRES_USER": "owner", "POSTGRES_PASSWORD": OWNER_PASSWORD, "TZ": "UTC"},
+                                      **kwargs)
     if not _wait_owner(port):
         pytest.fail(f"{name} did not start: {container.logs()[-400:]!r}")
     return container
@@ -158,9 +160,11 @@ def test_superuser_password_is_a_private_file_and_nowhere_else(cli, docker_clien
     password = secret.read_text().strip()
     container = docker_client.containers.get("postgres-dk-new")
     env = container.attrs["Config"]["Env"]
-    assert "POSTGRES_PASSWORD_FILE=/run/secrets/postgres-password" in env and not any(e.startswith("POSTGRES_PASSWORD=") for e in env)
+    assert "POSTGRES_PASSWORD_FILE=/run/secrets/postgres-password" in env
+    assert not any(e.startswith("POSTGRES_PASSWORD=") for e in env)
     assert password not in json.dumps(container.attrs)
-    assert {"Type": "bind", "Source": str(secret), "Target": "/run/secrets/postgres-password", "ReadOnly": True} in container.attrs["HostConfig"]["Mounts"]
+    assert {"Type": "bind", "Source": str(secret), "Target": "/run/secrets/postgres-password",
+            "ReadOnly": True} in container.attrs["HostConfig"]["Mounts"]
     assert not any(password in p.read_text(errors="replace") for p in paths.component_dir.rglob("*") if p.is_file())
     assert password not in Path(os.environ["AGENCY_STACK_LOG"]).read_text()
     rerun = docker_install(cli, "dk-new", WITH_DEPS="true", VERBOSE="true")
@@ -230,7 +234,8 @@ def plain(docker_client):
     network.disconnect(container)
     network.connect(container, aliases=["db"])
     with owner_connect(port) as conn, conn.cursor() as cur:
-        cur.execute("CREATE TABLE notes (id int PRIMARY KEY, body text); INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 1000) g")
+        cur.execute("CREATE TABLE notes (id int PRIMARY KEY, body text); "
+                    "INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 1000) g")
     yield container, port
     for found in docker_client.containers.list(all=True, filters={"network": network.name}):
         found.remove(force=True)
@@ -321,14 +326,16 @@ def test_restart_waits_until_the_server_is_back(cli, docker_client):
 def test_unreachable_daemon_is_one_clear_sentence(cli, docker_client):
     result = docker_install(cli, "dk-noimg", WITH_DEPS="true", DOCKER_HOST="unix:///tmp/no-docker-here.sock")
     assert result.returncode == 2
-    assert "Docker engine at unix:///tmp/no-docker-here.sock is not reachable" in result.stderr and "Traceback" not in result.stderr
+    assert "Docker engine at unix:///tmp/no-docker-here.sock is not reachable" in result.stderr
+    assert "Traceback" not in result.stderr
     assert_nothing_created(docker_client, "dk-noimg")
 
 
 def test_image_not_available_offline(cli, docker_client):
     result = docker_install(cli, "dk-noimg", WITH_DEPS="true", PGVECTOR_IMAGE="agency-test/missing:1")
     assert result.returncode == 2
-    assert "agency-test/missing:1 is not on this host and could not be pulled" in result.stderr and "Traceback" not in result.stderr
+    assert "agency-test/missing:1 is not on this host and could not be pulled" in result.stderr
+    assert "Traceback" not in result.stderr
     assert_nothing_created(docker_client, "dk-noimg")
 
 

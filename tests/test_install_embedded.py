@@ -112,7 +112,8 @@ def test_clients_cannot_reach_each_other_or_the_maintenance_databases(install):
 
 
 def test_dry_run_shows_the_plan_and_touches_nothing(install, cli, stack_root):
-    result = cli("install", "--dry-run", CLIENT_ID="india", DOMAIN="example.com", ADMIN_EMAIL="ops@example.com", WITH_DEPS="true", ENGINE="embedded")
+    result = cli("install", "--dry-run", CLIENT_ID="india", DOMAIN="example.com", ADMIN_EMAIL="ops@example.com", WITH_DEPS="true",
+                 ENGINE="embedded")
     assert result.returncode == 0, result.stderr
     assert "would create" in result.stdout
     assert not client_paths("india").client_dir.exists()

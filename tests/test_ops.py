@@ -28,7 +28,8 @@ def test_status_reports_a_healthy_client_as_stable_json(install, cli):
     env = install("st-ok")
     conn = tenant_connect(env)
     conn.autocommit = True
-    conn.cursor().execute("CREATE TABLE docs (id int, embedding vector(3)); CREATE INDEX ON docs USING hnsw (embedding vector_cosine_ops)")
+    conn.cursor().execute("CREATE TABLE docs (id int, embedding vector(3)); "
+                          "CREATE INDEX ON docs USING hnsw (embedding vector_cosine_ops)")
     result = cli("status", "--json", CLIENT_ID="st-ok")
     assert result.returncode == 0, result.stdout + result.stderr
     report = _json(result)
@@ -216,7 +217,8 @@ def test_upgrade_reports_old_and_new_versions(install, cli):
     assert status["pgvector"]["update_available"] is True
     result = cli("upgrade", "--json", CLIENT_ID="up-a")
     assert result.returncode == 0, result.stderr
-    assert _json(result)["databases"] == [{"client_id": "up-a", "database": "vectordb", "old": "0.8.0", "new": "0.8.5", "error": None}]
+    assert _json(result)["databases"] == [{"client_id": "up-a", "database": "vectordb", "old": "0.8.0", "new": "0.8.5",
+                                           "error": None}]
     assert envfile.read(client_paths("up-a").env_file)["PGVECTOR_VERSION"] == "0.8.5"
 
 
@@ -232,7 +234,8 @@ def test_uninstall_backs_up_drops_and_archives(install, cli, stack_root):
     archived = list((stack_root / "archive").glob("un-a-*"))
     assert len(archived) == 1 and list((archived[0] / "backups").glob("*.dump"))
     cur = admin("un-a").cursor()
-    cur.execute("SELECT (SELECT count(*) FROM pg_roles WHERE rolname = 'vectoruser'), (SELECT count(*) FROM pg_database WHERE datname = 'vectordb')")
+    cur.execute("SELECT (SELECT count(*) FROM pg_roles WHERE rolname = 'vectoruser'), "
+                "(SELECT count(*) FROM pg_database WHERE datname = 'vectordb')")
     assert cur.fetchone() == (0, 0)
 
 

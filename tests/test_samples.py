@@ -67,7 +67,8 @@ def run_all(tenant, tmp_path_factory):
         out = tmp_path_factory.mktemp("bench")
         assert leftovers(env) == [], "the tenant's database was not empty before the samples ran"
         result = run_sample(samples_dir, "run_all.py", SAMPLES_EMBEDDER="model", BULK_ROWS="2000", BENCH_ROWS="3000",
-                            BENCH_DIMS="64", BENCH_QUERIES="30", BENCH_JSON=str(out / "bench.json"), BENCH_PLOT=str(out / "bench.png"))
+                            BENCH_DIMS="64", BENCH_QUERIES="30", BENCH_JSON=str(out / "bench.json"),
+                            BENCH_PLOT=str(out / "bench.png"))
         sections = dict(re.findall(r"^===== (\S+)\n(.*?)(?=^===== )", result.stdout, flags=re.S | re.M))
         _cache["run_all"] = (result, sections, leftovers(env), out)
     return _cache["run_all"]
@@ -80,7 +81,8 @@ def test_installer_copies_every_sample_including_the_migrations(tenant):
     assert Path("migrations/versions/0002_add_embedding_hnsw.py") in expected
     for rel in expected:
         assert (samples_dir / rel).read_bytes() == (REPO_SAMPLES / rel).read_bytes(), rel
-    requirements = [line for line in (REPO_SAMPLES / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
+    requirements = [line for line in (REPO_SAMPLES / "requirements.txt").read_text().splitlines()
+                    if line and not line.startswith("#")]
     assert requirements[0] == "torch==2.13.0"  # first: any other torch spec pulls CUDA wheels
 
 
@@ -117,7 +119,8 @@ def test_quickstart_finds_the_expected_row_by_all_three_operators(run_all):
 
 def test_bulk_load_reports_a_rate_per_method(run_all):
     text = run_all[1]["bulk_load.py"]
-    rates = {m: float(r.replace(",", "")) for m, r in re.findall(r"^\s+(\w+)\s+2000 rows in .*?([\d,]+) vectors/s$", text, flags=re.M)}
+    rates = {m: float(r.replace(",", ""))
+             for m, r in re.findall(r"^\s+(\w+)\s+2000 rows in .*?([\d,]+) vectors/s$", text, flags=re.M)}
     assert set(rates) == {"insert_batched", "copy_binary_psycopg3", "copy_binary_psycopg2"}
     assert all(rate > 0 for rate in rates.values())
     print("bulk load rates (vectors/s):", rates)
@@ -154,7 +157,8 @@ def test_the_model_loads_from_the_package_and_relates_sentences(tenant):
     os.environ["HF_HUB_OFFLINE"] = "1"
     model = embed.MiniLM()
     assert model.path.name == "model" and (model.path / "model.safetensors").exists()
-    vectors = model.encode(["A man is playing a guitar.", "Someone performs music on a stringed instrument.", "The stock market fell today."])
+    vectors = model.encode(["A man is playing a guitar.", "Someone performs music on a stringed instrument.",
+                            "The stock market fell today."])
     assert vectors.shape == (3, 384)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-4)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
@@ -209,14 +213,16 @@ def test_alembic_upgrade_adds_column_and_hnsw_index_and_downgrade_removes_them(t
 
     try:
         step("upgrade", "head")
-        cur.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'migration_notes'::regclass AND attname = 'embedding'")
+        cur.execute("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE "
+                    "attrelid = 'migration_notes'::regclass AND attname = 'embedding'")
         assert cur.fetchone() == ("vector(384)",)
         cur.execute("SELECT indexdef FROM pg_indexes WHERE tablename = 'migration_notes' AND indexdef LIKE '%USING hnsw%'")
         assert "vector_cosine_ops" in cur.fetchone()[0]
         cur.execute("SELECT version_num FROM samples_alembic_version")
         assert cur.fetchone() == ("0002",)
         step("downgrade", "0001")
-        cur.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = 'migration_notes'::regclass AND attname = 'embedding' AND NOT attisdropped")
+        cur.execute("SELECT count(*) FROM pg_attribute WHERE attrelid = "
+                    "'migration_notes'::regclass AND attname = 'embedding' AND NOT attisdropped")
         assert cur.fetchone() == (0,)
         cur.execute("SELECT count(*) FROM pg_indexes WHERE tablename = 'migration_notes' AND indexdef LIKE '%USING hnsw%'")
         assert cur.fetchone() == (0,)
@@ -258,7 +264,8 @@ def test_vector_store_crud_search_filters_and_k(store_factory):
     make, _ = store_factory
     store = make("acme.example", dims=16)
     vectors = _vectors(50, 16, 1)
-    ids = store.add_vectors(vectors, [{"kind": "faq" if i % 5 == 0 else "doc", "i": i} for i in range(50)], ids=[f"v{i}" for i in range(50)])
+    ids = store.add_vectors(vectors, [{"kind": "faq" if i % 5 == 0 else "doc", "i": i} for i in range(50)],
+                            ids=[f"v{i}" for i in range(50)])
     assert store.count() == 50 and store.count({"kind": "faq"}) == 10
     hits = store.search(vectors[7], k=4)
     assert [h.id for h in hits][0] == "v7" and len(hits) == 4 and hits[0].score == pytest.approx(1.0, abs=1e-5)
@@ -267,7 +274,8 @@ def test_vector_store_crud_search_filters_and_k(store_factory):
     assert len(faq) == 10 and {h.metadata["kind"] for h in faq} == {"faq"}
     got = store.get_vectors(["v3", "nope"])
     assert [g["id"] for g in got] == ["v3"] and np.array_equal(got[0]["embedding"], vectors[3])
-    assert store.update_metadata("v3", {"tag": "x"}) and store.get_vectors(["v3"])[0]["metadata"] == {"kind": "doc", "i": 3, "tag": "x"}
+    assert store.update_metadata("v3", {"tag": "x"})
+    assert store.get_vectors(["v3"])[0]["metadata"] == {"kind": "doc", "i": 3, "tag": "x"}
     assert store.update_metadata("v3", {"only": 1}, replace=True) and store.get_vectors(["v3"])[0]["metadata"] == {"only": 1}
     assert not store.update_metadata("nope", {"a": 1})
     store.add_vectors(vectors[:1] * 0 + 1, [{"replaced": True}], ids=["v0"])  # same id: replaced, not duplicated
@@ -293,7 +301,8 @@ def test_row_level_security_blocks_cross_domain_reads_and_writes(store_factory, 
         assert cur.fetchall() == [("acme.example",)]
     with pytest.raises(psycopg2.errors.InsufficientPrivilege, match="row-level security"):
         with acme.conn, acme.conn.cursor() as cur:
-            cur.execute("INSERT INTO store_test (domain_id, id, embedding) VALUES ('globex.example', 'x', %s)", (_vectors(1, 8, 3)[0],))
+            cur.execute("INSERT INTO store_test (domain_id, id, embedding) VALUES ('globex.example', 'x', %s)",
+                        (_vectors(1, 8, 3)[0],))
     with pytest.raises(psycopg2.errors.InsufficientPrivilege, match="row-level security"):
         with acme.conn, acme.conn.cursor() as cur:
             cur.execute("UPDATE store_test SET domain_id = 'globex.example' WHERE id = 'a1'")
@@ -346,7 +355,8 @@ def test_index_creation_is_safe_when_several_processes_start_at_once(store_facto
     env, samples_dir = tenant
     make, module = store_factory
     code = "import vector_store, _env; print(vector_store._open_and_index(_env.database_url(), 'store_race'))"
-    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=samples_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=samples_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
              for _ in range(6)]
     outcomes = [(p.wait(timeout=120), *p.communicate()) for p in procs]
     make("acme.example", table="store_race")  # registers the table for cleanup

@@ -93,7 +93,8 @@ def after_seconds(t: float):
     return lambda started, log: time.monotonic() - started >= t
 
 
-STEP = re.compile(rb"statement: (CREATE|ALTER|REVOKE|GRANT|DROP|SELECT pg_advisory_lock|SELECT count\(pg_terminate|SELECT '\[1,2,3\]')")
+STEP = re.compile(rb"statement: (CREATE|ALTER|REVOKE|GRANT|DROP|"
+                  rb"SELECT pg_advisory_lock|SELECT count\(pg_terminate|SELECT '\[1,2,3\]')")
 
 
 class StatementWatch:
@@ -167,7 +168,8 @@ def assert_no_debris(runner: Runner, engine, shared: bool) -> None:
     owners = set(ports.values())
     assert owners <= installed(root) | {"_shared"}, f"ports of clients that are not installed: {ports}"
     if shared:
-        names = {n for n in installed(root) if envfile.read(root / "clients" / n / "pgvector" / ".env").get("PGVECTOR_SERVER") == "shared"}
+        names = {n for n in installed(root)
+                 if envfile.read(root / "clients" / n / "pgvector" / ".env").get("PGVECTOR_SERVER") == "shared"}
         with_dirs = {d.name for d in (root / "clients").iterdir()}
         roles = {r for (r,) in _admin_rows(engine, "SELECT rolname FROM pg_roles WHERE rolname LIKE 'vectoruser%%'")}
         dbs = {d for (d,) in _admin_rows(engine, "SELECT datname FROM pg_database WHERE datname LIKE 'vectordb%%'")}
@@ -259,7 +261,8 @@ def test_uninstall_killed_at_every_step_finishes_on_the_next_run(shared):
             again = runner.run("uninstall", client, REMOVE_SERVER="false")
             paths = Spec(client_id=client, root=runner.root).paths
             assert again.returncode == 0 or not killed or "not installed" in again.stderr, again.stderr
-            assert not paths.component_dir.exists(), f"{kind} {k}: {sorted(p.name for p in paths.component_dir.iterdir())} left behind"
+            assert not paths.component_dir.exists(), (
+                f"{kind} {k}: {sorted(p.name for p in paths.component_dir.iterdir())} left behind")
             assert not _admin_rows(engine, "SELECT 1 FROM pg_roles WHERE rolname = %s", f"vectoruser_{client.replace('-', '_')}")
             assert not _admin_rows(engine, "SELECT 1 FROM pg_database WHERE datname = %s", f"vectordb_{client.replace('-', '_')}")
             assert_no_debris(runner, engine, shared=True)

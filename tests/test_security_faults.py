@@ -25,7 +25,8 @@ def _seed(env) -> None:
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute("CREATE TABLE IF NOT EXISTS kept (id int PRIMARY KEY, embedding vector(3))")
-        cur.execute("INSERT INTO kept SELECT i, ARRAY[i, 1, 2]::vector FROM generate_series(1, %s) i ON CONFLICT DO NOTHING", (ROWS,))
+        cur.execute("INSERT INTO kept SELECT i, ARRAY[i, 1, 2]::vector FROM generate_series(1, %s) i ON CONFLICT DO NOTHING",
+                    (ROWS,))
     conn.close()
 
 
@@ -96,7 +97,8 @@ def test_port_taken_by_another_process(install, cli):
         blocked = _again(cli, "fault-port")
         assert blocked.returncode == 2 and "another process holds its port" in blocked.stderr, blocked.stderr
         _clear(blocked)
-        taken = cli("install", CLIENT_ID="fault-port2", DOMAIN=DOMAIN, ADMIN_EMAIL=EMAIL, WITH_DEPS="true", ENGINE="embedded", PORT=env["PGPORT"])
+        taken = cli("install", CLIENT_ID="fault-port2", DOMAIN=DOMAIN, ADMIN_EMAIL=EMAIL, WITH_DEPS="true", ENGINE="embedded",
+                    PORT=env["PGPORT"])
         assert taken.returncode == 2 and "already in use" in taken.stderr, taken.stderr
         assert not client_paths("fault-port2").env_file.exists()
     finally:
@@ -113,7 +115,8 @@ def small_disk(stack_root):
     target = client_paths(client).client_dir
     target.mkdir(parents=True, exist_ok=True)
     os.chmod(target.parent, 0o711)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m,mode=0711", "tmpfs", str(target)], capture_output=True, text=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m,mode=0711", "tmpfs", str(target)], capture_output=True,
+                             text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     yield client
@@ -137,7 +140,8 @@ def test_disk_full_on_the_data_directory(small_disk, install, cli):
     conn.autocommit = True
     with pytest.raises(psycopg2.Error, match="space|could not"):
         with conn.cursor() as cur:
-            cur.execute("INSERT INTO kept SELECT i, ARRAY[i, 1, 2]::vector FROM generate_series(%s, %s) i", (ROWS + 1, ROWS + 200_000))
+            cur.execute("INSERT INTO kept SELECT i, ARRAY[i, 1, 2]::vector FROM generate_series(%s, %s) i",
+                        (ROWS + 1, ROWS + 200_000))
     conn.close()
     during = _again(cli, client)
     _clear(during)

@@ -32,7 +32,8 @@ SAMPLES_USER = "agency-samples"
 
 def _cli(*args: str, python: str = sys.executable, umask: int = -1, **env: str) -> subprocess.CompletedProcess:
     full = {**os.environ, "DOMAIN": DOMAIN, "ADMIN_EMAIL": EMAIL, "WITH_DEPS": "true", "ENGINE": "embedded", "YES": "true", **env}
-    return subprocess.run([python, "-m", "agency_pgvector", *args], env=full, capture_output=True, text=True, timeout=600, umask=umask)
+    return subprocess.run([python, "-m", "agency_pgvector", *args], env=full, capture_output=True, text=True, timeout=600,
+                          umask=umask)
 
 
 def _installed(client: str, **env: str) -> None:
@@ -134,7 +135,9 @@ def test_another_user_cannot_turn_root_against_a_weakened_tree(stack_root, attac
     else:  # clients/<id>/ left open: the attacker swaps the whole pgvector/ for a directory of its own
         offending = paths.client_dir
         os.chmod(offending, 0o777)
-        _as(attacker, 'cd "$1" && mv pgvector pgvector.root && mkdir pgvector && printf "PGVECTOR_ENGINE=embedded\\nPGVECTOR_SERVER=shared\\n" > pgvector/.env',
+        _as(attacker,
+            'cd "$1" && mv pgvector pgvector.root && mkdir pgvector && printf '
+            '"PGVECTOR_ENGINE=embedded\\nPGVECTOR_SERVER=shared\\n" > pgvector/.env',
             str(paths.client_dir))
         _as(attacker, PLANT, str(paths.component_dir), str(secret), str(outside), str(marker))
     try:
@@ -232,5 +235,6 @@ def test_samples_run_as_an_unprivileged_user_from_a_private_copy(stack_root):
     refused = _cli("test", "--samples", python=str(hidden), CLIENT_ID=client)
     error = refused.stderr.strip()
     assert refused.returncode != 0 and "probe user" not in refused.stdout, refused.stdout
-    assert error.startswith(f"error: The samples run as the unprivileged user {SAMPLES_USER}, which cannot run this installer's Python {hidden}"), error
+    assert error.startswith(f"error: The samples run as the unprivileged user {SAMPLES_USER}, "
+                            f"which cannot run this installer's Python {hidden}"), error
     assert f"({closed} is closed to other users)" in error and "\n" not in error, error

@@ -327,10 +327,12 @@ def test_hostile_tenant_battery(cli, stack_root, request, layout_name, capsys):
         expected = set(witness.before[name]) - tenant_roles[name]
         if set(now) != expected:
             added, removed = sorted(set(now) - expected), sorted(expected - set(now))
-            run.failures.append(f"roles on {name} changed: {len(added)} added {added[:4]}{' ...' if len(added) > 4 else ''}, removed {removed}")
+            run.failures.append(f"roles on {name} changed: {len(added)} added "
+                                f"{added[:4]}{' ...' if len(added) > 4 else ''}, removed {removed}")
         if witness.superusers(name, now) != witness.superusers(name):
             added = sorted(witness.superusers(name, now) - witness.superusers(name))
-            run.failures.append(f"superusers on {name}: {sorted(witness.superusers(name))} before; {len(added)} more after {added[:4]}")
+            run.failures.append(f"superusers on {name}: {sorted(witness.superusers(name))} "
+                                f"before; {len(added)} more after {added[:4]}")
     with capsys.disabled():
         print(f"\n{run.report(witness)}\n  ({time.monotonic() - started:.1f} s)")
     assert not witness.findings and not run.failures, run.report(witness)
@@ -395,7 +397,8 @@ def hostile_settings(env: dict) -> None:
     terminal escape codes in values the operator's tools print, a template database nobody may connect to."""
     db, conn = env["PGDATABASE"], hostile.tenant_connect(env)
     with conn.cursor() as cur:
-        for setting in ("statement_timeout = '1ms'", "idle_session_timeout = '1ms'", "lock_timeout = '1ms'", "search_path = public, pg_catalog"):
+        for setting in ("statement_timeout = '1ms'", "idle_session_timeout = '1ms'", "lock_timeout = '1ms'",
+                        "search_path = public, pg_catalog"):
             cur.execute(f'ALTER ROLE CURRENT_USER IN DATABASE "{db}" SET {setting}')
         cur.execute("ALTER ROLE CURRENT_USER SET statement_timeout = 0")  # the per-role limit the installer set
         for setting in ("statement_timeout = '1ms'", "lock_timeout = '1ms'", "idle_session_timeout = '1ms'",
@@ -446,7 +449,8 @@ def test_tenant_database_settings_are_drift_not_a_weapon(cli, stack_root, reques
     reported = _status_all(cli, run, stack_root, a, n)
     for c in (a, b):
         if reported.get(c, {}).get("healthy") is not False:
-            run.failures.append(f"status ALL=true calls {c} {reported.get(c, {}).get('healthy')!r}: its tenant-set database state is drift")
+            run.failures.append(f"status ALL=true calls {c} {reported.get(c, {}).get('healthy')!r}: "
+                                "its tenant-set database state is drift")
     run.record("status", a, cli("status", CLIENT_ID=a), ZERO_OR_ONE)
     run.record("backup", n, cli("backup", CLIENT_ID=n), MUST)
     run.record("uninstall (before repair)", b, cli("uninstall", CLIENT_ID=b, YES="true"), MUST)
@@ -455,7 +459,8 @@ def test_tenant_database_settings_are_drift_not_a_weapon(cli, stack_root, reques
     run.record("install (repair)", a, cli("install", **layout.install_env(a)), MUST)
     state = database_state(params, envs[a]["PGDATABASE"])
     if state != (False, True, -1, None):
-        run.failures.append(f"after make pgvector, {a}'s database has (datistemplate, datallowconn, datconnlimit, settings) = {state}")
+        run.failures.append(f"after make pgvector, {a}'s database has (datistemplate, "
+                            f"datallowconn, datconnlimit, settings) = {state}")
     run.record("status (repaired)", a, cli("status", CLIENT_ID=a), MUST)
     run.record("status", n, cli("status", CLIENT_ID=n), MUST)
     if neighbour_rows(read_env(n)) != (5, 50):

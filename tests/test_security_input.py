@@ -14,8 +14,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from agency_pgvector import envfile, spec
 from agency_pgvector.errors import UserError
@@ -43,7 +42,8 @@ hostile_text = st.one_of(
     st.text(alphabet=st.characters(codec="ascii"), max_size=80),
     st.builds(lambda a, b, c: a + b + c, st.from_regex(r"[a-z0-9-]{0,12}", fullmatch=True), st.sampled_from(HOSTILE[:40]),
               st.from_regex(r"[a-z0-9.@-]{0,12}", fullmatch=True)),
-    st.builds(lambda s, n: s * n, st.text(min_size=1, max_size=3), st.integers(100, 5_000)),  # long (HOSTILE has 100 kB and 1 MB ones)
+    # long (HOSTILE has 100 kB and 1 MB ones)
+    st.builds(lambda s, n: s * n, st.text(min_size=1, max_size=3), st.integers(100, 5_000)),
 )
 CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 
@@ -138,7 +138,7 @@ def test_stack_root_and_log_paths(value):
         old = os.environ.get(name)
         os.environ[name] = value
         try:
-            result = _check(lambda _: read(), name, value)
+            result = _check(lambda _: read(), name, value)  # noqa: B023 - called at once, in this iteration
         finally:
             os.environ.pop(name) if old is None else os.environ.__setitem__(name, old)
         if result is not None and value:
@@ -153,7 +153,8 @@ def _message(value):
 
 
 ADMIN_URL_MESSAGES = {_message(v) for v in ("mysql://x", "postgresql://%zz", "postgresql://a:b@c@d/e")}
-password = st.one_of(st.text(min_size=1, max_size=40), st.sampled_from(["p@ss", "a/b", "x:y", "a@b@c", "1234/5678", "se/cret", "q?x=1", "%zz"]))
+password = st.one_of(st.text(min_size=1, max_size=40),
+                     st.sampled_from(["p@ss", "a/b", "x:y", "a@b@c", "1234/5678", "se/cret", "q?x=1", "%zz"]))
 
 
 @BULK
@@ -201,7 +202,8 @@ def test_env_render_refuses_or_round_trips_exactly(values):
 
 
 safe_looking = st.dictionaries(env_keys,
-                               st.one_of(st.from_regex(r"[A-Za-z0-9_./:@%+=,~^${}()*?!&|;<>'\"`\\ -]{0,30}", fullmatch=True), env_text),
+                               st.one_of(st.from_regex(r"[A-Za-z0-9_./:@%+=,~^${}()*?!&|;<>'\"`\\ -]{0,30}", fullmatch=True),
+                                         env_text),
                                min_size=1, max_size=4)
 
 
@@ -276,7 +278,8 @@ def witness(stack_root):
     """A shared embedded server that already holds one client: hostile runs must add no role or database."""
     env = {**os.environ, "CLIENT_ID": "input-witness", "DOMAIN": DOMAIN, "ADMIN_EMAIL": EMAIL, "WITH_DEPS": "true",
            "ENGINE": "embedded", "SERVER": "shared"}
-    result = subprocess.run([sys.executable, "-m", "agency_pgvector", "install", "--quiet"], env=env, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "agency_pgvector", "install", "--quiet"], env=env, capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stderr
     from agency_pgvector.engines.embedded import SharedEmbeddedEngine
     from agency_pgvector.spec import Spec
@@ -334,7 +337,8 @@ def test_real_cli_refuses_and_leaves_no_trace(witness, stack_root, name, value):
            "ENGINE": "embedded", "SERVER": "shared", name: value}
     if name == "ADMIN_URL":
         env["ENGINE"], env["SERVER"] = "external", ""
-    result = subprocess.run([sys.executable, "-m", "agency_pgvector", "install"], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "agency_pgvector", "install"], env=env, capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 2, (name, value[:80], result.stdout[-300:], result.stderr[-300:])
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert CLI_FIELDS[name] in result.stderr
@@ -352,7 +356,8 @@ def test_hostile_values_that_pass_validation_still_cannot_break_sql(witness, sta
     client = "0-" + "9" * 29 + "z"  # 32 chars, digits first, hyphens: role/database names need quoting
     env = {**os.environ, "CLIENT_ID": client, "DOMAIN": "xn--bcher-kva.example", "ADMIN_EMAIL": "a.b+c%d@x-y.example",
            "WITH_DEPS": "true", "ENGINE": "embedded", "SERVER": "shared"}
-    result = subprocess.run([sys.executable, "-m", "agency_pgvector", "install", "--quiet"], env=env, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "agency_pgvector", "install", "--quiet"], env=env, capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stderr
     values = envfile.read(client_paths(client).env_file)
     assert values["PGUSER"] == "vectoruser_0_" + "9" * 29 + "z"

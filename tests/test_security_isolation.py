@@ -97,13 +97,14 @@ def _seed(env: dict) -> None:
 
 @pytest.fixture(scope="module")
 def layouts(stack_root, tmp_path_factory):
+    import os
     import subprocess
     import sys
-    import os
 
     def run_install(client, **env):
         full = {**os.environ, "CLIENT_ID": client, "DOMAIN": DOMAIN, "ADMIN_EMAIL": EMAIL, "WITH_DEPS": "true", **env}
-        result = subprocess.run([sys.executable, "-m", "agency_pgvector", "install", "--quiet"], env=full, capture_output=True, text=True, timeout=600)
+        result = subprocess.run([sys.executable, "-m", "agency_pgvector", "install", "--quiet"], env=full, capture_output=True,
+                                text=True, timeout=600)
         assert result.returncode == 0, result.stderr
         return envfile.read(client_paths(client).env_file)
 
@@ -156,11 +157,14 @@ def _pair_checks(layout: Layout, a: str, b: str) -> dict[str, bool]:
     role_b, db_b = eb["PGUSER"], eb["PGDATABASE"]
     checks.update({
         "SET ROLE B": _refused(conn, sql.SQL("SET ROLE {}").format(sql.Identifier(role_b)).as_string(conn)),
-        "ALTER ROLE B PASSWORD": _refused(conn, sql.SQL("ALTER ROLE {} PASSWORD 'taken'").format(sql.Identifier(role_b)).as_string(conn)),
+        "ALTER ROLE B PASSWORD": _refused(conn, sql.SQL("ALTER ROLE {} PASSWORD 'taken'")
+                                          .format(sql.Identifier(role_b)).as_string(conn)),
         "GRANT B TO A": _refused(conn, sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role_b)).as_string(conn)),
         "DROP DATABASE B": _refused(conn, sql.SQL("DROP DATABASE {}").format(sql.Identifier(db_b)).as_string(conn)),
-        "ALTER DATABASE B": _refused(conn, sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 0").format(sql.Identifier(db_b)).as_string(conn)),
-        "B's password hash": _refused(conn, sql.SQL("SELECT rolpassword FROM pg_authid WHERE rolname = {}").format(sql.Literal(role_b)).as_string(conn)),
+        "ALTER DATABASE B": _refused(conn, sql.SQL("ALTER DATABASE {} CONNECTION LIMIT 0")
+                                     .format(sql.Identifier(db_b)).as_string(conn)),
+        "B's password hash": _refused(conn, sql.SQL("SELECT rolpassword FROM pg_authid WHERE rolname = {}")
+                                      .format(sql.Literal(role_b)).as_string(conn)),
     })
     b_session = tenant_connect(eb)  # B is busy meanwhile: a session A must neither read nor end
     with b_session.cursor() as cur:
@@ -170,7 +174,8 @@ def _pair_checks(layout: Layout, a: str, b: str) -> dict[str, bool]:
         cur.execute("SELECT rolpassword FROM pg_roles WHERE rolname = %s", (role_b,))
         checks["pg_roles masks B's hash"] = cur.fetchone() == ("********",)
     # shared servers revoke pg_stat_activity from PUBLIC in tenant databases; elsewhere B's query texts stay hidden
-    checks["B's query texts hidden"] = _refused(conn, "SELECT 1 FROM pg_stat_activity") if layout.shared else _query_hidden(conn, role_b)
+    checks["B's query texts hidden"] = (_refused(conn, "SELECT 1 FROM pg_stat_activity") if layout.shared
+                                        else _query_hidden(conn, role_b))
     checks["terminate B's session"] = _refused(conn, f"SELECT CASE WHEN pg_terminate_backend({b_pid}) THEN 1 ELSE 1/0 END")
     b_session.close()
     conn.close()
@@ -191,7 +196,8 @@ def _pair_checks(layout: Layout, a: str, b: str) -> dict[str, bool]:
         })
         inside.close()
     finally:
-        su.cursor().execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {}").format(sql.Identifier(db_b), sql.Identifier(ea["PGUSER"])))
+        su.cursor().execute(sql.SQL("REVOKE CONNECT ON DATABASE {} FROM {}").format(
+            sql.Identifier(db_b), sql.Identifier(ea["PGUSER"])))
         su.close()
     return checks
 
@@ -200,7 +206,8 @@ def _tenant_checks(env: dict) -> dict[str, bool]:
     conn = tenant_connect(env)
     checks = {name: _refused(conn, statement) for name, statement in FILE_ATTACKS.items()}
     with conn.cursor() as cur:
-        cur.execute("SELECT rolsuper OR rolcreatedb OR rolcreaterole OR rolreplication OR rolbypassrls FROM pg_roles WHERE rolname = current_user")
+        cur.execute("SELECT rolsuper OR rolcreatedb OR rolcreaterole OR rolreplication "
+                    "OR rolbypassrls FROM pg_roles WHERE rolname = current_user")
         checks["role has no privileged attribute"] = cur.fetchone() == (False,)
         cur.execute("SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = current_user")
         checks["member of no role (pg_read_server_files, ...)"] = cur.fetchone() == (0,)

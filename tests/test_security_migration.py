@@ -7,6 +7,7 @@ Real servers, the previous release's real code (git archive of BASELINE, run wit
 
 from __future__ import annotations
 
+import io
 import os
 import pwd
 import shutil
@@ -15,7 +16,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import io
 from pathlib import Path
 
 import pytest
@@ -120,7 +120,8 @@ def test_previous_release_is_converged_by_install_all(cli, old_release, own_root
     restored = cli("restore", CLIENT_ID="mig-b", FILE=str(dump), YES="true")
     assert restored.returncode == 0, restored.stderr
     with tenant_connect(env_b) as conn, conn.cursor() as cur:
-        cur.execute("SELECT count(*), (SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'vector') FROM docs")
+        cur.execute("SELECT count(*), (SELECT extnamespace::regnamespace::text "
+                    "FROM pg_extension WHERE extname = 'vector') FROM docs")
         assert cur.fetchone() == (50, "extensions")
 
     again = cli("install", ALL="true", JSON="true")
@@ -142,7 +143,8 @@ def test_server_user_cannot_make_root_write_or_read_through_links(cli, install, 
     before = secret.read_bytes()
 
     def as_server_user(*argv: str) -> subprocess.CompletedProcess:
-        return subprocess.run(list(argv), capture_output=True, text=True, user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd="/")
+        return subprocess.run(list(argv), capture_output=True, text=True, user=user.pw_uid, group=user.pw_gid, extra_groups=[],
+                              cwd="/")
 
     # root's config directory is out of the server user's reach
     for name in ("pg_ident.conf", "pg_hba.conf", "postgresql.conf", "planted"):

@@ -60,7 +60,8 @@ def test_output_of_code_we_do_not_render_is_cleaned(capsys):
 # -- the log filter -----------------------------------------------------------------------------------------------
 
 def test_session_filter_keeps_one_tenants_messages_and_their_continuations():
-    a, b = "2026-11-22 02:11:24.092 UTC [11209] vectoruser_out_a@vectordb_out_a ", "2026-11-22 02:11:25.000 UTC [11300] " + B_SESSION + " "
+    a, b = ("2026-11-22 02:11:24.092 UTC [11209] vectoruser_out_a@vectordb_out_a ",
+            "2026-11-22 02:11:25.000 UTC [11300] " + B_SESSION + " ")
     log = [
         ("2026-11-22 02:11:24.036 UTC [11199] LOG:  database system is ready to accept connections", False),  # no session
         ("\tcontinuation with no header before it", False),
@@ -126,7 +127,8 @@ def test_server_log_behind_a_symlink_or_a_fifo_is_refused(tmp_path, capsys):
 
 def test_component_log_lines_are_matched_on_the_client_field():
     text = ("2026-11-22T02:00:00Z pgvector[7] client=out-a created role\n"
-            "2026-11-22T02:00:01Z pgvector[7] client=out-a internal error: x client=out-b y\r2026 pgvector[1] client=out-b forged\n"
+            "2026-11-22T02:00:01Z pgvector[7] client=out-a internal error: x client=out-b y"
+            "\r2026 pgvector[1] client=out-b forged\n"
             "2026-11-22T02:00:02Z pgvector[8] client=out-b created database\n"
             "2026-11-22T02:00:03Z pgvector[9] client=out-bb created database\n")
     assert component_lines(text, "out-b") == ["2026-11-22T02:00:02Z pgvector[8] client=out-b created database"]
@@ -155,7 +157,8 @@ def shared_pair(stack_root):
     for client in ("out-a", "out-b"):
         env = {**os.environ, "DOMAIN": "example.com", "ADMIN_EMAIL": "ops@example.com", "CLIENT_ID": client,
                "WITH_DEPS": "true", "ENGINE": "embedded", "SERVER": "shared"}
-        result = subprocess.run([sys.executable, "-m", "agency_pgvector", "install"], capture_output=True, text=True, env=env, timeout=600)
+        result = subprocess.run([sys.executable, "-m", "agency_pgvector", "install"], capture_output=True, text=True, env=env,
+                                timeout=600)
         assert result.returncode == 0, result.stderr + result.stdout
         from agency_pgvector import envfile
 
@@ -201,7 +204,8 @@ def test_logs_of_a_shared_server_show_each_client_its_own_lines_cleaned(shared_p
 def test_status_prints_tenant_names_literally(shared_pair, cli):
     a = shared_pair["out-a"]
     table = "[red]x\x1b[5m\u202e"
-    _sql(a, sql.SQL("CREATE TABLE {0} (id int, emb vector(3)); CREATE INDEX ON {0} USING hnsw (emb vector_l2_ops)").format(sql.Identifier(table)))
+    _sql(a, sql.SQL("CREATE TABLE {0} (id int, emb vector(3)); CREATE INDEX ON {0} "
+                    "USING hnsw (emb vector_l2_ops)").format(sql.Identifier(table)))
     result = cli("status", CLIENT_ID="out-a", COLUMNS="250")
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"public.{clean(table)}.emb vector(3) [hnsw]" in result.stdout, result.stdout

@@ -15,8 +15,8 @@ import sys
 
 import pytest
 
-from netns import veth_namespace
 from conftest import admin
+from netns import veth_namespace
 
 HOST_IP, NS_IP = "10.231.77.1", "10.231.77.2"  # a /30 that exists only on this veth pair
 
@@ -50,9 +50,10 @@ def test_remote_plaintext_logins_are_impossible(install, netns):
     conn = admin("remote")
     conn.cursor().execute("ALTER SYSTEM SET listen_addresses = '*'")
     conn.close()
+    from pathlib import Path
+
     from agency_pgvector.engines.embedded import EmbeddedEngine
     from agency_pgvector.spec import Spec
-    from pathlib import Path
 
     engine = EmbeddedEngine(Spec(client_id="remote", root=Path(os.environ["AGENCY_STACK_ROOT"])))
     engine.restart()

@@ -26,8 +26,9 @@ import pytest
 from agency_pgvector import tls
 from agency_pgvector.errors import UserError
 from agency_pgvector.report import Report
-from netns import veth_namespace
+
 from conftest import DOMAIN, EMAIL, admin, client_paths, tenant_connect
+from netns import veth_namespace
 
 HOST_IP, NS_IP = "10.231.78.1", "10.231.78.2"  # not the /30 of test_security_remote.py
 CLIENT = "tls-cloud"
@@ -130,7 +131,8 @@ def test_remote_login_only_with_tls_and_the_right_password(cloud, netns, tmp_pat
     answer = from_ns(netns, **_remote(cloud, sslmode="verify-ca", sslrootcert=str(foreign)))
     assert "certificate verify failed" in answer, answer
     with admin(CLIENT).cursor() as cur:
-        cur.execute("SELECT current_setting('ssl'), current_setting('listen_addresses'), current_setting('ssl_min_protocol_version')")
+        cur.execute("SELECT current_setting('ssl'), current_setting('listen_addresses'), "
+                    "current_setting('ssl_min_protocol_version')")
         assert cur.fetchone() == ("on", "*", "TLSv1.2")
 
 
@@ -172,7 +174,8 @@ def test_enable_cloud_off_closes_the_port_and_on_again_reuses_the_certificate(cl
     paths = client_paths(CLIENT)
     runtime = str(tls.runtime_dir(paths.state_dir))
     with admin(CLIENT, cloud["PGDATABASE"]).cursor() as cur:  # a row written under the OpenSSL build must survive both switches
-        cur.execute("CREATE TABLE IF NOT EXISTS public.tls_switch (v extensions.vector(3)); INSERT INTO public.tls_switch VALUES ('[1,2,3]')")
+        cur.execute("CREATE TABLE IF NOT EXISTS public.tls_switch (v extensions.vector(3)); "
+                    "INSERT INTO public.tls_switch VALUES ('[1,2,3]')")
     result = _install(ENABLE_CLOUD="false")
     assert result.returncode == 0, result.stderr
     from agency_pgvector import envfile

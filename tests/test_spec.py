@@ -15,7 +15,8 @@ def test_good_client_ids(value):
     assert spec.client_id(value) == value
 
 
-@pytest.mark.parametrize("value", ["", "Acme", "-acme", "acme-", "x" * 33, "a_b", "a;b", "../etc", "a b", "acme\n", "аcme", "a\x00b"])
+@pytest.mark.parametrize("value",
+                         ["", "Acme", "-acme", "acme-", "x" * 33, "a_b", "a;b", "../etc", "a b", "acme\n", "аcme", "a\x00b"])
 def test_bad_client_ids(value):
     with pytest.raises(UserError, match="CLIENT_ID .* not valid: use"):
         spec.client_id(value)
@@ -26,7 +27,8 @@ def test_good_domains(value):
     assert spec.domain(value) == value.lower()
 
 
-@pytest.mark.parametrize("value", ["", "-a.com", "a-.com", "a..com", "exa mple.com", "a" * 64 + ".com", "bücher.de", "a.com\nX=1", "'; drop"])
+@pytest.mark.parametrize("value", ["", "-a.com", "a-.com", "a..com", "exa mple.com", "a" * 64 + ".com", "bücher.de", "a.com\nX=1",
+                                   "'; drop"])
 def test_bad_domains(value):
     with pytest.raises(UserError, match="DOMAIN"):
         spec.domain(value)
@@ -37,7 +39,8 @@ def test_good_emails(value):
     assert spec.email(value) == value
 
 
-@pytest.mark.parametrize("value", ["", "ops", "@example.com", "ops@", "o'ps@example.com", "ops@exa mple.com", "a$(id)@x.com", "ops@example.com\nPGPASSWORD=x"])
+@pytest.mark.parametrize("value", ["", "ops", "@example.com", "ops@", "o'ps@example.com", "ops@exa mple.com", "a$(id)@x.com",
+                                   "ops@example.com\nPGPASSWORD=x"])
 def test_bad_emails(value):
     with pytest.raises(UserError, match="ADMIN_EMAIL"):
         spec.email(value)
@@ -84,4 +87,5 @@ def _installer_files(root):
     (PostgreSQL itself changes files there at any time)."""
     if not root.exists():
         return []
-    return sorted(p for p in root.rglob("*") if "postgres" not in p.relative_to(root).parts[2:3] and "shared" not in p.relative_to(root).parts[1:2])
+    return sorted(p for p in root.rglob("*")
+                  if "postgres" not in p.relative_to(root).parts[2:3] and "shared" not in p.relative_to(root).parts[1:2])

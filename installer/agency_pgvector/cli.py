@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Optional
 
 import typer
 
@@ -37,16 +36,24 @@ def install_cmd(
     admin_email: str = typer.Option("", "--admin-email", envvar="ADMIN_EMAIL", help="Operator e-mail for the client. Required."),
     client_id: str = ClientOpt,
     engine: str = typer.Option("auto", "--engine", envvar="ENGINE", help="auto | embedded | external | docker."),
-    admin_url: Optional[str] = typer.Option(None, "--admin-url", envvar="ADMIN_URL", show_default=False,
-                                            help="Superuser URL of an existing server (ENGINE=external). Prefer the env var: argv is visible to every user."),
-    server: str = typer.Option("", "--server", envvar="SERVER", help="Embedded engine: dedicated (one server per client, default) or shared (one server, many clients)."),
-    port: Optional[str] = typer.Option(None, "--port", envvar="PORT", help="Host port for a new server (default: first free from 5433)."),
-    with_deps: bool = typer.Option(False, "--with-deps", envvar="WITH_DEPS", help="Create the server (and its system user) when absent."),
+    admin_url: str | None = typer.Option(None, "--admin-url", envvar="ADMIN_URL", show_default=False,
+                                         help="Superuser URL of an existing server (ENGINE=external). "
+                                              "Prefer the env var: argv is visible to every user."),
+    server: str = typer.Option("", "--server", envvar="SERVER",
+                               help="Embedded engine: dedicated (one server per client, "
+                                    "default) or shared (one server, many clients)."),
+    port: str | None = typer.Option(None, "--port", envvar="PORT",
+                                    help="Host port for a new server (default: first free from 5433)."),
+    with_deps: bool = typer.Option(False, "--with-deps", envvar="WITH_DEPS",
+                                   help="Create the server (and its system user) when absent."),
     force: bool = typer.Option(False, "--force", envvar="FORCE", help="Set a new password (old sessions end) and repair drift."),
-    enable_cloud: bool = typer.Option(False, "--enable-cloud", envvar="ENABLE_CLOUD", help="Listen on all interfaces; remote logins over TLS only."),
+    enable_cloud: bool = typer.Option(False, "--enable-cloud", envvar="ENABLE_CLOUD",
+                                      help="Listen on all interfaces; remote logins over TLS only."),
     dry_run: bool = typer.Option(False, "--dry-run", envvar="DRY_RUN", help="Show the plan; change nothing."),
     verbose: bool = typer.Option(False, "--verbose", "-v", envvar="VERBOSE", help="Show details for every item."),
-    everyone: bool = typer.Option(False, "--all", envvar="ALL", help="Converge every installed client as recorded in its .env (after an upgrade of the installer)."),
+    everyone: bool = typer.Option(False, "--all", envvar="ALL",
+                                  help="Converge every installed client as recorded in "
+                                       "its .env (after an upgrade of the installer)."),
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
@@ -86,24 +93,29 @@ def _install_all(force: bool, dry_run: bool, with_deps: bool, as_json: bool, qui
     from .install import install_all
 
     if force:
-        raise UserError("FORCE=true with ALL=true would set a new password for every client: rotate them one by one (make pgvector-rotate CLIENT_ID=...).")
+        raise UserError("FORCE=true with ALL=true would set a new password for every client: "
+                        "rotate them one by one (make pgvector-rotate CLIENT_ID=...).")
     outcomes = install_all(dry_run=dry_run, with_deps=with_deps)
     if not outcomes:
         raise UserError("No client is installed under AGENCY_STACK_ROOT: run make pgvector CLIENT_ID=... first.")
     failed = [client for client, result, _ in outcomes if result is None]
-    state = lambda r: "failed" if r is None else ("would change" if dry_run and r.report.changed else "changed" if r.report.changed else "ok")  # noqa: E731
+    state = lambda r: "failed" if r is None else (  # noqa: E731
+        "would change" if dry_run and r.report.changed else "changed" if r.report.changed else "ok")
     if as_json:
         print(json.dumps({"ok": not failed, "dry_run": dry_run, "clients": [
             {"client_id": c, "result": state(r), "engine": r.engine if r else None, "error": e or None,
-             "changed": [row.item for row in r.report.rows if row.action != "ok"] if r else []} for c, r, e in outcomes]}, indent=2))
+             "changed": [row.item for row in r.report.rows if row.action != "ok"] if r else []} for c, r, e in outcomes]},
+                         indent=2))
     elif not quiet:
         from .ui import rows_table
 
         rows_table("pgvector: every client", ["client", "engine", "result", "detail"],
-                   [[c, r.engine if r else "-", state(r), e or ", ".join(row.item for row in r.report.rows if row.action != "ok") or "-"]
+                   [[c, r.engine if r else "-", state(r),
+                     e or ", ".join(row.item for row in (r.report.rows if r else []) if row.action != "ok") or "-"]
                     for c, r, e in outcomes])
     if failed:
-        raise UserError(f"{len(failed)} of {len(outcomes)} clients could not be converged ({', '.join(failed)}): see the table above.") if not as_json else typer.Exit(1)
+        raise UserError(f"{len(failed)} of {len(outcomes)} clients could not be converged "
+                        f"({', '.join(failed)}): see the table above.") if not as_json else typer.Exit(1)
 
 
 def _clients(client_id: str, everyone: bool) -> list:
@@ -163,20 +175,24 @@ def _print_status(results: list[dict], everyone: bool) -> None:
         rows = [[c(r["client_id"]), health(r), c(r["engine"]), f'{c(r["server"]["host"])}:{c(r["server"]["port"])}',
                  c(r["server"]["postgres_version"] or "-"), c(r["pgvector"]["installed"] or "-"),
                  _size(r["database"]["size_bytes"]), joined(r["problems"], "; ") if r["problems"] else "-"] for r in results]
-        rows_table("pgvector clients", ["client", "health", "engine", "endpoint", "postgres", "pgvector", "size", "problems"], rows)
+        rows_table("pgvector clients", ["client", "health", "engine", "endpoint", "postgres", "pgvector", "size", "problems"],
+                   rows)
         return
     r = results[0]
     vec = r["pgvector"]
-    columns = [f'{c(col["table"])}.{c(col["column"])} {c(col["type"])} [{", ".join(c(i["method"]) for i in col["indexes"]) or "no index"}]'
+    columns = [f'{c(col["table"])}.{c(col["column"])} {c(col["type"])} '
+               f'[{", ".join(c(i["method"]) for i in col["indexes"]) or "no index"}]'
                for col in r["vector_columns"]]
-    password = {True: styled("valid"), False: styled("INVALID", "red"), None: styled("unchecked")}[r["env_file"]["password_valid"]]
-    rows = [
+    password = {True: styled("valid"), False: styled("INVALID", "red"),
+                None: styled("unchecked")}[r["env_file"]["password_valid"]]
+    fields = [
         ("health", health(r)),
         ("engine", f'{c(r["engine"])}: {c(r["server"]["where"])}'),
         ("server", joined([f'{c(r["server"]["host"])}:{c(r["server"]["port"])}',
                            styled("reachable") if r["server"]["reachable"] else styled("not reachable", "red")], " ")),
         ("postgres", c(r["server"]["postgres_version"] or "-")),
-        ("pgvector", c(vec["installed"] or "missing") + (f' ({c(vec["available"])} available: make pgvector-upgrade)' if vec["update_available"] else "")),
+        ("pgvector", c(vec["installed"] or "missing")
+                     + (f' ({c(vec["available"])} available: make pgvector-upgrade)' if vec["update_available"] else "")),
         ("database", f'{c(r["database"]["name"])}, {_size(r["database"]["size_bytes"])}'),
         ("connections", f'{c(r["role"]["connections"])} of {c(r["role"]["connection_limit"])} ({c(r["role"]["name"])})'),
         (".env", joined([f'{c(r["env_file"]["path"])} mode {c(r["env_file"]["mode"])}, password', password], " ")),
@@ -185,7 +201,7 @@ def _print_status(results: list[dict], everyone: bool) -> None:
         ("drift", joined(r["drift"]) if r["drift"] else "none"),
         ("problems", joined([styled(c(p), "red") for p in r["problems"]]) if r["problems"] else "none"),
     ]
-    key_values(f'pgvector status: client {c(r["client_id"])}', rows)
+    key_values(f'pgvector status: client {c(r["client_id"])}', fields)
 
 
 @app.command("logs")
@@ -194,7 +210,8 @@ def logs_cmd(
     lines: int = typer.Option(100, "--lines", "-n", envvar="LINES", help="How many lines from the end."),
     follow: bool = typer.Option(False, "--follow", "-f", envvar="FOLLOW", help="Keep printing new server log lines."),
 ) -> None:
-    """The installer's component log lines for the client, then the server's log (a shared server: its own sessions only) (make pgvector-logs)."""
+    """The installer's component log lines for the client, then the server's log (a shared server: its own sessions only)
+    (make pgvector-logs)."""
     from .ops.common import load
     from .ops.logs import show_component_log
     from .text import cleaned_stdout
@@ -256,7 +273,8 @@ def test_cmd(
     if as_json:
         print(json.dumps({"ok": not failed, "clients": report}, indent=2, sort_keys=True))
     if failed:
-        raise UserError(f"The end-to-end check failed for {', '.join(failed)}: see the lines above, then make pgvector-status.") if not as_json else typer.Exit(1)
+        raise UserError(f"The end-to-end check failed for {', '.join(failed)}: see the lines "
+                        "above, then make pgvector-status.") if not as_json else typer.Exit(1)
 
 
 def _run_samples(client, quiet: bool) -> bool:
@@ -285,7 +303,8 @@ def backup_cmd(client_id: str = ClientOpt, quiet: bool = QuietOpt) -> None:
 def restore_cmd(
     file: str = typer.Option(..., "--file", envvar="FILE", help="A .dump written by backup."),
     client_id: str = ClientOpt,
-    target_client: str = typer.Option("", "--target-client", envvar="TARGET_CLIENT", help="Restore into this (installed) client instead."),
+    target_client: str = typer.Option("", "--target-client", envvar="TARGET_CLIENT",
+                                      help="Restore into this (installed) client instead."),
     yes: bool = typer.Option(False, "--yes", envvar="YES", help="Do not ask for confirmation."),
     quiet: bool = QuietOpt,
 ) -> None:
@@ -304,7 +323,8 @@ def restore_cmd(
             counts = restore(client, Path(file))
     log.event(f"restored {file} into {client.tenant.database}: {sum(counts.values())} rows in {len(counts)} tables")
     if not quiet:
-        print(f"Restored {Path(file).name} into {client.id}/{client.tenant.database}: {len(counts)} tables, {sum(counts.values())} rows, counts verified.")
+        print(f"Restored {Path(file).name} into {client.id}/{client.tenant.database}: "
+              f"{len(counts)} tables, {sum(counts.values())} rows, counts verified.")
 
 
 @app.command("uninstall")
@@ -313,8 +333,9 @@ def uninstall_cmd(
     yes: bool = typer.Option(False, "--yes", envvar="YES", help="Do not ask for confirmation."),
     keep_data: bool = typer.Option(False, "--keep-data", envvar="KEEP_DATA", help="Keep database and data; only remove access."),
     no_backup: bool = typer.Option(False, "--no-backup", envvar="NO_BACKUP", help="Skip the pg_dump taken first."),
-    remove_server: Optional[bool] = typer.Option(None, "--remove-server/--keep-server", envvar="REMOVE_SERVER", show_default=False,
-                                                 help="Also remove the server the installer created for this client (asked when unset)."),
+    remove_server: bool | None = typer.Option(None, "--remove-server/--keep-server", envvar="REMOVE_SERVER", show_default=False,
+                                              help="Also remove the server the installer created for this client "
+                                                   "(asked when unset)."),
     quiet: bool = QuietOpt,
 ) -> None:
     """Remove the client's tenant, after a backup (make pgvector-uninstall)."""
@@ -330,7 +351,8 @@ def uninstall_cmd(
     _confirm(yes, f"{what} database {client.tenant.database} and role {client.tenant.role} of client {client.id}?")
     if remove_server is None:
         remove_server = bool(client.engine.owns_server() and not keep_data and sys.stdin.isatty() and not yes
-                             and typer.confirm(f"Also remove the server the installer created for {client.id} ({client.engine.where()})?", default=False))
+                             and typer.confirm("Also remove the server the installer created for "
+                                               f"{client.id} ({client.engine.where()})?", default=False))
     with client_lock(client.spec.paths.lock_file):
         report = uninstall(client, keep_data=keep_data, no_backup=no_backup, remove_server=remove_server and not keep_data)
     if not quiet:
@@ -365,7 +387,8 @@ def rotate_cmd(client_id: str = ClientOpt, as_json: bool = JsonOpt, quiet: bool 
     if as_json:
         print(json.dumps({"client_id": client.id, "rotated": True, "env_file": str(client.spec.paths.env_file)}))
     elif not quiet:
-        print(f"New password for {client.tenant.role} is in {client.spec.paths.env_file}; old sessions were ended and the new login works.")
+        print(f"New password for {client.tenant.role} is in {client.spec.paths.env_file}; "
+              "old sessions were ended and the new login works.")
 
 
 @app.command("upgrade")
@@ -389,7 +412,8 @@ def upgrade_cmd(client_id: str = ClientOpt, everyone: bool = AllOpt, as_json: bo
                    [[r["client_id"], r["database"], r["old"] or "-", r["new"] or "-", r["error"] or "-"] for r in results])
     errors = [r for r in results if r["error"]]
     if errors:
-        raise UserError(f"ALTER EXTENSION vector UPDATE failed in {len(errors)} database(s): {errors[0]['database']}: {errors[0]['error']}.")
+        raise UserError(f"ALTER EXTENSION vector UPDATE failed in {len(errors)} "
+                        f"database(s): {errors[0]['database']}: {errors[0]['error']}.")
 
 
 def main() -> None:

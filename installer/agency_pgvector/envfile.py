@@ -10,6 +10,7 @@ import re
 import stat
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from .errors import UserError
 from .system import ensure_dir, require_trusted
@@ -36,7 +37,7 @@ def read_bytes(path: Path) -> bytes | None:
     return data
 
 
-def read_nofollow(path: Path) -> bytes | None | bool:
+def read_nofollow(path: Path) -> bytes | None | Literal[False]:
     """The file's bytes; None when missing; False when it is a link or not a regular file (never followed, and a
     FIFO does not block: O_NONBLOCK)."""
     try:

@@ -191,13 +191,15 @@ def _check_login(engine, tenant: Tenant, password: str, report: Report) -> None:
 
     point = engine.endpoint()
     try:
-        conn = sessions.tenant(dict(PGHOST=point.host, PGPORT=point.port, PGUSER=tenant.role, PGPASSWORD=password, PGDATABASE=tenant.database))
+        conn = sessions.tenant(dict(PGHOST=point.host, PGPORT=point.port, PGUSER=tenant.role, PGPASSWORD=password,
+                                    PGDATABASE=tenant.database))
         with conn.cursor() as cur:
             cur.execute("SELECT '[1,2,3]'::vector <=> '[1,2,4]'::vector")
         conn.close()
     except psycopg2.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"The tenant could not log in with its .env ({first}): check the server's pg_hba.conf allows {tenant.role} from {point.host} with scram-sha-256.") from None
+        raise UserError(f"The tenant could not log in with its .env ({first}): check the server's "
+                        f"pg_hba.conf allows {tenant.role} from {point.host} with scram-sha-256.") from None
     report.add("tenant login", OK, f"{tenant.role}@{point.host}:{point.port}/{tenant.database}, vector type usable")
 
 
@@ -231,7 +233,7 @@ def install_all(*, dry_run: bool, with_deps: bool) -> list[tuple[str, Result | N
     applies to existing clients this way). One client's failure is reported and the others go on."""
     from .ops.common import installed_clients
 
-    outcomes = []
+    outcomes: list[tuple[str, Result | None, str]] = []
     for client_id in installed_clients():
         try:
             outcomes.append((client_id, install(installed_spec(client_id, dry_run=dry_run, with_deps=with_deps)), ""))

@@ -24,7 +24,8 @@ def client_lock(path: Path, wait_seconds: float = 60.0):
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise Busy(f"Another run for this client still holds {path} after {wait_seconds:.0f} s: wait for it to finish, then re-run.") from None
+                    raise Busy(f"Another run for this client still holds {path} after "
+                               f"{wait_seconds:.0f} s: wait for it to finish, then re-run.") from None
                 time.sleep(0.1)
         yield
     finally:

@@ -21,8 +21,10 @@ def port_range() -> tuple[int, int]:
     if not text:
         return DEFAULT_RANGE
     first, _, last = text.partition("-")
-    if not (first.isdigit() and last.isdigit() and len(first) <= 5 and len(last) <= 5 and 1024 <= int(first) <= int(last) <= 65535):
-        raise UserError(f"PGVECTOR_PORT_RANGE {text[:30]!r} is not valid: use FIRST-LAST between 1024 and 65535, e.g. PGVECTOR_PORT_RANGE=5433-6432.")
+    if not (first.isdigit() and last.isdigit() and len(first) <= 5 and len(last) <= 5
+            and 1024 <= int(first) <= int(last) <= 65535):
+        raise UserError(f"PGVECTOR_PORT_RANGE {text[:30]!r} is not valid: use FIRST-LAST "
+                        "between 1024 and 65535, e.g. PGVECTOR_PORT_RANGE=5433-6432.")
     return int(first), int(last)
 
 
@@ -62,8 +64,10 @@ def reserve(state_dir: Path, client_id: str, wanted: int | None = None) -> int:
             release(state_dir, current)
         return port
     if wanted:
-        raise UserError(f"Port {wanted} is already in use on this host: choose another with PORT=<port>, or leave PORT unset to pick a free one.")
-    raise UserError(f"No free port between {first} and {last} on this host: free one, set PORT=<port>, or widen PGVECTOR_PORT_RANGE.")
+        raise UserError(f"Port {wanted} is already in use on this host: choose another "
+                        "with PORT=<port>, or leave PORT unset to pick a free one.")
+    raise UserError(f"No free port between {first} and {last} on this host: "
+                    "free one, set PORT=<port>, or widen PGVECTOR_PORT_RANGE.")
 
 
 def record(state_dir: Path, client_id: str, port: int) -> None:

@@ -44,7 +44,7 @@ class Tenant:
     )
 
     @classmethod
-    def for_client(cls, client_id: str, shared: bool) -> "Tenant":
+    def for_client(cls, client_id: str, shared: bool) -> Tenant:
         if not shared:
             return cls("vectordb", "vectoruser")
         suffix = client_id.replace("-", "_")
@@ -87,14 +87,16 @@ def read_state(conn, tenant: Tenant, connect_db) -> State:
     """`conn` and `connect_db` give operator sessions (sessions.operator): search_path pinned to pg_catalog."""
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT oid, rolcanlogin, rolconnlimit, rolpassword, " + ", ".join(ROLE_FLAGS) + " FROM pg_catalog.pg_authid WHERE rolname = %s",
+            "SELECT oid, rolcanlogin, rolconnlimit, rolpassword, " + ", ".join(ROLE_FLAGS)
+            + " FROM pg_catalog.pg_authid WHERE rolname = %s",
             (tenant.role,),
         )
         row = cur.fetchone()
-        role = dict(zip(["oid", "rolcanlogin", "rolconnlimit", "rolpassword", *ROLE_FLAGS], row)) if row else None
+        role = dict(zip(["oid", "rolcanlogin", "rolconnlimit", "rolpassword", *ROLE_FLAGS], row, strict=True)) if row else None
         settings = {}
         if role:
-            cur.execute("SELECT pg_catalog.unnest(setconfig) FROM pg_catalog.pg_db_role_setting WHERE setdatabase = 0 AND setrole = %s", (role["oid"],))
+            cur.execute("SELECT pg_catalog.unnest(setconfig) FROM pg_catalog.pg_db_role_setting "
+                        "WHERE setdatabase = 0 AND setrole = %s", (role["oid"],))
             settings = dict(entry.split("=", 1) for (entry,) in cur.fetchall())
         cur.execute(
             """SELECT datname, pg_catalog.pg_get_userbyid(datdba),
@@ -104,7 +106,8 @@ def read_state(conn, tenant: Tenant, connect_db) -> State:
                       datistemplate, datallowconn, datconnlimit,
                       EXISTS (SELECT FROM pg_catalog.pg_roles o WHERE o.rolname = %s
                               AND pg_catalog.has_database_privilege(o.oid, d.oid, 'CONNECT')),
-                      (SELECT pg_catalog.array_agg(c ORDER BY c) FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) c
+                      (SELECT pg_catalog.array_agg(c ORDER BY c)
+                       FROM pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) c
                        WHERE s.setdatabase = d.oid AND (s.setrole = 0 OR s.setrole = %s))
                FROM pg_catalog.pg_database d WHERE datname = ANY(%s)""",
             (tenant.role, role["oid"] if role else 0, [tenant.database, "postgres", "template1"]),
@@ -154,7 +157,8 @@ def _read_database(conn, tenant: Tenant, state: State) -> None:
                 state.ext_schema = dict(owner=owner, owner_super=owner_super, create=public_create or anyone_create, usage=usage)
         if tenant.shared:
             cur.execute("""SELECT pg_catalog.bool_or(pg_catalog.has_table_privilege('public', 'pg_catalog.' || v, 'SELECT'))
-                                  OR (SELECT pg_catalog.bool_or(pg_catalog.has_function_privilege('public', 'pg_catalog.' || f, 'EXECUTE'))
+                                  OR (SELECT pg_catalog.bool_or(
+                                                 pg_catalog.has_function_privilege('public', 'pg_catalog.' || f, 'EXECUTE'))
                                       FROM pg_catalog.unnest(%s::text[]) f)
                            FROM pg_catalog.unnest(%s::text[]) v""", (list(STAT_FUNCTIONS), list(STAT_VIEWS)))
             state.stats_open = cur.fetchone()[0]
@@ -163,7 +167,8 @@ def _read_database(conn, tenant: Tenant, state: State) -> None:
 def plan(state: State, tenant: Tenant, password: str | None, force: bool, env_file: str) -> tuple[list[Step], str | None]:
     """Steps that bring the server to the desired tenant, and the new password if one must be set."""
     if state.available is None:
-        raise UserError("The server has no pgvector extension available (pg_available_extensions has no 'vector'): install pgvector on it and re-run.")
+        raise UserError("The server has no pgvector extension available (pg_available_extensions "
+                        "has no 'vector'): install pgvector on it and re-run.")
     role, db = sql.Identifier(tenant.role), sql.Identifier(tenant.database)
     steps: list[Step] = []
     new_password = None
@@ -173,7 +178,8 @@ def plan(state: State, tenant: Tenant, password: str | None, force: bool, env_fi
     if state.role is None:
         new_password = password or scram.generate()
         steps.append(Step(f"role {tenant.role}", CREATE, "login, no superuser/createdb/createrole/replication/bypassrls", [
-            (sql.SQL("CREATE ROLE {} {} {} PASSWORD %s").format(role, flags, sql.Literal(tenant.connection_limit)), (scram.hash_password(new_password),)),
+            (sql.SQL("CREATE ROLE {} {} {} PASSWORD %s").format(role, flags, sql.Literal(tenant.connection_limit)),
+             (scram.hash_password(new_password),)),
         ]))
     else:
         wrong = [kw for col, kw in ROLE_FLAGS.items() if state.role[col]]
@@ -188,7 +194,8 @@ def plan(state: State, tenant: Tenant, password: str | None, force: bool, env_fi
         if force or not matches:
             if not force:
                 why = "has no password recorded" if password is None else "holds a password the role does not have (drift)"
-                raise UserError(f"{env_file} {why} for role {tenant.role}: re-run with FORCE=true to set a new password and rewrite .env (apps using the old one must be updated).")
+                raise UserError(f"{env_file} {why} for role {tenant.role}: re-run with FORCE=true to set a "
+                                "new password and rewrite .env (apps using the old one must be updated).")
             new_password = scram.generate()
             steps.append(Step("password", CHANGE, "new password (FORCE), old sessions terminated", [
                 (sql.SQL("ALTER ROLE {} PASSWORD %s").format(role), (scram.hash_password(new_password),)),
@@ -202,7 +209,8 @@ def plan(state: State, tenant: Tenant, password: str | None, force: bool, env_fi
     wanted = dict(tenant.settings)
     drift = {k: v for k, v in wanted.items() if state.role_settings.get(k) != v}
     steps.append(Step("role settings", (CREATE if state.role is None else CHANGE) if drift else OK,
-                      ", ".join(f"{k}={v}" for k, v in wanted.items() if k != "search_path") + f", search_path with {EXTENSION_SCHEMA}",
+                      ", ".join(f"{k}={v}" for k, v in wanted.items() if k != "search_path")
+                      + f", search_path with {EXTENSION_SCHEMA}",
                       [(_set_role(role, k, v), None) for k, v in drift.items()]))
 
     # the tenant's database, owned by the tenant (PostgreSQL 15+: the owner owns schema public)
@@ -223,7 +231,8 @@ def plan(state: State, tenant: Tenant, password: str | None, force: bool, env_fi
     # nobody but the owner may connect: PUBLIC loses everything on the tenant's and the maintenance databases
     public = (found is None or found["public_connect"] or found["public_temp"] or found["public_create"]
               or not found.get("tenant_connect", True))  # an uninstall with KEEP_DATA revoked it
-    steps.append(Step("database privileges", (CREATE if found is None else CHANGE) if public else OK, "PUBLIC revoked, owner has CONNECT/TEMPORARY", [
+    steps.append(Step("database privileges", (CREATE if found is None else CHANGE) if public else OK,
+                      "PUBLIC revoked, owner has CONNECT/TEMPORARY", [
         (sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db), None),
         (sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(db, role), None),
     ] if public else []))
@@ -232,7 +241,8 @@ def plan(state: State, tenant: Tenant, password: str | None, force: bool, env_fi
         (sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)), None) for name in open_dbs
     ]))
     if found is None:
-        steps.extend(database_steps(State(None, {}, {}, available=state.available, version=state.version), tenant, tenant.database, new=True))
+        steps.extend(database_steps(State(None, {}, {}, available=state.available, version=state.version), tenant,
+                                    tenant.database, new=True))
     elif state.db_readable:
         steps.extend(database_steps(state, tenant, tenant.database))
     return steps, new_password
@@ -251,11 +261,14 @@ def _owner_controlled(found: dict, db_settings: list, tenant: Tenant) -> list[St
     db, role = sql.Identifier(tenant.database), sql.Identifier(tenant.role)
     wrong = {k: v for k, v in DB_FLAGS.items() if found[k] != v}
     steps = [Step("database options", CHANGE if wrong else OK,
-                  ", ".join(f"{k} {found[k]} -> {v}" for k, v in wrong.items()) or "not a template, allows connections, no limit", [
-                      (sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false ALLOW_CONNECTIONS true CONNECTION LIMIT -1").format(db), None),
+                  ", ".join(f"{k} {found[k]} -> {v}" for k, v in wrong.items())
+                  or "not a template, allows connections, no limit", [
+                      (sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false ALLOW_CONNECTIONS "
+                               "true CONNECTION LIMIT -1").format(db), None),
                   ] if wrong else [])]
     steps.append(Step("database settings", CHANGE if db_settings else OK,
-                      ("reset " + ", ".join(s.split("=", 1)[0] for s in db_settings)) if db_settings else "none set on the database", [
+                      ("reset " + ", ".join(s.split("=", 1)[0] for s in db_settings))
+                      if db_settings else "none set on the database", [
                           (sql.SQL("ALTER DATABASE {} RESET ALL").format(db), None),
                           (sql.SQL("ALTER ROLE {} IN DATABASE {} RESET ALL").format(role, db), None),
                       ] if db_settings else []))
@@ -271,8 +284,9 @@ def database_steps(state: State, tenant: Tenant, dbname: str, new: bool = False)
     if schema is not None and not schema["owner_super"]:
         # Created by the tenant before the installer (the owner of a database may create schemas in it): its objects
         # would be on the path of pgvector's scripts, which run as superuser. Never adopted.
-        raise UserError(f"Schema {EXTENSION_SCHEMA} in database {dbname} belongs to {schema['owner']}, not a superuser: pgvector must live in "
-                        f"a schema only superusers can write. Rename it as its owner (ALTER SCHEMA {EXTENSION_SCHEMA} RENAME TO ...) and re-run.")
+        raise UserError(f"Schema {EXTENSION_SCHEMA} in database {dbname} belongs to {schema['owner']}, not "
+                        "a superuser: pgvector must live in a schema only superusers can write. Rename it "
+                        f"as its owner (ALTER SCHEMA {EXTENSION_SCHEMA} RENAME TO ...) and re-run.")
     grant = [(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(ext), None),
              (sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(ext, role), None)]
     if schema is None:
@@ -300,7 +314,8 @@ def database_steps(state: State, tenant: Tenant, dbname: str, new: bool = False)
 
     public, major = state.schema, int(state.version.split(".")[0]) if state.version else 15
     old_public = public is None and new and major < 15  # before 15, PUBLIC could CREATE in public
-    if old_public or (public is not None and (public["owner"] not in (tenant.role, "pg_database_owner") or public["public_create"])):
+    if old_public or (public is not None
+                      and (public["owner"] not in (tenant.role, "pg_database_owner") or public["public_create"])):
         steps.append(Step("schema public", CHANGE, f"owner {tenant.role}, PUBLIC has no CREATE", [
             (sql.SQL("ALTER SCHEMA public OWNER TO {}").format(role), None),
             (sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC"), None),
@@ -311,7 +326,8 @@ def database_steps(state: State, tenant: Tenant, dbname: str, new: bool = False)
                           "other tenants' sessions and databases hidden (pg_stat_activity, pg_stat_database, ...)", [
                               (sql.SQL("REVOKE SELECT ON {} FROM PUBLIC").format(sql.SQL(", ").join(
                                   sql.SQL("pg_catalog.{}").format(sql.Identifier(v)) for v in STAT_VIEWS)), None),
-                              *[(sql.SQL("REVOKE EXECUTE ON FUNCTION pg_catalog.{} FROM PUBLIC").format(sql.SQL(f)), None) for f in STAT_FUNCTIONS],
+                              *[(sql.SQL("REVOKE EXECUTE ON FUNCTION pg_catalog.{} FROM PUBLIC").format(sql.SQL(f)), None)
+                                for f in STAT_FUNCTIONS],
                           ], database=dbname))
     return steps
 

@@ -86,7 +86,7 @@ def admin_url(value: str | None) -> str | None:
 
     try:
         parsed = parse_dsn(value)
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever libpq's parser raises, the URL is the user's to fix
         raise UserError("ADMIN_URL could not be parsed: use ADMIN_URL=postgresql://USER:PASSWORD@HOST:PORT/postgres.") from None
     # An unencoded '@', '/' or ':' in the password moves part of it into the host, port or database name,
     # where connection errors would print it: refuse such URLs before anything echoes those fields.
@@ -100,7 +100,8 @@ def admin_url(value: str | None) -> str | None:
 
 
 _IMAGE_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-_IMAGE_DOMAIN = rf"(?:(?:localhost|{_IMAGE_LABEL}(?:\.{_IMAGE_LABEL})+)(?::[0-9]{{1,5}})?/|{_IMAGE_LABEL}:[0-9]{{1,5}}/)?"  # docker: a registry has a dot, a port or is localhost
+# docker: a registry has a dot, a port or is localhost
+_IMAGE_DOMAIN = rf"(?:(?:localhost|{_IMAGE_LABEL}(?:\.{_IMAGE_LABEL})+)(?::[0-9]{{1,5}})?/|{_IMAGE_LABEL}:[0-9]{{1,5}}/)?"
 _IMAGE_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
 _IMAGE = re.compile(_IMAGE_DOMAIN + _IMAGE_PATH + r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?")
 
@@ -110,7 +111,8 @@ def image(value: str | None) -> str | None:
     if not value:
         return None
     if len(value) > 255 or not _IMAGE.fullmatch(value):
-        raise UserError(f"PGVECTOR_IMAGE {_show(value)} is not a Docker image reference: use e.g. PGVECTOR_IMAGE=pgvector/pgvector:pg17.")
+        raise UserError(f"PGVECTOR_IMAGE {_show(value)} is not a Docker image "
+                        "reference: use e.g. PGVECTOR_IMAGE=pgvector/pgvector:pg17.")
     return value
 
 
@@ -198,7 +200,8 @@ _PATH = re.compile(r"/[A-Za-z0-9_./@+,-]*")  # it lands in server config files a
 
 def _abs_path(value: str, name: str) -> Path:
     if not _PATH.fullmatch(value) or ".." in Path(value).parts:
-        raise UserError(f"{name} {_show(value)} must be an absolute path of letters, digits and _ . / @ + , - without '..', e.g. {name}=/opt/agency_stack.")
+        raise UserError(f"{name} {_show(value)} must be an absolute path of letters, digits "
+                        f"and _ . / @ + , - without '..', e.g. {name}=/opt/agency_stack.")
     return Path(value)
 
 
@@ -228,7 +231,8 @@ def build(
     url = admin_url(admin_url_)
     image(os.environ.get("PGVECTOR_IMAGE"))  # read by the docker engine; checked here, before anything is touched
     if eng == "external" and not url:
-        raise UserError("ENGINE=external needs the superuser URL of the server: add ADMIN_URL=postgresql://USER:PASSWORD@HOST:PORT/postgres.")
+        raise UserError("ENGINE=external needs the superuser URL of the server: add "
+                        "ADMIN_URL=postgresql://USER:PASSWORD@HOST:PORT/postgres.")
     return Spec(
         client_id=cid, domain=dom, admin_email=mail, engine=eng, server=srv, admin_url=url, port=port(port_),
         root=root_from_env(), log_file=log_from_env(), **flags,

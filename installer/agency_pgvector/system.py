@@ -10,6 +10,7 @@ import socket
 import stat
 import subprocess
 from pathlib import Path
+from typing import Literal, overload
 
 from .errors import UserError
 from .spec import SERVER_USER
@@ -26,10 +27,18 @@ def server_user_name(key: str) -> str:
     return f"apg_{key[:17]}_{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
+@overload
+def server_user(create: Literal[True], name: str = ...) -> pwd.struct_passwd: ...
+@overload
+def server_user(create: bool, name: str = ...) -> pwd.struct_passwd | None: ...
 def server_user(create: bool, name: str = SERVER_USER) -> pwd.struct_passwd | None:
     return system_user(name, "agency-pgvector PostgreSQL server", create)
 
 
+@overload
+def system_user(name: str, comment: str, create: Literal[True]) -> pwd.struct_passwd: ...
+@overload
+def system_user(name: str, comment: str, create: bool) -> pwd.struct_passwd | None: ...
 def system_user(name: str, comment: str, create: bool) -> pwd.struct_passwd | None:
     """A system user without a home or a login shell (created when missing and `create`)."""
     try:

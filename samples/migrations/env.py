@@ -13,7 +13,7 @@ from pgvector.sqlalchemy import Vector
 from sqlalchemy import create_engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the samples directory, for _env
-import _env  # noqa: E402
+import _env
 
 VERSION_TABLE = "samples_alembic_version"
 target_metadata = None  # your models' Base.metadata here, for `alembic revision --autogenerate`

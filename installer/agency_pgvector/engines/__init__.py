@@ -51,7 +51,8 @@ def get(spec: Spec, recorded: str | None = None, recorded_server: str | None = N
 
         server = spec.server or recorded_server or "dedicated"
         if recorded_server and server != recorded_server:
-            raise UserError(f"Client {spec.client_id} lives on a {recorded_server} server; it cannot move to SERVER={server} in place: back it up, uninstall, install again and restore.")
+            raise UserError(f"Client {spec.client_id} lives on a {recorded_server} server; it cannot move to "
+                            f"SERVER={server} in place: back it up, uninstall, install again and restore.")
         return SharedEmbeddedEngine(spec) if server == "shared" else EmbeddedEngine(spec)
     if name == "external":
         from .external import ExternalEngine

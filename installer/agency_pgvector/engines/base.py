@@ -72,7 +72,7 @@ class Engine(ABC):
     def owns_server(self) -> bool:
         return False
 
-    def check_alive(self) -> None:
+    def check_alive(self) -> None:  # noqa: B027 - an optional hook: engines without a process of their own keep it
         """Raise UserError when the server has died for good, so wait_ready stops early (default: nothing to check)."""
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -88,7 +88,8 @@ class Engine(ABC):
             except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
                 last = exc
                 time.sleep(0.1)
-        raise UserError(f"The {self.name} server did not accept connections within {timeout:.0f} s ({_first_line(last)}): check `make pgvector-logs CLIENT_ID={self.spec.client_id}`.")
+        raise UserError(f"The {self.name} server did not accept connections within {timeout:.0f} s "
+                        f"({_first_line(last)}): check `make pgvector-logs CLIENT_ID={self.spec.client_id}`.")
 
 
 def _first_line(exc: object) -> str:

@@ -18,8 +18,7 @@ import time
 from .. import envfile, ports, scram
 from ..errors import UserError
 from ..report import CHANGE, CREATE, OK, Report
-from ..tuning import settings as tuning_settings
-from ..tuning import size_bytes
+from ..tuning import settings as tuning_settings, size_bytes
 from .base import Endpoint, Engine, _first_line
 
 LABEL = "agency-pgvector.client"  # on containers, volumes and networks the installer creates
@@ -28,7 +27,8 @@ DEFAULT_IMAGE = "pgvector/pgvector:pg17"
 ADOPTED_ADMIN = "agency_admin"  # the installer's own login in a container it did not create
 SECRET_TARGET = "/run/secrets/postgres-password"
 DATA_TARGET = "/var/lib/postgresql/data"
-NOT_READY = ("No such file or directory", "Connection refused", "starting up", "shutting down", "not yet accepting", "closed the connection unexpectedly")
+NOT_READY = ("No such file or directory", "Connection refused", "starting up", "shutting down", "not yet accepting",
+             "closed the connection unexpectedly")
 MB = 1024 * 1024
 
 
@@ -85,7 +85,8 @@ class DockerEngine(Engine):
     def _require(self):
         container = self._container or self._find()
         if container is None:
-            raise UserError(f"Client {self.spec.client_id} has no container {self.container_name}: run make pgvector CLIENT_ID={self.spec.client_id} WITH_DEPS=true ... to create it.")
+            raise UserError(f"Client {self.spec.client_id} has no container {self.container_name}: run make "
+                            f"pgvector CLIENT_ID={self.spec.client_id} WITH_DEPS=true ... to create it.")
         return container
 
     def exists(self) -> bool:
@@ -102,10 +103,11 @@ class DockerEngine(Engine):
     def endpoint(self) -> Endpoint:
         container = self._require()
         published = (container.attrs["HostConfig"].get("PortBindings") or {}).get("5432/tcp") or []
-        published = [b for b in published if b.get("HostPort")] or (container.attrs["NetworkSettings"].get("Ports") or {}).get("5432/tcp") or []
+        published = ([b for b in published if b.get("HostPort")]
+                     or (container.attrs["NetworkSettings"].get("Ports") or {}).get("5432/tcp") or [])
         if not published:
-            raise UserError(f"Container {self.container_name} publishes no host port for 5432/tcp, so nothing on this host can reach it: "
-                            f"recreate it with -p 127.0.0.1:<port>:5432 and re-run.")
+            raise UserError(f"Container {self.container_name} publishes no host port for 5432/tcp, so nothing "
+                            "on this host can reach it: recreate it with -p 127.0.0.1:<port>:5432 and re-run.")
         ip = published[0].get("HostIp") or ""
         return Endpoint(ip if ip not in ("", "0.0.0.0", "::") else "127.0.0.1", int(published[0]["HostPort"]))
 
@@ -131,10 +133,12 @@ class DockerEngine(Engine):
         container = self._find() or self._interrupted_swap(report)
         if container is None:
             if not create:
-                raise UserError(f"Client {self.spec.client_id} has no PostgreSQL server yet: add WITH_DEPS=true to create the container "
-                                f"{self.container_name} from {self.image_name()}, or use ENGINE=external ADMIN_URL=... for an existing server.")
+                raise UserError(f"Client {self.spec.client_id} has no PostgreSQL server yet: add WITH_DEPS=true "
+                                f"to create the container {self.container_name} from {self.image_name()}, or "
+                                "use ENGINE=external ADMIN_URL=... for an existing server.")
             if report.dry_run:
-                report.add(f"container {self.container_name}", CREATE, f"from {self.image_name()}, volume {self.volume_name}, network {self.network_name}")
+                report.add(f"container {self.container_name}", CREATE,
+                           f"from {self.image_name()}, volume {self.volume_name}, network {self.network_name}")
                 return
             container = self._create(report)
         elif container.status != "running":
@@ -153,19 +157,22 @@ class DockerEngine(Engine):
         self._ensure_admin(container, report)
         self.wait_ready()
         point = self.endpoint()
-        report.add("server", OK, f"{container.attrs['Config']['Image']}: PostgreSQL {version}, pgvector {vector} available, {point.host}:{point.port}")
+        report.add("server", OK,
+                   f"{container.attrs['Config']['Image']}: PostgreSQL {version}, "
+                   f"pgvector {vector} available, {point.host}:{point.port}")
 
     def _check_binding(self, report: Report) -> None:
         """The published port is the client's for good; ENABLE_CLOUD must match how it is published."""
         port = self.endpoint().port
         if self.spec.port and self.spec.port != port:
-            raise UserError(f"Container {self.container_name} already publishes port {port}: leave PORT unset (ports are stable across runs).")
-        bound = self._container.attrs["HostConfig"]["PortBindings"]["5432/tcp"][0].get("HostIp") or "0.0.0.0"
+            raise UserError(f"Container {self.container_name} already publishes port "
+                            f"{port}: leave PORT unset (ports are stable across runs).")
+        bound = self._require().attrs["HostConfig"]["PortBindings"]["5432/tcp"][0].get("HostIp") or "0.0.0.0"
         wanted = "0.0.0.0" if self.spec.enable_cloud else "127.0.0.1"
         if self.owns_server() and bound != wanted:
-            raise UserError(f"Container {self.container_name} publishes port {port} on {bound}, but ENABLE_CLOUD={str(self.spec.enable_cloud).lower()} "
-                            f"wants {wanted}: remove the container (docker rm -f {self.container_name}; its volume and data stay) "
-                            "and re-run with WITH_DEPS=true to recreate it.")
+            raise UserError(f"Container {self.container_name} publishes port {port} on {bound}, but "
+                            f"ENABLE_CLOUD={str(self.spec.enable_cloud).lower()} wants {wanted}: remove the container (docker rm "
+                            f"-f {self.container_name}; its volume and data stay) and re-run with WITH_DEPS=true to recreate it.")
         if not report.dry_run:
             ports.record(self.paths.state_dir, self.spec.client_id, port)
 
@@ -198,7 +205,8 @@ class DockerEngine(Engine):
             self._container = None
             raise
         report.add(f"container {self.container_name}", CREATE,
-                   f"from {self.image_name()}, {'0.0.0.0' if self.spec.enable_cloud else '127.0.0.1'}:{port}->5432, restart unless-stopped")
+                   f"from {self.image_name()}, "
+                   f"{'0.0.0.0' if self.spec.enable_cloud else '127.0.0.1'}:{port}->5432, restart unless-stopped")
         return container
 
     def _run_settings(self, image, port: int) -> dict:
@@ -230,12 +238,14 @@ class DockerEngine(Engine):
         except errors.ImageNotFound:
             pass
         except errors.APIError as exc:
-            raise UserError(f"PGVECTOR_IMAGE {name[:80]!r} is not a usable image reference ({_first_line(exc.explanation)}): use e.g. PGVECTOR_IMAGE=pgvector/pgvector:pg17.") from None
+            raise UserError(f"PGVECTOR_IMAGE {name[:80]!r} is not a usable image reference "
+                            f"({_first_line(exc.explanation)}): use e.g. PGVECTOR_IMAGE=pgvector/pgvector:pg17.") from None
         try:
             return client.images.pull(name)
         except failures as exc:
-            raise UserError(f"Image {name} is not on this host and could not be pulled ({_first_line(getattr(exc, 'explanation', None) or exc)[:160]}): "
-                            f"load it (docker load -i <file>) or set PGVECTOR_IMAGE to an image this host has (docker image ls).") from None
+            raise UserError(f"Image {name} is not on this host and could not be pulled "
+                            f"({_first_line(getattr(exc, 'explanation', None) or exc)[:160]}): load it (docker load "
+                            "-i <file>) or set PGVECTOR_IMAGE to an image this host has (docker image ls).") from None
 
     def _network(self, report: Report, undo: list) -> None:
         errors, _ = _docker_errors()
@@ -273,8 +283,10 @@ class DockerEngine(Engine):
         except errors.APIError as exc:
             text = str(exc.explanation or exc)
             if "address already in use" in text or "port is already allocated" in text:
-                raise UserError(f"Port {self.endpoint().port} is already in use on this host: choose another with PORT=<port>, or leave PORT unset to pick a free one.") from None
-            raise UserError(f"Docker could not start {self.container_name} ({_first_line(text)[:200]}): fix that and re-run.") from None
+                raise UserError(f"Port {self.endpoint().port} is already in use on this host: choose another "
+                                "with PORT=<port>, or leave PORT unset to pick a free one.") from None
+            raise UserError(f"Docker could not start {self.container_name} "
+                            f"({_first_line(text)[:200]}): fix that and re-run.") from None
 
     # -- readiness, logs, restart, removal ----------------------------------------------------------
     def check_alive(self) -> None:
@@ -286,8 +298,9 @@ class DockerEngine(Engine):
         state = container.attrs["State"]
         if state["Status"] in ("exited", "dead") or state.get("Restarting"):
             tail = [line for line in container.logs(tail=10).decode(errors="replace").splitlines() if line.strip()][-4:]
-            raise UserError(f"Container {self.container_name} exited (code {state['ExitCode']}); its last log lines: "
-                            f"{' | '.join(tail) or 'none'} -- fix that and re-run (the whole log: docker logs {self.container_name}).")
+            raise UserError(f"Container {self.container_name} exited (code {state['ExitCode']}); "
+                            f"its last log lines: {' | '.join(tail) or 'none'} -- fix that and "
+                            f"re-run (the whole log: docker logs {self.container_name}).")
 
     def logs(self, lines: int, follow: bool) -> None:
         container = self._require()
@@ -348,7 +361,8 @@ class DockerEngine(Engine):
         """psql inside the container over its local socket, as the image's superuser; waits while it starts."""
         errors, _ = _docker_errors()
         env = dict(item.partition("=")[::2] for item in container.attrs["Config"].get("Env") or [])
-        argv = ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-U", env.get("POSTGRES_USER") or "postgres", "-d", "postgres"]
+        argv = ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                "-U", env.get("POSTGRES_USER") or "postgres", "-d", "postgres"]
         deadline = time.monotonic() + timeout
         self._container = container
         while True:
@@ -360,8 +374,9 @@ class DockerEngine(Engine):
             if code == 0:
                 return out
             if not any(mark in err for mark in NOT_READY + ("is not running",)) or time.monotonic() > deadline:
-                raise UserError(f"Running SQL inside {self.container_name} (psql as the postgres OS user) failed: {_first_line(err)[:200]}: "
-                                "check that the container runs a PostgreSQL image with psql and a postgres user.")
+                raise UserError(f"Running SQL inside {self.container_name} (psql as the postgres "
+                                f"OS user) failed: {_first_line(err)[:200]}: check that the "
+                                "container runs a PostgreSQL image with psql and a postgres user.")
             time.sleep(0.2)
 
     def _login_works(self) -> bool:
@@ -384,36 +399,43 @@ class DockerEngine(Engine):
             envfile.write_atomic(self.password_file, scram.generate())
         verifier = scram.hash_password(self._password())
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", role) or not re.fullmatch(r"[A-Za-z0-9$:+/=-]+", verifier):
-            raise UserError(f"Container {self.container_name} has an unusable {ADMIN_LABEL} label {role[:40]!r}: recreate the container.")
+            raise UserError(f"Container {self.container_name} has an unusable "
+                            f"{ADMIN_LABEL} label {role[:40]!r}: recreate the container.")
         # psql quotes :"role" as an identifier and :'verifier' as a literal; the verifier travels on stdin only
         self._psql(container, f"\\set role '{role}'\n\\set verifier '{verifier}'\n"
-                              "SELECT format('CREATE ROLE %I', :'role') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \\gexec\n"
+                              "SELECT format('CREATE ROLE %I', :'role')"
+                              " WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \\gexec\n"
                               "ALTER ROLE :\"role\" WITH SUPERUSER LOGIN PASSWORD :'verifier';\n")
         if not self._login_works():
             point = self.endpoint()
             raise UserError(f"The installer's login {role} cannot connect to {self.container_name} at {point.host}:{point.port}: "
                             f"allow it in the container's pg_hba.conf (host all {role} all scram-sha-256) and re-run.")
-        report.add(f"admin login {role}", CREATE if new else CHANGE, f"superuser for the installer, password in {self.password_file} (0600)")
+        report.add(f"admin login {role}", CREATE if new else CHANGE,
+                   f"superuser for the installer, password in {self.password_file} (0600)")
 
     # -- swap an existing container without pgvector for one with it --------------------------------
     def _swap(self, container, version: str, report: Report):
         major, current = version.split(".")[0], container.attrs["Config"]["Image"]
         target = self.image_name(major)
         if not self.spec.force:
-            raise UserError(f"Container {self.container_name} ({current}, PostgreSQL {version}) has no pgvector, and the installer never compiles "
-                            f"inside a running container: re-run with FORCE=true to recreate it on {target} with the same data volume and "
-                            f"settings (the data is kept), or give it an image with pgvector yourself.")
+            raise UserError(f"Container {self.container_name} ({current}, PostgreSQL {version}) has no "
+                            "pgvector, and the installer never compiles inside a running container: "
+                            f"re-run with FORCE=true to recreate it on {target} with the same data volume "
+                            "and settings (the data is kept), or give it an image with pgvector yourself.")
         if report.dry_run:
             self._dry_pending = True
-            report.add(f"container {self.container_name}", CHANGE, f"would be recreated on {target}, data volume and settings kept")
+            report.add(f"container {self.container_name}", CHANGE,
+                       f"would be recreated on {target}, data volume and settings kept")
             return None
         if container.attrs["HostConfig"].get("AutoRemove"):
-            raise UserError(f"Container {self.container_name} runs with --rm, so stopping it would delete it with its data: recreate it without --rm, then re-run.")
+            raise UserError(f"Container {self.container_name} runs with --rm, so stopping it would "
+                            "delete it with its data: recreate it without --rm, then re-run.")
         image = self._image(target)
         image_major = self._env(image.attrs["Config"]).get("PG_MAJOR")
         if image_major and image_major != major:
-            raise UserError(f"Image {target} has PostgreSQL {image_major} but the data in {self.container_name} is PostgreSQL {major}: "
-                            f"set PGVECTOR_IMAGE to a pgvector image of PostgreSQL {major} (e.g. pgvector/pgvector:pg{major}).")
+            raise UserError(f"Image {target} has PostgreSQL {image_major} but the data in "
+                            f"{self.container_name} is PostgreSQL {major}: set PGVECTOR_IMAGE to a "
+                            f"pgvector image of PostgreSQL {major} (e.g. pgvector/pgvector:pg{major}).")
         errors, _ = _docker_errors()
         settings = self._recreate_settings(container)
         container.stop(timeout=60)
@@ -422,15 +444,18 @@ class DockerEngine(Engine):
             new = self._create_like(target, settings)
             self._start(new)
             if not self._server_info(new)[1]:
-                raise UserError(f"Image {target} has no pgvector either: set PGVECTOR_IMAGE to a pgvector image of PostgreSQL {major}.")
+                raise UserError(f"Image {target} has no pgvector either: set PGVECTOR_IMAGE "
+                                f"to a pgvector image of PostgreSQL {major}.")
         except BaseException as exc:
             self._restore(container)
             if isinstance(exc, (UserError, errors.APIError)):
                 reason = exc if isinstance(exc, UserError) else _first_line(exc.explanation or exc)
-                raise UserError(f"Recreating {self.container_name} failed, so the original container is back as it was: {reason}") from None
+                raise UserError(f"Recreating {self.container_name} failed, so the original "
+                                f"container is back as it was: {reason}") from None
             raise
         container.remove()  # its volumes stay (anonymous ones too): the new container uses them
-        report.add(f"container {self.container_name}", CHANGE, f"recreated on {target} (was {current}); data volume and settings kept")
+        report.add(f"container {self.container_name}", CHANGE,
+                   f"recreated on {target} (was {current}); data volume and settings kept")
         return new
 
     def _interrupted_swap(self, report: Report):

@@ -25,10 +25,20 @@ from pathlib import Path
 from .. import envfile, ports, tls
 from ..errors import UserError
 from ..render import render
-from ..text import clean
 from ..report import CHANGE, CREATE, OK, Report
-from ..system import (chown_tree, ensure_dir, own_dir, remove_user, run, server_user, server_user_name, systemd_running,
-                      unreachable_ancestor, world_readable)
+from ..system import (
+    chown_tree,
+    ensure_dir,
+    own_dir,
+    remove_user,
+    run,
+    server_user,
+    server_user_name,
+    systemd_running,
+    unreachable_ancestor,
+    world_readable,
+)
+from ..text import clean
 from ..tuning import settings as tuning_settings
 from .base import Endpoint, Engine
 
@@ -129,8 +139,9 @@ class EmbeddedEngine(Engine):
     def ensure_server(self, report: Report, create: bool) -> None:
         socket = f"{self.socket_dir}/.s.PGSQL.65535"
         if len(socket.encode()) > 107:  # sun_path: PostgreSQL cannot create a longer socket and would not start
-            raise UserError(f"AGENCY_STACK_ROOT {str(self.paths.root)[:60]!r} is too long for the server's Unix socket "
-                            f"({len(socket.encode())} > 107 bytes in {self.socket_dir}): use a shorter root, e.g. /opt/agency_stack.")
+            raise UserError(f"AGENCY_STACK_ROOT {str(self.paths.root)[:60]!r} is too long for "
+                            f"the server's Unix socket ({len(socket.encode())} > 107 bytes in "
+                            f"{self.socket_dir}): use a shorter root, e.g. /opt/agency_stack.")
         if self.spec.enable_cloud and self.shared:
             raise UserError("ENABLE_CLOUD=true needs a server of the client's own (each client's run would otherwise open or "
                             "close the shared server for all): use SERVER=dedicated, or keep ENABLE_CLOUD off.")
@@ -233,7 +244,8 @@ class EmbeddedEngine(Engine):
     # -- start at boot ------------------------------------------------------------------------------
     @property
     def unit_path(self) -> Path:
-        return Path(os.environ.get("AGENCY_SYSTEMD_DIR") or "/etc/systemd/system") / f"agency-pgvector-{self.server_key.strip('_')}.service"
+        return (Path(os.environ.get("AGENCY_SYSTEMD_DIR") or "/etc/systemd/system")
+                / f"agency-pgvector-{self.server_key.strip('_')}.service")
 
     def _boot_unit(self, report: Report) -> None:
         """A systemd unit so the server comes back after a reboot (written when systemd runs the host)."""
@@ -318,21 +330,27 @@ class EmbeddedEngine(Engine):
         True when a restart is needed."""
         port = self.port() or ports.reserve(self.paths.state_dir, self.server_key, self.spec.port)
         if self.spec.port and self.spec.port != port:
-            raise UserError(f"The server for {self.server_key} already runs on port {port}: leave PORT unset (ports are stable across runs).")
+            raise UserError(f"The server for {self.server_key} already runs on port "
+                            f"{port}: leave PORT unset (ports are stable across runs).")
         ports.record(self.paths.state_dir, self.server_key, port) if not report.dry_run else None
         context = dict(client_id=self.server_key, cloud=self.spec.enable_cloud)
         files = {
-            "postgresql.conf": render("postgresql.agency.conf.j2", port=port, listen="*" if self.spec.enable_cloud else "127.0.0.1",
-                                      socket_dir=str(self.socket_dir), data_dir=str(self.data_dir), config_dir=str(self.config_dir),
+            "postgresql.conf": render("postgresql.agency.conf.j2", port=port,
+                                      listen="*" if self.spec.enable_cloud else "127.0.0.1",
+                                      socket_dir=str(self.socket_dir), data_dir=str(self.data_dir),
+                                      config_dir=str(self.config_dir),
                                       max_connections=200 if self.shared else 100, ssl=cert is not None,
-                                      ssl_cert=cert and str(cert.cert), ssl_key=cert and str(cert.key), tuning=tuning_settings(shared=self.shared), **context),
+                                      ssl_cert=cert and str(cert.cert), ssl_key=cert and str(cert.key),
+                                      tuning=tuning_settings(shared=self.shared), **context),
             "pg_hba.conf": render("pg_hba.conf.j2", **context),
             "pg_ident.conf": render("pg_ident.conf.j2", **context),
         }
-        changed = [name for name, text in files.items() if not (self.config_dir / name).exists() or (self.config_dir / name).read_text() != text]
+        changed = [name for name, text in files.items()
+                   if not (self.config_dir / name).exists() or (self.config_dir / name).read_text() != text]
         if not report.dry_run:
             for folder in (self.config_dir.parent, self.config_dir):
-                own_dir(folder, 0o711 if folder == self.config_dir.parent else 0o750, 0, 0 if folder == self.config_dir.parent else user.pw_gid)
+                own_dir(folder, 0o711 if folder == self.config_dir.parent else 0o750, 0,
+                        0 if folder == self.config_dir.parent else user.pw_gid)
             for name in changed:
                 _write_config_file(self.config_dir / name, files[name], user.pw_gid)
         report.add("server config", CHANGE if changed else OK, ", ".join(changed) or f"port {port}, in {self.config_dir}")
@@ -353,15 +371,17 @@ class EmbeddedEngine(Engine):
         if action == "start" and systemd_running() and self.unit_path.exists():
             return run(["systemctl", "start", self.unit_path.name], check=check)
         extra = {"start": ["-l", str(self.log_file), "-o", f"--config-file={self.config_file}"], "stop": ["-m", "fast"]}[action]
-        return run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *extra, "-w", "-t", "60", "-s", action], user, check=check)
+        return run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), *extra, "-w", "-t", "60", "-s", action], user,
+                   check=check)
 
     def _start(self, user, action: str = "start") -> None:
         result = self._ctl(action, user)
         if result.returncode != 0:
             tail = self._log_tail(6)
             if any("Address already in use" in line for line in tail):
-                raise UserError(f"The PostgreSQL server for {self.server_key} cannot start: another process holds its port {self.port()} "
-                                f"(see: ss -ltnp 'sport = :{self.port()}'): stop that process, then run make pgvector-restart.")
+                raise UserError(f"The PostgreSQL server for {self.server_key} cannot start: another "
+                                f"process holds its port {self.port()} (see: ss -ltnp 'sport = "
+                                f":{self.port()}'): stop that process, then run make pgvector-restart.")
             said = " / ".join((result.stderr or "").strip().splitlines()[-2:])
             raise UserError(f"The PostgreSQL server for {self.server_key} did not start: {self._last_log_line()}"
                             f"{f' (pg_ctl: {clean(said)})' if said else ''} "
@@ -406,7 +426,8 @@ class EmbeddedEngine(Engine):
         from ..provision import Tenant
 
         tenant = Tenant.for_client(self.spec.client_id, self.shared)
-        show_server_log(self.log_file, self.server_dir, SessionFilter(tenant.role, tenant.database) if self.shared else None, lines, follow)
+        show_server_log(self.log_file, self.server_dir, SessionFilter(tenant.role, tenant.database) if self.shared else None,
+                        lines, follow)
 
 
 class SharedEmbeddedEngine(EmbeddedEngine):

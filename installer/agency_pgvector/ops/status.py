@@ -37,11 +37,13 @@ def _blank(client_id: str, engine: str | None, database: str | None, role: str |
     return {
         "client_id": client_id,
         "engine": engine,
-        "server": {"where": "", "reachable": False, "postgres_version": None, "host": env.get("PGHOST"), "port": _int(env.get("PGPORT"))},
+        "server": {"where": "", "reachable": False, "postgres_version": None, "host": env.get("PGHOST"),
+                   "port": _int(env.get("PGPORT"))},
         "pgvector": {"installed": None, "available": None, "update_available": False, "schema": None},
         "database": {"name": database, "size_bytes": None},
         "role": {"name": role, "connections": None, "connection_limit": None},
-        "env_file": {"path": str(env_file), "present": mode is not None, "mode": f"{mode:04o}" if mode is not None else None, "password_valid": None},
+        "env_file": {"path": str(env_file), "present": mode is not None, "mode": f"{mode:04o}" if mode is not None else None,
+                     "password_valid": None},
         "vector_columns": [],
         "settings": {},
         "drift": [],
@@ -77,7 +79,8 @@ def check(client: Client) -> dict:
         out["server"]["where"] = client.engine.where()
         conn = client.engine.admin_connect("postgres")
     except Exception as exc:  # noqa: BLE001 - any failure to connect is the finding itself
-        problems.append(f"server not reachable ({first_line(exc)}): see make pgvector-logs CLIENT_ID={client.id}, then make pgvector-restart CLIENT_ID={client.id}")
+        problems.append(f"server not reachable ({first_line(exc)}): see make pgvector-logs "
+                        f"CLIENT_ID={client.id}, then make pgvector-restart CLIENT_ID={client.id}")
         return _finish(out)
     try:
         state = _inspect(client, conn, out)
@@ -112,7 +115,8 @@ def _inspect(client: Client, conn, out: dict):
     except UserError as exc:
         problems.append(str(exc))
     if out["drift"]:
-        problems.append(f"drift from what was provisioned ({len(out['drift'])} items): re-run make pgvector CLIENT_ID={client.id}")
+        problems.append(f"drift from what was provisioned ({len(out['drift'])} "
+                        f"items): re-run make pgvector CLIENT_ID={client.id}")
     if state.db_readable and state.databases.get(tenant.database) and not state.extension:
         problems.append(f"extension vector is missing in {tenant.database}: re-run make pgvector CLIENT_ID={client.id}")
     with conn.cursor() as cur:
@@ -122,7 +126,8 @@ def _inspect(client: Client, conn, out: dict):
         out["role"].update(connections=used, connection_limit=limit)
         if limit is not None and limit >= 0 and used >= limit:
             problems.append(f"{used} of {limit} connections in use: the app may be leaking connections")
-        cur.execute("SELECT name, pg_catalog.current_setting(name) FROM pg_catalog.pg_settings WHERE name = ANY(%s) ORDER BY name",
+        cur.execute("SELECT name, pg_catalog.current_setting(name) FROM "
+                    "pg_catalog.pg_settings WHERE name = ANY(%s) ORDER BY name",
                     (list(tuning_settings()),))
         out["settings"] = dict(cur.fetchall())
         if client.engine.owns_server():
@@ -149,7 +154,8 @@ def _content(client: Client, out: dict, state) -> None:
     try:
         conn = tenant_connect(client)
     except Exception as exc:  # noqa: BLE001
-        out["problems"].append(f"the tenant cannot log in with its .env ({first_line(exc)}): make pgvector-test CLIENT_ID={client.id} says more")
+        out["problems"].append(f"the tenant cannot log in with its .env ({first_line(exc)}): "
+                               f"make pgvector-test CLIENT_ID={client.id} says more")
         return
     try:
         with conn.cursor() as cur:
@@ -159,7 +165,7 @@ def _content(client: Client, out: dict, state) -> None:
                 cur.execute(VECTOR_COLUMNS)
                 out["vector_columns"] = [
                     {"table": f"{schema}.{table}", "column": column, "type": kind,
-                     "indexes": [{"name": name, "method": method} for name, method in zip(names, methods)]}
+                     "indexes": [{"name": name, "method": method} for name, method in zip(names, methods, strict=True)]}
                     for schema, table, column, kind, names, methods in cur.fetchall()
                 ]
     except Exception as exc:  # noqa: BLE001 - the tenant's own settings or objects broke its reads

@@ -10,11 +10,11 @@ import time
 
 from psycopg2 import sql
 
-from ..report import CHANGE, OK, Report
-from .backup import backup
 from ..provision import lock
-from .common import Client
+from ..report import CHANGE, OK, Report
 from ..system import ensure_dir, require_trusted
+from .backup import backup
+from .common import Client
 
 
 def uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_server: bool) -> Report:
@@ -36,7 +36,8 @@ def uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_server
                 cur.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(role))
                 _terminate(cur, tenant.role)
             if exists:
-                cur.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false ALLOW_CONNECTIONS true CONNECTION LIMIT -1").format(db))
+                cur.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false "
+                                    "ALLOW_CONNECTIONS true CONNECTION LIMIT -1").format(db))
         if exists and role_exists and not no_backup:
             report.add("backup", CHANGE, str(backup(client)))
         with admin.cursor() as cur:
@@ -62,7 +63,8 @@ def uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_server
 
 
 def _terminate(cur, role: str) -> None:
-    cur.execute("SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity WHERE usename = %s", (role,))
+    cur.execute("SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) "
+                "FROM pg_catalog.pg_stat_activity WHERE usename = %s", (role,))
 
 
 def _database_exists(admin, name: str) -> bool:
