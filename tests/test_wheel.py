@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from agency_pgvector.install import _sample_files
+
 from conftest import DOMAIN, EMAIL, client_paths
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,7 +23,8 @@ CLIENT = "wh-wheel"
 BUILT_FROM = ("pyproject.toml", "installer", "templates", "samples")
 # What a developer's tree may hold next to the sources: none of it belongs in the wheel.
 DEBRIS = ("samples/__pycache__/_env.cpython-311.pyc", "samples/migrations/__pycache__/env.cpython-311.pyc", "samples/bench.png",
-          "samples/bench.json", "samples/.scratch.py", "samples/.ipynb_checkpoints/quickstart.py", "templates/.pg_hba.conf.j2.swp",
+          "samples/bench.json", "samples/.scratch.py", "samples/.ipynb_checkpoints/quickstart.py",
+          "templates/.pg_hba.conf.j2.swp",
           "installer/agency_pgvector/__pycache__/cli.cpython-311.pyc")
 
 
@@ -81,7 +83,8 @@ def test_the_package_data_links_to_the_top_level_folders():
 def test_the_wheel_carries_the_templates_and_exactly_the_samples_a_client_gets(wheel):
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-        data = {name: archive.read(name) for name in names if name.startswith(("agency_pgvector/templates/", "agency_pgvector/samples/"))}
+        packaged = ("agency_pgvector/templates/", "agency_pgvector/samples/")
+        data = {name: archive.read(name) for name in names if name.startswith(packaged)}
     templates = {f"agency_pgvector/templates/{p.name}": p for p in (REPO / "templates").glob("*.j2")}
     samples = {f"agency_pgvector/samples/{rel.as_posix()}": REPO / "samples" / rel for rel in _sample_files()}
     assert "agency_pgvector/samples/migrations/versions/0002_add_embedding_hnsw.py" in samples
@@ -137,8 +140,10 @@ def test_the_editable_install_reads_the_top_level_folders(source, tmp_path):
     """What `make` installs (pip install -e .): the package's links lead to the tree's top-level templates/ and samples/."""
     where = tmp_path / "venv"
     _run(sys.executable, "-m", "venv", where)
-    _run(where / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps", "-e", source, cwd=tmp_path)
-    probe = "import json, agency_pgvector.render as r; print(json.dumps([str(r.TEMPLATES_DIR.resolve()), str(r.SAMPLES_DIR.resolve())]))"
+    _run(where / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps", "-e", source,
+         cwd=tmp_path)
+    probe = ("import json, agency_pgvector.render as r; "
+             "print(json.dumps([str(r.TEMPLATES_DIR.resolve()), str(r.SAMPLES_DIR.resolve())]))")
     templates, samples = map(Path, json.loads(_run(where / "bin" / "python", "-c", probe, cwd=tmp_path).stdout))
     assert (templates, samples) == (source.resolve() / "templates", source.resolve() / "samples")
     assert (templates / "client-README.md.j2").is_file()
