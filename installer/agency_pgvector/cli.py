@@ -419,7 +419,7 @@ def upgrade_cmd(client_id: str = ClientOpt, everyone: bool = AllOpt, as_json: bo
 def main() -> None:
     """Every error line goes through text.clean: exception messages carry server (and so tenant) text."""
     os.umask(0o077)  # first: whatever this process creates is private unless given a mode on purpose
-    from .text import clean
+    from .text import clean, first_line
 
     def fail(message: str, code: int):
         print(f"error: {clean(message, keep=chr(10))}", file=sys.stderr)
@@ -443,5 +443,4 @@ def main() -> None:
         if name == "Abort":
             sys.exit(1)
         log.event("internal error: " + "".join(traceback.format_exception_only(type(exc), exc)).strip())
-        first = str(exc).strip().split("\n")[0] if str(exc).strip() else name
-        fail(f"unexpected {name}: {first}. Re-run with VERBOSE=true; the component log has the details.", 1)
+        fail(f"unexpected {name}: {first_line(exc)}. Re-run with VERBOSE=true; the component log has the details.", 1)

@@ -14,6 +14,7 @@ from .render import SAMPLES_DIR, render
 from .report import CHANGE, CREATE, OK, Report
 from .spec import Spec
 from .system import ensure_dir, require_trusted
+from .text import first_line
 
 SAMPLE_SUFFIXES = {".py", ".txt", ".md", ".ini", ".mako"}
 PENDING = ".password.pending"  # the new password, written before the role gets it (crash-safe rotation)
@@ -197,8 +198,7 @@ def _check_login(engine, tenant: Tenant, password: str, report: Report) -> None:
             cur.execute("SELECT '[1,2,3]'::vector <=> '[1,2,4]'::vector")
         conn.close()
     except psycopg2.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"The tenant could not log in with its .env ({first}): check the server's "
+        raise UserError(f"The tenant could not log in with its .env ({first_line(exc)}): check the server's "
                         f"pg_hba.conf allows {tenant.role} from {point.host} with scram-sha-256.") from None
     report.add("tenant login", OK, f"{tenant.role}@{point.host}:{point.port}/{tenant.database}, vector type usable")
 

@@ -55,3 +55,11 @@ def cleaned_stdout():
     import contextlib
 
     return contextlib.redirect_stdout(CleanStream(sys.stdout))
+
+
+def first_line(value: object) -> str:
+    """The first line of an error (or of any text the server sent), for one-sentence messages."""
+    text = str(value).strip() if value is not None else ""
+    if text:
+        return text.splitlines()[0]
+    return type(value).__name__ if isinstance(value, BaseException) else "no answer"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ..errors import UserError
 from ..report import Report
 from ..spec import Spec
+from ..text import first_line
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,5 @@ class Engine(ABC):
                 last = exc
                 time.sleep(0.1)
         raise UserError(f"The {self.name} server did not accept connections within {timeout:.0f} s "
-                        f"({_first_line(last)}): check `make pgvector-logs CLIENT_ID={self.spec.client_id}`.")
+                        f"({first_line(last)}): check `make pgvector-logs CLIENT_ID={self.spec.client_id}`.")
 
-
-def _first_line(exc: object) -> str:
-    return str(exc).strip().splitlines()[0] if exc and str(exc).strip() else "no answer"

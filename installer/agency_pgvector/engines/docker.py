@@ -18,8 +18,9 @@ import time
 from .. import envfile, ports, scram
 from ..errors import UserError
 from ..report import CHANGE, CREATE, OK, Report
+from ..text import first_line
 from ..tuning import settings as tuning_settings, size_bytes
-from .base import Endpoint, Engine, _first_line
+from .base import Endpoint, Engine
 
 LABEL = "agency-pgvector.client"  # on containers, volumes and networks the installer creates
 ADMIN_LABEL = "agency-pgvector.admin"  # the superuser the installer logs in as
@@ -69,7 +70,7 @@ class DockerEngine(Engine):
                 self._client.ping()
             except failures as exc:
                 self._client = None
-                raise UserError(f"The Docker engine at {host} is not reachable ({_first_line(exc)[:120]}): start it "
+                raise UserError(f"The Docker engine at {host} is not reachable ({first_line(exc)[:120]}): start it "
                                 "(systemctl start docker, or dockerd) and re-run, or use ENGINE=embedded.") from None
         return self._client
 
@@ -239,12 +240,12 @@ class DockerEngine(Engine):
             pass
         except errors.APIError as exc:
             raise UserError(f"PGVECTOR_IMAGE {name[:80]!r} is not a usable image reference "
-                            f"({_first_line(exc.explanation)}): use e.g. PGVECTOR_IMAGE=pgvector/pgvector:pg17.") from None
+                            f"({first_line(exc.explanation)}): use e.g. PGVECTOR_IMAGE=pgvector/pgvector:pg17.") from None
         try:
             return client.images.pull(name)
         except failures as exc:
             raise UserError(f"Image {name} is not on this host and could not be pulled "
-                            f"({_first_line(getattr(exc, 'explanation', None) or exc)[:160]}): load it (docker load "
+                            f"({first_line(getattr(exc, 'explanation', None) or exc)[:160]}): load it (docker load "
                             "-i <file>) or set PGVECTOR_IMAGE to an image this host has (docker image ls).") from None
 
     def _network(self, report: Report, undo: list) -> None:
@@ -286,7 +287,7 @@ class DockerEngine(Engine):
                 raise UserError(f"Port {self.endpoint().port} is already in use on this host: choose another "
                                 "with PORT=<port>, or leave PORT unset to pick a free one.") from None
             raise UserError(f"Docker could not start {self.container_name} "
-                            f"({_first_line(text)[:200]}): fix that and re-run.") from None
+                            f"({first_line(text)[:200]}): fix that and re-run.") from None
 
     # -- readiness, logs, restart, removal ----------------------------------------------------------
     def check_alive(self) -> None:
@@ -375,7 +376,7 @@ class DockerEngine(Engine):
                 return out
             if not any(mark in err for mark in NOT_READY + ("is not running",)) or time.monotonic() > deadline:
                 raise UserError(f"Running SQL inside {self.container_name} (psql as the postgres "
-                                f"OS user) failed: {_first_line(err)[:200]}: check that the "
+                                f"OS user) failed: {first_line(err)[:200]}: check that the "
                                 "container runs a PostgreSQL image with psql and a postgres user.")
             time.sleep(0.2)
 
@@ -449,7 +450,7 @@ class DockerEngine(Engine):
         except BaseException as exc:
             self._restore(container)
             if isinstance(exc, (UserError, errors.APIError)):
-                reason = exc if isinstance(exc, UserError) else _first_line(exc.explanation or exc)
+                reason = exc if isinstance(exc, UserError) else first_line(exc.explanation or exc)
                 raise UserError(f"Recreating {self.container_name} failed, so the original "
                                 f"container is back as it was: {reason}") from None
             raise

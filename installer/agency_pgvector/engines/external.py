@@ -10,6 +10,7 @@ from __future__ import annotations
 from ..envfile import write_atomic
 from ..errors import UserError
 from ..report import OK, Report
+from ..text import first_line
 from .base import Endpoint, Engine
 
 
@@ -58,9 +59,8 @@ class ExternalEngine(Engine):
             return super().admin_connect(dbname)
         except psycopg2.OperationalError as exc:
             point = self.endpoint()
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no answer"
             raise UserError(f"Cannot connect to the server at {point.host}:{point.port} with "
-                            f"ADMIN_URL ({first}): check the URL and that the server runs.") from None
+                            f"ADMIN_URL ({first_line(exc)}): check the URL and that the server runs.") from None
 
     def ensure_server(self, report: Report, create: bool) -> None:
         conn = self.admin_connect()

@@ -9,6 +9,7 @@ from .. import engines, envfile, log, spec as specs
 from ..engines.base import Engine
 from ..errors import UserError
 from ..provision import Tenant
+from ..text import first_line  # noqa: F401 - the ops import it from here
 
 
 @dataclass
@@ -55,11 +56,6 @@ def tenant_connect(client: Client, dbname: str | None = None, password: str | No
     return tenant(client.env, dbname, password)
 
 
-def first_line(exc: BaseException | None) -> str:
-    if exc is None:
-        return "no answer"
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def neighbours(client: Client) -> list[Tenant]:
