@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from agency_pgvector.system import world_readable
+
 from conftest import DOMAIN, EMAIL, client_paths
 
 ATTACKER = "fs-attacker"
@@ -196,12 +198,7 @@ def _shared_venv(where: Path) -> Path:
     site_packages = next(where.glob("lib/python3*/site-packages"))
     paths = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     (site_packages / "suite.pth").write_text("".join(f"import site; site.addsitedir({p!r})\n" for p in paths))
-    for folder, _dirs, files in os.walk(where):
-        os.chmod(folder, 0o755)
-        for name in files:
-            path = os.path.join(folder, name)
-            if not os.path.islink(path):
-                os.chmod(path, 0o755 if os.access(path, os.X_OK) else 0o644)
+    world_readable(where)
     return where / "bin" / "python"
 
 
