@@ -139,15 +139,6 @@ def ensure_dir(path: Path, mode: int) -> None:
     require_trusted(path)
 
 
-def make_dir(path: Path, mode: int, owner: pwd.struct_passwd | None = None) -> bool:
-    created = not path.exists()
-    mkdirs(path, mode)
-    os.chmod(path, mode)
-    if owner is not None:
-        os.chown(path, owner.pw_uid, owner.pw_gid)
-    return created
-
-
 def mkdirs(path: Path, mode: int) -> None:
     """mkdir -p with explicit modes, whatever the umask: `mode` for `path`, 0711 (traversable, not listable) for
     missing parents."""

