@@ -60,7 +60,7 @@ $(VENV)/.installed-samples: $(VENV)/.installed samples/requirements.txt
 	@"$$VENV/bin/pip" install -q --disable-pip-version-check -r samples/requirements.txt
 	@touch "$$VENV/.installed-samples"
 
-pgvector: $(VENV)/.installed ## Install or converge the client's tenant (DOMAIN, ADMIN_EMAIL required)
+pgvector: $(VENV)/.installed ## Install or converge the client (DOMAIN, ADMIN_EMAIL); ALL=true: every installed client
 	@$(CLI) install
 
 pgvector-status: $(VENV)/.installed ## Health of the client (ALL=true: every client; JSON=true for scripts)
