@@ -375,15 +375,11 @@ def _confirm(yes: bool, question: str) -> None:
 @app.command("rotate")
 def rotate_cmd(client_id: str = ClientOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
     """New password: role and .env together, old sessions ended, new login checked (make pgvector-rotate)."""
-    from dataclasses import replace
-
-    from .install import install
+    from .install import install, installed_spec
     from .ops.common import load
 
     client = load(client_id)
-    # the same client as installed: contact details from .env, remote access kept if it was on
-    install(replace(client.spec, domain=client.env.get("DOMAIN", ""), admin_email=client.env.get("ADMIN_EMAIL", ""),
-                    enable_cloud="PGVECTOR_TLS_SHA256" in client.env, force=True))
+    install(installed_spec(client.id, force=True))  # as installed: contact details from .env, remote access kept
     if as_json:
         print(json.dumps({"client_id": client.id, "rotated": True, "env_file": str(client.spec.paths.env_file)}))
     elif not quiet:

@@ -78,6 +78,12 @@ class State:
     db_readable: bool = True  # False while the tenant's database refuses connections (ALLOW_CONNECTIONS false)
 
 
+def terminate(cur, role: str) -> None:
+    """End every session of `role` (operator session; REVOKE or NOLOGIN alone leave open sessions running)."""
+    cur.execute("SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) "
+                "FROM pg_catalog.pg_stat_activity WHERE usename = %s", (role,))
+
+
 def lock(conn) -> None:
     with conn.cursor() as cur:
         cur.execute("SELECT pg_catalog.pg_advisory_lock(pg_catalog.hashtext(%s))", (LOCK_KEY,))

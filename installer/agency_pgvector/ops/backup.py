@@ -18,7 +18,7 @@ from psycopg2 import sql
 
 from .. import envfile, scram, sessions
 from ..errors import UserError
-from ..provision import EXTENSION_SCHEMA, State, Step, apply, database_steps
+from ..provision import EXTENSION_SCHEMA, State, Step, apply, database_steps, terminate
 from ..report import CHANGE
 from .common import Client, first_line
 
@@ -59,8 +59,7 @@ def reader(client: Client):
             yield {**client.env, "PGUSER": name, "PGPASSWORD": password}
         finally:
             with admin.cursor() as cur:
-                cur.execute("SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) "
-                            "FROM pg_catalog.pg_stat_activity WHERE usename = %s", (name,))
+                terminate(cur, name)
                 cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(role))
     finally:
         admin.close()

@@ -10,7 +10,7 @@ import time
 
 from psycopg2 import sql
 
-from ..provision import lock
+from ..provision import lock, terminate
 from ..report import CHANGE, OK, Report
 from ..system import ensure_dir, require_trusted
 from .backup import backup
@@ -34,7 +34,7 @@ def uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_server
             role_exists = cur.fetchone() is not None
             if role_exists:
                 cur.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(role))
-                _terminate(cur, tenant.role)
+                terminate(cur, tenant.role)
             if exists:
                 cur.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false "
                                     "ALLOW_CONNECTIONS true CONNECTION LIMIT -1").format(db))
@@ -44,10 +44,10 @@ def uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_server
             if keep_data:
                 if role_exists and exists:
                     cur.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM {}").format(db, role))
-                _terminate(cur, tenant.role)
+                terminate(cur, tenant.role)
                 report.add(f"role {tenant.role}", CHANGE, "NOLOGIN, CONNECT revoked; database and data kept")
             else:
-                _terminate(cur, tenant.role)
+                terminate(cur, tenant.role)
                 cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(db))
                 report.add(f"database {tenant.database}", CHANGE if exists else OK, "dropped" if exists else "already gone")
                 cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(f"{tenant.role}.reader")))
@@ -60,11 +60,6 @@ def uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_server
         report.add("server", CHANGE, "removed with its data")
     _archive(client, report)
     return report
-
-
-def _terminate(cur, role: str) -> None:
-    cur.execute("SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) "
-                "FROM pg_catalog.pg_stat_activity WHERE usename = %s", (role,))
 
 
 def _database_exists(admin, name: str) -> bool:
