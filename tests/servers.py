@@ -10,6 +10,8 @@ from pathlib import Path
 
 from agency_pgvector.system import run, server_user
 
+TEST_SERVER_USER = "agencypg"  # the "existing server" of the external-engine tests (the name of an earlier release's user)
+
 DEBIAN_PG15 = Path("/usr/lib/postgresql/15/bin")
 
 
@@ -31,18 +33,18 @@ class Server:
         return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/postgres"
 
     def stop(self) -> None:
-        user = server_user(create=False)
+        user = server_user(create=False, name=TEST_SERVER_USER)
         run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop"], user, check=False)
 
     def start(self) -> None:
-        user = server_user(create=False)
+        user = server_user(create=False, name=TEST_SERVER_USER)
         run([str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.data_dir.parent / "server.log"),
              "-w", "-t", "60", "start"], user)
 
 
 def start_server(bin_dir: Path, base: Path, password: str = "admin-secret-pw") -> Server:
-    """initdb + start as the installer's system user, superuser password set, scram on loopback."""
-    user = server_user(create=True)
+    """initdb + start as the test servers' own system user, superuser password set, scram on loopback."""
+    user = server_user(create=True, name=TEST_SERVER_USER)
     base.mkdir(parents=True, exist_ok=True)
     os.chown(base, user.pw_uid, user.pw_gid)
     os.chmod(base, 0o700)

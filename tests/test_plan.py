@@ -48,7 +48,7 @@ def _state(**overrides) -> State:
 
 
 def _changed(state: State) -> dict:
-    steps, _ = plan(state, Tenant.for_client("a", True), PASSWORD, False, ".env")
+    steps = plan(state, Tenant.for_client("a", True), PASSWORD, False, ".env").steps
     return {s.item: s.detail for s in steps if s.action != OK}
 
 
@@ -88,7 +88,7 @@ def test_a_run_killed_before_the_grant_gets_it_on_the_next_run():
 
 def test_session_statistics_are_hidden_on_shared_servers_only():
     assert "session statistics" in _changed(_state(stats_open=True))
-    steps, _ = plan(_state(stats_open=None), Tenant.for_client("a", False), PASSWORD, False, ".env")
+    steps = plan(_state(stats_open=None), Tenant.for_client("a", False), PASSWORD, False, ".env").steps
     assert "session statistics" not in {s.item for s in steps}
 
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 from . import engines, envfile, log, scram
 from .errors import UserError
-from .locks import client_lock
 from .provision import Tenant, apply, lock, plan, read_state, record
 from .render import SAMPLES_DIR, render
 from .report import CHANGE, CREATE, OK, Report
+from .runner import operation
 from .spec import Spec
 from .system import ensure_dir, require_trusted
 from .text import first_line
@@ -28,40 +28,37 @@ class Result:
 
 
 def install(spec: Spec) -> Result:
-    log.configure(spec.log_file, spec.client_id)
+    with operation(spec, "install", dry_run=spec.dry_run):
+        return _install(spec)
+
+
+def _install(spec: Spec) -> Result:
     paths = spec.paths
+    require_trusted(paths.component_dir)  # the client's tree, as far as it exists, before anything in it is read
     existing = envfile.read(paths.env_file)
     engine = engines.get(spec, existing.get("PGVECTOR_ENGINE"), existing.get("PGVECTOR_SERVER"))
     report = Report(dry_run=spec.dry_run)
-    if not spec.dry_run:
-        log.event(f"install start engine={engine.name}")
-        _base_dirs(paths)
-    with client_lock(paths.lock_file) if not spec.dry_run else _nothing():
-        if not spec.dry_run and envfile.read(paths.env_file) != existing:  # a run we waited for wrote it meanwhile
-            existing = envfile.read(paths.env_file)
-            engine = engines.get(spec, existing.get("PGVECTOR_ENGINE"), existing.get("PGVECTOR_SERVER"))
-        engine.ensure_server(report, create=spec.with_deps)
-        tenant = Tenant.for_client(spec.client_id, engine.shared)
-        if spec.dry_run and not engine.exists():
-            report.add(f"tenant {tenant.database}/{tenant.role}", CREATE, "role, database, privileges, extension vector")
-            report.add(".env", CREATE, str(paths.env_file))
-            return Result(report, {}, engine.name)
-        conn = engine.admin_connect()
-        try:
-            lock(conn)
-            password, new_password, state = _converge(spec, engine, tenant, conn, existing, report)
-        finally:
-            conn.close()
-        env = env_values(spec, engine, tenant, new_password or password, state)
-        if spec.dry_run:
-            report.add(".env", _file_action(paths.env_file, envfile.render(env, HEADER)), str(paths.env_file))
-            return Result(report, env, engine.name)
-        _write_env(paths, env, report)
-        _drop_samples(spec, report, env)
-        _check_login(engine, tenant, env["PGVECTOR_DB_PASS"], report)
-        if hasattr(engine, "remember") and engine.remember():
-            report.add("admin URL", CHANGE, f"kept for day-2 commands in {paths.secrets_dir} (0600)")
-    log.event("install done: " + ("changed" if report.changed else "no changes"))
+    engine.ensure_server(report, create=spec.with_deps)
+    tenant = Tenant.for_client(spec.client_id, engine.shared)
+    if spec.dry_run and not engine.exists():
+        report.add(f"tenant {tenant.database}/{tenant.role}", CREATE, "role, database, privileges, extension vector")
+        report.add(".env", CREATE, str(paths.env_file))
+        return Result(report, {}, engine.name)
+    conn = engine.admin_connect()
+    try:
+        lock(conn)
+        password, new_password, state = _converge(spec, engine, tenant, conn, existing, report)
+    finally:
+        conn.close()
+    env = env_values(spec, engine, tenant, new_password or password, state)
+    if spec.dry_run:
+        report.add(".env", _file_action(paths.env_file, envfile.render(env, HEADER)), str(paths.env_file))
+        return Result(report, env, engine.name)
+    _write_env(paths, env, report)
+    _drop_samples(spec, report, env)
+    _check_login(engine, tenant, env["PGVECTOR_DB_PASS"], report)
+    if hasattr(engine, "remember") and engine.remember():
+        report.add("admin URL", CHANGE, f"kept for day-2 commands in {paths.secrets_dir} (0600)")
     return Result(report, env, engine.name)
 
 
@@ -74,7 +71,10 @@ def _converge(spec: Spec, engine, tenant: Tenant, conn, existing: dict, report: 
         pending = pending_file.read_text().strip()
         if state.role and scram.verify(pending, state.role["rolpassword"]):
             password = pending
-    steps, new_password = plan(state, tenant, password, spec.force, str(paths.env_file))
+    tenant_plan = plan(state, tenant, password, spec.force, str(paths.env_file))
+    if tenant_plan.refusal:
+        raise UserError(tenant_plan.refusal)
+    steps, new_password = tenant_plan.steps, tenant_plan.new_password
     if not spec.dry_run:
         if new_password:
             envfile.write_atomic(pending_file, new_password + "\n")
@@ -83,7 +83,7 @@ def _converge(spec: Spec, engine, tenant: Tenant, conn, existing: dict, report: 
             unread = not state.db_readable
             state = read_state(conn, tenant, engine.admin_connect)
             if unread:  # the database refused connections until the first round reset it: now what is inside it
-                inside, _ = plan(state, tenant, new_password or password, False, str(paths.env_file))
+                inside = plan(state, tenant, new_password or password, False, str(paths.env_file)).steps
                 inside = [step for step in inside if step.database != "postgres"]
                 apply(inside, engine.admin_connect, conn)
                 steps += inside
@@ -140,14 +140,6 @@ def _write_env(paths, env: dict, report: Report) -> None:
     report.add(".env", action, f"{paths.env_file} (0600)")
 
 
-def _base_dirs(paths) -> None:
-    """The root and the installer's own state directory (locks, port registry, secrets); then the client's tree as
-    far as it exists must be trusted (root-owned, not writable by others) before anything in it is read or written."""
-    for folder, mode in ((paths.root, 0o755), (paths.state_dir, 0o711)):
-        ensure_dir(folder, mode)
-    require_trusted(paths.component_dir)
-
-
 def _client_dirs(paths) -> None:
     """clients/ and clients/<id>/ are traversable (the server user needs a path to its data);
     clients/<id>/pgvector/ is root's alone."""
@@ -201,14 +193,6 @@ def _check_login(engine, tenant: Tenant, password: str, report: Report) -> None:
         raise UserError(f"The tenant could not log in with its .env ({first_line(exc)}): check the server's "
                         f"pg_hba.conf allows {tenant.role} from {point.host} with scram-sha-256.") from None
     report.add("tenant login", OK, f"{tenant.role}@{point.host}:{point.port}/{tenant.database}, vector type usable")
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def update_env(paths, changes: dict) -> None:

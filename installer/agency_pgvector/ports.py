@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import UserError
+from .errors import InputError, UserError
 from .system import port_is_free
 
 DEFAULT_RANGE = (5433, 6432)
@@ -23,7 +23,7 @@ def port_range() -> tuple[int, int]:
     first, _, last = text.partition("-")
     if not (first.isdigit() and last.isdigit() and len(first) <= 5 and len(last) <= 5
             and 1024 <= int(first) <= int(last) <= 65535):
-        raise UserError(f"PGVECTOR_PORT_RANGE {text[:30]!r} is not valid: use FIRST-LAST "
+        raise InputError(f"PGVECTOR_PORT_RANGE {text[:30]!r} is not valid: use FIRST-LAST "
                         "between 1024 and 65535, e.g. PGVECTOR_PORT_RANGE=5433-6432.")
     return int(first), int(last)
 

@@ -13,6 +13,7 @@ from psycopg2 import sql
 from . import scram
 from .errors import UserError
 from .report import CHANGE, CREATE, OK, Report
+from .runner import Step
 
 ROLE_FLAGS = {  # pg_authid column -> the keyword that sets it the way a tenant needs it
     "rolsuper": "NOSUPERUSER",
@@ -49,15 +50,6 @@ class Tenant:
             return cls("vectordb", "vectoruser")
         suffix = client_id.replace("-", "_")
         return cls(f"vectordb_{suffix}", f"vectoruser_{suffix}", shared=True)
-
-
-@dataclass
-class Step:
-    item: str
-    action: str
-    detail: str = ""
-    statements: list = field(default_factory=list)  # (sql.Composable, params or None)
-    database: str = "postgres"  # where the statements run; the tenant's database for what lives inside it
 
 
 @dataclass
@@ -170,14 +162,22 @@ def _read_database(conn, tenant: Tenant, state: State) -> None:
             state.stats_open = cur.fetchone()[0]
 
 
-def plan(state: State, tenant: Tenant, password: str | None, force: bool, env_file: str) -> tuple[list[Step], str | None]:
-    """Steps that bring the server to the desired tenant, and the new password if one must be set."""
+@dataclass
+class TenantPlan:
+    steps: list[Step]
+    new_password: str | None = None  # set when a step gives the role a new password
+    refusal: str | None = None  # why this plan must not be applied as it is (the operator decides: FORCE)
+
+
+def plan(state: State, tenant: Tenant, password: str | None, force: bool, env_file: str) -> TenantPlan:
+    """The steps that bring the server to the desired tenant: a pure diff, it never refuses by raising. The .env's
+    password not matching the role is a step like the others; `refusal` says it needs FORCE to be applied."""
     if state.available is None:
         raise UserError("The server has no pgvector extension available (pg_available_extensions "
                         "has no 'vector'): install pgvector on it and re-run.")
     role, db = sql.Identifier(tenant.role), sql.Identifier(tenant.database)
     steps: list[Step] = []
-    new_password = None
+    new_password = refusal = None
 
     # role, with the attributes of a tenant and nothing more
     flags = sql.SQL(" ".join(["LOGIN", *ROLE_FLAGS.values(), "CONNECTION LIMIT"]))
@@ -200,10 +200,11 @@ def plan(state: State, tenant: Tenant, password: str | None, force: bool, env_fi
         if force or not matches:
             if not force:
                 why = "has no password recorded" if password is None else "holds a password the role does not have (drift)"
-                raise UserError(f"{env_file} {why} for role {tenant.role}: re-run with FORCE=true to set a "
-                                "new password and rewrite .env (apps using the old one must be updated).")
+                refusal = (f"{env_file} {why} for role {tenant.role}: re-run with FORCE=true to set a "
+                           "new password and rewrite .env (apps using the old one must be updated).")
             new_password = scram.generate()
-            steps.append(Step("password", CHANGE, "new password (FORCE), old sessions terminated", [
+            steps.append(Step("password", CHANGE, "new password (FORCE), old sessions terminated" if force
+                              else f"{env_file} does not match the role: needs FORCE", statements=[
                 (sql.SQL("ALTER ROLE {} PASSWORD %s").format(role), (scram.hash_password(new_password),)),
                 (sql.SQL("SELECT pg_catalog.count(pg_catalog.pg_terminate_backend(pid)) FROM pg_catalog.pg_stat_activity "
                          "WHERE usename = %s AND pid <> pg_catalog.pg_backend_pid()"), (tenant.role,)),
@@ -251,7 +252,7 @@ def plan(state: State, tenant: Tenant, password: str | None, force: bool, env_fi
                                     tenant.database, new=True))
     elif state.db_readable:
         steps.extend(database_steps(state, tenant, tenant.database))
-    return steps, new_password
+    return TenantPlan(steps, new_password, refusal)
 
 
 def _set_role(role, name: str, value: str):

@@ -10,13 +10,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError
+from .errors import InputError
 
 ENGINES = ("auto", "embedded", "external", "docker")
 SERVERS = ("dedicated", "shared")
 DEFAULT_ROOT = "/opt/agency_stack"
 DEFAULT_LOG = "/var/log/agency_stack/components/pgvector.log"
-SERVER_USER = "agencypg"
 
 _CLIENT_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
@@ -26,7 +25,7 @@ _SAFE_TEXT = re.compile(r"[^\x00-\x1f\x7f]*")
 
 def client_id(value: str) -> str:
     if not _CLIENT_ID.fullmatch(value or ""):
-        raise UserError(
+        raise InputError(
             f"CLIENT_ID {_show(value)} is not valid: use 1-32 lowercase letters, digits and hyphens, "
             "starting and ending with a letter or digit (e.g. CLIENT_ID=acme)."
         )
@@ -37,7 +36,7 @@ def domain(value: str) -> str:
     value = value or ""
     labels = value.split(".")
     if not value or len(value) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
-        raise UserError(
+        raise InputError(
             f"DOMAIN {_show(value)} is not a valid host name: use ASCII letters, digits, hyphens and dots "
             "(RFC 1123; internationalised names as xn--), e.g. DOMAIN=example.com."
         )
@@ -47,11 +46,12 @@ def domain(value: str) -> str:
 def email(value: str) -> str:
     local, at, host = (value or "").rpartition("@")
     if not at or not _EMAIL_LOCAL.fullmatch(local) or len(value) > 254:
-        raise UserError(f"ADMIN_EMAIL {_show(value)} is not a valid e-mail address: use e.g. ADMIN_EMAIL=ops@example.com.")
+        raise InputError(f"ADMIN_EMAIL {_show(value)} is not a valid e-mail address: use e.g. ADMIN_EMAIL=ops@example.com.")
     try:
         domain(host)
-    except UserError:
-        raise UserError(f"ADMIN_EMAIL {_show(value)} has an invalid domain part: use e.g. ADMIN_EMAIL=ops@example.com.") from None
+    except InputError:
+        raise InputError(f"ADMIN_EMAIL {_show(value)} has an invalid domain part: "
+                         "use e.g. ADMIN_EMAIL=ops@example.com.") from None
     return value
 
 
@@ -60,19 +60,19 @@ def port(value: int | str | None) -> int | None:
         return None
     text = str(value)
     if len(text) > 5 or not text.isascii() or not text.isdigit() or not 1024 <= int(text) <= 65535:  # 4300+ digits: int() raises
-        raise UserError(f"PORT {_show(text)} is not valid: use a TCP port number from 1024 to 65535, e.g. PORT=5433.")
+        raise InputError(f"PORT {_show(text)} is not valid: use a TCP port number from 1024 to 65535, e.g. PORT=5433.")
     return int(text)
 
 
 def engine(value: str) -> str:
     if value not in ENGINES:
-        raise UserError(f"ENGINE {_show(value)} is not known: use one of {', '.join(ENGINES)}.")
+        raise InputError(f"ENGINE {_show(value)} is not known: use one of {', '.join(ENGINES)}.")
     return value
 
 
 def server(value: str) -> str:
     if value not in SERVERS:
-        raise UserError(f"SERVER {_show(value)} is not known: use SERVER=dedicated (one server per client) or SERVER=shared.")
+        raise InputError(f"SERVER {_show(value)} is not known: use SERVER=dedicated (one server per client) or SERVER=shared.")
     return value
 
 
@@ -81,20 +81,20 @@ def admin_url(value: str | None) -> str | None:
     if not value:
         return None
     if not _SAFE_TEXT.fullmatch(value) or not value.startswith(("postgresql://", "postgres://")):
-        raise UserError("ADMIN_URL is not a PostgreSQL URL: use ADMIN_URL=postgresql://USER:PASSWORD@HOST:PORT/postgres.")
+        raise InputError("ADMIN_URL is not a PostgreSQL URL: use ADMIN_URL=postgresql://USER:PASSWORD@HOST:PORT/postgres.")
     from psycopg2.extensions import parse_dsn
 
     try:
         parsed = parse_dsn(value)
     except Exception:  # noqa: BLE001 - whatever libpq's parser raises, the URL is the user's to fix
-        raise UserError("ADMIN_URL could not be parsed: use ADMIN_URL=postgresql://USER:PASSWORD@HOST:PORT/postgres.") from None
+        raise InputError("ADMIN_URL could not be parsed: use ADMIN_URL=postgresql://USER:PASSWORD@HOST:PORT/postgres.") from None
     # An unencoded '@', '/' or ':' in the password moves part of it into the host, port or database name,
     # where connection errors would print it: refuse such URLs before anything echoes those fields.
     ports_ = (parsed.get("port") or "").split(",") if parsed.get("port") else []
     if (any("@" in (parsed.get(key) or "") for key in ("host", "port", "dbname", "user"))
             or not all(p.isascii() and p.isdigit() for p in ports_)
             or not re.fullmatch(r"[A-Za-z0-9._:/,%-]*", parsed.get("host") or "")):  # the host lands in .env
-        raise UserError("ADMIN_URL could not be parsed: percent-encode special characters in the user and password "
+        raise InputError("ADMIN_URL could not be parsed: percent-encode special characters in the user and password "
                         "(@ as %40, / as %2F, : as %3A), e.g. ADMIN_URL=postgresql://USER:PASSWORD@HOST:PORT/postgres.")
     return value
 
@@ -111,7 +111,7 @@ def image(value: str | None) -> str | None:
     if not value:
         return None
     if len(value) > 255 or not _IMAGE.fullmatch(value):
-        raise UserError(f"PGVECTOR_IMAGE {_show(value)} is not a Docker image "
+        raise InputError(f"PGVECTOR_IMAGE {_show(value)} is not a Docker image "
                         "reference: use e.g. PGVECTOR_IMAGE=pgvector/pgvector:pg17.")
     return value
 
@@ -179,6 +179,7 @@ class Spec:
     dry_run: bool = False
     admin_url: str | None = field(default=None, repr=False)
     port: int | None = None
+    image: str | None = None  # PGVECTOR_IMAGE (docker engine), checked here
     root: Path = Path(DEFAULT_ROOT)
     log_file: Path = Path(DEFAULT_LOG)
 
@@ -200,7 +201,7 @@ _PATH = re.compile(r"/[A-Za-z0-9_./@+,-]*")  # it lands in server config files a
 
 def _abs_path(value: str, name: str) -> Path:
     if not _PATH.fullmatch(value) or ".." in Path(value).parts:
-        raise UserError(f"{name} {_show(value)} must be an absolute path of letters, digits "
+        raise InputError(f"{name} {_show(value)} must be an absolute path of letters, digits "
                         f"and _ . / @ + , - without '..', e.g. {name}=/opt/agency_stack.")
     return Path(value)
 
@@ -221,19 +222,19 @@ def build(
     cid = client_id(client)
     if require_contact:
         if not domain_:
-            raise UserError("DOMAIN is required: add DOMAIN=example.com (the client's domain).")
+            raise InputError("DOMAIN is required: add DOMAIN=example.com (the client's domain).")
         if not admin_email:
-            raise UserError("ADMIN_EMAIL is required: add ADMIN_EMAIL=ops@example.com.")
+            raise InputError("ADMIN_EMAIL is required: add ADMIN_EMAIL=ops@example.com.")
     dom = domain(domain_) if domain_ else ""
     mail = email(admin_email) if admin_email else ""
     eng = engine(engine_ or "auto")
     srv = server(server_) if server_ else ""
     url = admin_url(admin_url_)
-    image(os.environ.get("PGVECTOR_IMAGE"))  # read by the docker engine; checked here, before anything is touched
     if eng == "external" and not url:
-        raise UserError("ENGINE=external needs the superuser URL of the server: add "
+        raise InputError("ENGINE=external needs the superuser URL of the server: add "
                         "ADMIN_URL=postgresql://USER:PASSWORD@HOST:PORT/postgres.")
     return Spec(
         client_id=cid, domain=dom, admin_email=mail, engine=eng, server=srv, admin_url=url, port=port(port_),
+        image=image(os.environ.get("PGVECTOR_IMAGE")),
         root=root_from_env(), log_file=log_from_env(), **flags,
     )

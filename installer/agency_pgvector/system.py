@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Literal, overload
 
 from .errors import UserError
-from .spec import SERVER_USER
 
 
 def server_user_name(key: str) -> str:
@@ -28,10 +27,10 @@ def server_user_name(key: str) -> str:
 
 
 @overload
-def server_user(create: Literal[True], name: str = ...) -> pwd.struct_passwd: ...
+def server_user(create: Literal[True], name: str) -> pwd.struct_passwd: ...
 @overload
-def server_user(create: bool, name: str = ...) -> pwd.struct_passwd | None: ...
-def server_user(create: bool, name: str = SERVER_USER) -> pwd.struct_passwd | None:
+def server_user(create: bool, name: str) -> pwd.struct_passwd | None: ...
+def server_user(create: bool, name: str) -> pwd.struct_passwd | None:
     return system_user(name, "agency-pgvector PostgreSQL server", create)
 
 

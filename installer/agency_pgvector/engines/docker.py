@@ -56,7 +56,7 @@ class DockerEngine(Engine):
     password_file = property(lambda self: self.paths.secrets_dir / f"{self.spec.client_id}.postgres-password")
 
     def image_name(self, major: str | None = None) -> str:
-        return os.environ.get("PGVECTOR_IMAGE") or (f"pgvector/pgvector:pg{major}" if major else DEFAULT_IMAGE)
+        return self.spec.image or (f"pgvector/pgvector:pg{major}" if major else DEFAULT_IMAGE)
 
     # -- the daemon and the container -------------------------------------------------------------
     def docker(self):

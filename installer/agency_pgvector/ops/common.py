@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import engines, envfile, log, spec as specs
+from .. import engines, envfile, spec as specs
 from ..engines.base import Engine
 from ..errors import UserError
 from ..provision import Tenant
@@ -30,7 +30,6 @@ class Client:
 
 def load(client_id: str, **flags) -> Client:
     spec = specs.build(client_id, require_contact=False, **flags)
-    log.configure(spec.log_file, spec.client_id)
     env = envfile.read(spec.paths.env_file)
     if not env.get("PGVECTOR_ENGINE"):
         raise UserError(

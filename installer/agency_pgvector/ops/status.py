@@ -110,7 +110,7 @@ def _inspect(client: Client, conn, out: dict):
         if not valid:
             problems.append(f"the .env password does not match role {tenant.role}: make pgvector-rotate CLIENT_ID={client.id}")
     try:  # the password has its own finding above: every other difference is drift
-        steps, _ = plan(state, tenant, client.password, not valid, str(client.spec.paths.env_file))
+        steps = plan(state, tenant, client.password, False, str(client.spec.paths.env_file)).steps
         out["drift"] = [f"{s.item}: {s.detail}" for s in steps if s.action != OK and s.item != "password"]
     except UserError as exc:
         problems.append(str(exc))
