@@ -86,10 +86,10 @@ def run(base: Path, quick: bool, floors, servers: list) -> list[Row]:
         floor = count * floors.new_server if mode == "dedicated" else floors.new_server + (count - 1) * median(floors.sql)
         if mode == "dedicated":
             engines = [engine_for(root, f"d{i:03d}") for i in range(count)]
-            sockets = [(str(e.socket_dir), e.port(), "vectordb") for e in engines]
+            sockets = [(str(e.layout.socket_dir), e.port(), "vectordb") for e in engines]
         else:
             engines = [engine_for(root, "x", shared=True)]
-            sockets = [(str(engines[0].socket_dir), engines[0].port(), f"vectordb_s{i:03d}") for i in range(count)]
+            sockets = [(str(engines[0].layout.socket_dir), engines[0].port(), f"vectordb_s{i:03d}") for i in range(count)]
         pss = rss = 0
         for engine in engines:
             p, r = memory(server_processes(engine.data_dir))

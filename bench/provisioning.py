@@ -52,7 +52,7 @@ def run(base: Path, quick: bool, servers: list) -> tuple[list[Row], Floors]:
 
     # The very first install on a host also copies the server binaries (once per host).
     t_cold = install(root, "p-cold", new_server=True)
-    floors = Floors(engine_for(root, "p-cold").bin_dir)
+    floors = Floors(engine_for(root, "p-cold").bin_dir())
 
     # A first client with its own new server, against initdb + start + SQL, side by side.
     dedicated = []

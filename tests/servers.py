@@ -8,6 +8,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from agency_pgvector.engines.embedded import runtime
 from agency_pgvector.system import run, server_user
 
 TEST_SERVER_USER = "agencypg"  # the "existing server" of the external-engine tests (the name of an earlier release's user)
@@ -62,3 +63,10 @@ def start_server(bin_dir: Path, base: Path, password: str = "admin-secret-pw") -
     server = Server(bin_dir, data, port, password)
     server.start()
     return server
+
+
+def wheel_bin_dir(root: Path) -> Path:
+    """The embedded runtime's binaries under `root` (copied once), to start servers the installer did not create."""
+    state_dir = root / "pgvector"
+    runtime.install(state_dir, root)
+    return runtime.bin_dir(state_dir)

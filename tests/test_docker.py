@@ -211,7 +211,7 @@ def test_existing_container_with_pgvector_is_adopted_through_its_socket(cli, doc
     assert env["PGPORT"] == str(port)
     tenant_connect(env).close()
     container.reload()
-    assert LABEL not in container.labels and not engine("dk-adopt").owns_server()
+    assert LABEL not in container.labels and not engine("dk-adopt").capabilities.owns_server
     with owner_connect(port) as conn, conn.cursor() as cur:
         cur.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (ADOPTED_ADMIN,))
         assert cur.fetchone() == (True,)

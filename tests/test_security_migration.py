@@ -101,9 +101,9 @@ def test_previous_release_is_converged_by_install_all(cli, old_release, own_root
             assert engine.data_dir not in path.parents, f"{path} is inside the data directory"
             assert info.st_uid == 0 and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH), f"{path} is writable by others"
         # pg_ident maps only root: the server's own OS user is not the superuser over the socket any more
-        psql = engine.bin_dir / "psql"
-        as_server = subprocess.run([str(psql), "-X", "-h", str(engine.socket_dir), "-p", str(engine.port()), "-U", "postgres",
-                                    "-d", "postgres", "-c", "SELECT 1"], capture_output=True, text=True,
+        psql = engine.bin_dir() / "psql"
+        as_server = subprocess.run([str(psql), "-X", "-h", str(engine.layout.socket_dir), "-p", str(engine.port()),
+                                    "-U", "postgres", "-d", "postgres", "-c", "SELECT 1"], capture_output=True, text=True,
                                    user=pwd.getpwnam(user).pw_uid, group=pwd.getpwnam(user).pw_gid, extra_groups=[], cwd="/")
         assert as_server.returncode != 0 and "authentication failed" in as_server.stderr, as_server.stderr
         users = {server_user_name("mig-a"), server_user_name("_shared")}
@@ -148,10 +148,10 @@ def test_server_user_cannot_make_root_write_or_read_through_links(cli, install, 
 
     # root's config directory is out of the server user's reach
     for name in ("pg_ident.conf", "pg_hba.conf", "postgresql.conf", "planted"):
-        attempt = as_server_user("ln", "-sf", str(secret), str(engine.config_dir / name))
-        assert attempt.returncode != 0, f"the server user could write {engine.config_dir / name}"
+        attempt = as_server_user("ln", "-sf", str(secret), str(engine.layout.config_dir / name))
+        assert attempt.returncode != 0, f"the server user could write {engine.layout.config_dir / name}"
     # what the server user does own: its log (root reads it for pgvector-logs)
-    log = engine.log_file
+    log = engine.layout.log_file
     assert as_server_user("sh", "-c", f"mv {log} {log}.real && ln -s {secret} {log}").returncode == 0
     for args, extra in ((("install",), {"DOMAIN": DOMAIN, "ADMIN_EMAIL": EMAIL}), (("rotate",), {}), (("logs",), {"LINES": "5"}),
                         (("restart",), {}), (("status",), {})):

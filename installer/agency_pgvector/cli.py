@@ -350,7 +350,7 @@ def uninstall_cmd(
     what = "remove access to" if keep_data else "DROP"
     _confirm(yes, f"{what} database {client.tenant.database} and role {client.tenant.role} of client {client.id}?")
     if remove_server is None:
-        remove_server = bool(client.engine.owns_server() and not keep_data and sys.stdin.isatty() and not yes
+        remove_server = bool(client.engine.capabilities.owns_server and not keep_data and sys.stdin.isatty() and not yes
                              and typer.confirm("Also remove the server the installer created for "
                                                f"{client.id} ({client.engine.where()})?", default=False))
     with client_lock(client.spec.paths.lock_file):
@@ -359,7 +359,7 @@ def uninstall_cmd(
         from .ui import report_table
 
         report_table(report, f"uninstalled client {client.id}")
-        if client.engine.owns_server() and not remove_server and not keep_data:
+        if client.engine.capabilities.owns_server and not remove_server and not keep_data:
             print(f"The server ({client.engine.where()}) was kept: REMOVE_SERVER=true removes it.")
 
 

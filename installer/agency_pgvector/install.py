@@ -7,11 +7,12 @@ import stat
 from dataclasses import dataclass
 
 from . import engines, envfile, log, scram
+from .engines.base import ServerPlan
 from .errors import UserError
-from .provision import Tenant, apply, lock, plan, read_state, record
+from .provision import State, Tenant, apply as apply_sql, lock, plan, read_state, record
 from .render import SAMPLES_DIR, render
 from .report import CHANGE, CREATE, OK, Report
-from .runner import operation
+from .runner import apply, operation
 from .spec import Spec
 from .system import ensure_dir, require_trusted
 from .text import first_line
@@ -37,12 +38,13 @@ def _install(spec: Spec) -> Result:
     require_trusted(paths.component_dir)  # the client's tree, as far as it exists, before anything in it is read
     existing = envfile.read(paths.env_file)
     engine = engines.get(spec, existing.get("PGVECTOR_ENGINE"), existing.get("PGVECTOR_SERVER"))
+    if spec.enable_cloud:
+        engines.require(engine, "remote_tls")
     report = Report(dry_run=spec.dry_run)
-    engine.ensure_server(report, create=spec.with_deps)
-    tenant = Tenant.for_client(spec.client_id, engine.shared)
-    if spec.dry_run and not engine.exists():
-        report.add(f"tenant {tenant.database}/{tenant.role}", CREATE, "role, database, privileges, extension vector")
-        report.add(".env", CREATE, str(paths.env_file))
+    server = converge_server(engine, spec, report)
+    tenant = Tenant.for_client(spec.client_id, engine.capabilities.shared)
+    if spec.dry_run and not server.reachable:  # a server that is not there or not running yet
+        _preview_tenant(spec, tenant, server.new, report)
         return Result(report, {}, engine.name)
     conn = engine.admin_connect()
     try:
@@ -57,9 +59,32 @@ def _install(spec: Spec) -> Result:
     _write_env(paths, env, report)
     _drop_samples(spec, report, env)
     _check_login(engine, tenant, env["PGVECTOR_DB_PASS"], report)
-    if hasattr(engine, "remember") and engine.remember():
-        report.add("admin URL", CHANGE, f"kept for day-2 commands in {paths.secrets_dir} (0600)")
     return Result(report, env, engine.name)
+
+
+def converge_server(engine, spec: Spec, report: Report) -> ServerPlan:
+    """observe -> plan -> apply for the server, again while a step reveals more (a container must run before its
+    pgvector can be asked for). A dry run stops after the first plan: its rows are what the real run starts with."""
+    with engine.server_lock():
+        for _ in range(4):
+            server = engine.plan_server(engine.observe(), create=spec.with_deps)
+            apply(server.steps, report, spec.dry_run)
+            if spec.dry_run or not server.again:
+                return server
+    raise UserError(f"The {engine.name} server for {spec.client_id} did not settle after four rounds: "
+                    f"check make pgvector-status CLIENT_ID={spec.client_id}, then re-run.")
+
+
+def _preview_tenant(spec: Spec, tenant: Tenant, new_server: bool, report: Report) -> None:
+    """Dry run without a running server: a new server holds nothing, so the tenant's plan is the plan from nothing;
+    an existing server that is not running is read once it runs."""
+    if new_server:
+        empty = State(None, {}, {}, available="as shipped")
+        for step in plan(empty, tenant, None, False, str(spec.paths.env_file)).steps:
+            report.add(step.item, step.action, step.detail)
+    else:
+        report.add(f"tenant {tenant.database}/{tenant.role}", CHANGE, "planned once the server runs (it does not now)")
+    report.add(".env", CREATE if not spec.paths.env_file.exists() else CHANGE, str(spec.paths.env_file))
 
 
 def _converge(spec: Spec, engine, tenant: Tenant, conn, existing: dict, report: Report):
@@ -78,14 +103,14 @@ def _converge(spec: Spec, engine, tenant: Tenant, conn, existing: dict, report: 
     if not spec.dry_run:
         if new_password:
             envfile.write_atomic(pending_file, new_password + "\n")
-        apply(steps, engine.admin_connect, conn)
+        apply_sql(steps, engine.admin_connect, conn)
         if any(step.action != OK for step in steps):
             unread = not state.db_readable
             state = read_state(conn, tenant, engine.admin_connect)
             if unread:  # the database refused connections until the first round reset it: now what is inside it
                 inside = plan(state, tenant, new_password or password, False, str(paths.env_file)).steps
                 inside = [step for step in inside if step.database != "postgres"]
-                apply(inside, engine.admin_connect, conn)
+                apply_sql(inside, engine.admin_connect, conn)
                 steps += inside
                 state = read_state(conn, tenant, engine.admin_connect)
     record(report, steps, conn)
@@ -104,7 +129,7 @@ def env_values(spec: Spec, engine, tenant: Tenant, password: str, state) -> dict
         "DOMAIN": spec.domain,
         "ADMIN_EMAIL": spec.admin_email,
         "PGVECTOR_ENGINE": engine.name,
-        "PGVECTOR_SERVER": "shared" if engine.shared else "dedicated",
+        "PGVECTOR_SERVER": "shared" if engine.capabilities.shared else "dedicated",
         "PGVECTOR_HOST": point.host,
         "PGVECTOR_PORT": str(point.port),
         "PGVECTOR_DB_NAME": tenant.database,

@@ -42,6 +42,17 @@ def owned(state_dir: Path, client_id: str) -> int | None:
     return None
 
 
+def preview(state_dir: Path, client_id: str, wanted: int | None = None) -> int:
+    """The port reserve() would give, without taking it: a dry run's preflight refuses what the real run would."""
+    current = owned(state_dir, client_id)
+    if current and (wanted is None or wanted == current):
+        return current
+    for port in _candidates(wanted):
+        if not (registry(state_dir) / str(port)).exists() and port_is_free(port):
+            return port
+    raise _none_free(wanted)
+
+
 def reserve(state_dir: Path, client_id: str, wanted: int | None = None) -> int:
     """The client's port: the one it already has, else `wanted`, else the first free one in the range."""
     current = owned(state_dir, client_id)
@@ -49,9 +60,7 @@ def reserve(state_dir: Path, client_id: str, wanted: int | None = None) -> int:
         return current
     folder = registry(state_dir)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    first, last = port_range()
-    candidates = [wanted] if wanted else range(first, last + 1)
-    for port in candidates:
+    for port in _candidates(wanted):
         if (folder / str(port)).exists() or not port_is_free(port):
             continue
         try:
@@ -63,11 +72,23 @@ def reserve(state_dir: Path, client_id: str, wanted: int | None = None) -> int:
         if current:
             release(state_dir, current)
         return port
+    raise _none_free(wanted)
+
+
+def _candidates(wanted: int | None):
     if wanted:
-        raise UserError(f"Port {wanted} is already in use on this host: choose another "
-                        "with PORT=<port>, or leave PORT unset to pick a free one.")
-    raise UserError(f"No free port between {first} and {last} on this host: "
-                    "free one, set PORT=<port>, or widen PGVECTOR_PORT_RANGE.")
+        return [wanted]
+    first, last = port_range()
+    return range(first, last + 1)
+
+
+def _none_free(wanted: int | None) -> UserError:
+    if wanted:
+        return UserError(f"Port {wanted} is already in use on this host: choose another "
+                         "with PORT=<port>, or leave PORT unset to pick a free one.")
+    first, last = port_range()
+    return UserError(f"No free port between {first} and {last} on this host: "
+                     "free one, set PORT=<port>, or widen PGVECTOR_PORT_RANGE.")
 
 
 def record(state_dir: Path, client_id: str, port: int) -> None:

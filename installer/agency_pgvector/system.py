@@ -195,3 +195,16 @@ def world_readable(tree: Path) -> None:
             path = os.path.join(folder, name)
             if not os.path.islink(path):
                 os.chmod(path, 0o755 if os.access(path, os.X_OK) else 0o644)
+
+
+def require_free_space(path: Path, needed_mb: int, what: str) -> None:
+    """Refuse before creating anything when the filesystem holding `path` (or its nearest existing parent) is short."""
+    import shutil
+
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    free_mb = shutil.disk_usage(probe).free // (1024 * 1024)
+    if free_mb < needed_mb:
+        raise UserError(f"{what} needs about {needed_mb} MB free on the filesystem of {probe}, which has "
+                        f"{free_mb} MB: free some space (or use another AGENCY_STACK_ROOT) and re-run.")

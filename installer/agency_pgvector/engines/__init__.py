@@ -1,4 +1,5 @@
-"""Pick the engine for a client: the recorded one on re-runs, else what the host offers."""
+"""Engines: where a client's server comes from (base.py is the contract). Pick the engine for a client: the
+recorded one on re-runs, else what the host offers."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import socket
 
 from ..errors import UserError
 from ..spec import Spec
-from .base import Engine
+from .base import Engine, require
+
+__all__ = ["Engine", "choose", "client_tools", "docker_answers", "get", "require"]
 
 
 def docker_answers() -> bool:
@@ -61,3 +64,10 @@ def get(spec: Spec, recorded: str | None = None, recorded_server: str | None = N
     from .docker import DockerEngine
 
     return DockerEngine(spec)
+
+
+def client_tools():
+    """pg_dump, pg_restore, psql for any engine's server: the embedded runtime's PostgreSQL 18 tools."""
+    from .embedded.runtime import tools_dir
+
+    return tools_dir()

@@ -1,13 +1,24 @@
-"""The contract every engine fulfils: where a client's PostgreSQL server comes from and how to reach it."""
+"""The contract every engine fulfils: where a client's PostgreSQL server comes from and how to reach it.
+
+    capabilities          what the installer can do with this engine's server (checked before anything is touched)
+    observe()             read the server's real state (no change)
+    plan_server(seen, create)  the steps that bring it to what the spec wants: pure, raises only to refuse
+    endpoint()            host and port the tenant connects to
+    admin_params(db)      libpq keywords of the superuser session (sessions.operator pins it)
+    server_lock()         held while the server is observed, planned and changed (a shared server: host-wide)
+    where(), tls_env(), expected_data_directory(), forget()
+    lifecycle, where capabilities say so: logs(), restart(), stop(), remove_server()
+"""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from ..errors import UserError
-from ..report import Report
+from ..runner import Step
 from ..spec import Spec
 from ..text import first_line
 
@@ -18,29 +29,67 @@ class Endpoint:
     port: int
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    owns_server: bool  # the installer made this server and vouches for everything on it
+    shared: bool  # one server holds many clients: names then carry the client id
+    remote_tls: bool  # ENABLE_CLOUD: remote logins, over TLS only
+    logs: bool  # the server's log is readable on this host
+    restart: bool  # the installer can restart the server
+    remove: bool  # the installer can remove the server with its client (REMOVE_SERVER)
+
+
+WHAT = {  # how a capability reads in a refusal
+    "remote_tls": "ENABLE_CLOUD=true (remote logins over TLS)",
+    "logs": "Reading the server's log",
+    "restart": "Restarting the server",
+    "remove": "REMOVE_SERVER=true",
+}
+
+
+@dataclass
+class ServerPlan:
+    steps: list[Step]
+    reachable: bool  # a superuser session works before any step runs (a dry run can read the tenant's state)
+    again: bool = False  # what comes next can only be seen once these steps ran (observe and plan again)
+    new: bool = False  # the steps create the server: it holds no tenant yet
+
+
 class Engine(ABC):
     name: str
-    shared = False  # True when one server holds many clients: names then carry the client id
+    capabilities: Capabilities
+    refusals: dict[str, str] = {}  # capability -> why this engine lacks it (and what to do instead)
 
     def __init__(self, spec: Spec):
         self.spec = spec
         self.paths = spec.paths
 
+    # -- converge -----------------------------------------------------------------------------------
     @abstractmethod
-    def ensure_server(self, report: Report, create: bool) -> None:
-        """Make the server exist and run (only when `create`), recording each step; dry-run touches nothing."""
+    def observe(self):
+        """The server's real state, as the engine's own dataclass."""
 
     @abstractmethod
-    def exists(self) -> bool:
-        """Whether the server is there at all (for dry-run against a host that has none yet)."""
+    def plan_server(self, seen, create: bool) -> ServerPlan:
+        """Steps from `seen` to the spec (create the server only when `create`); raises UserError to refuse."""
+
+    def server_lock(self):
+        return contextlib.nullcontext()
+
+    # -- reach --------------------------------------------------------------------------------------
+    @abstractmethod
+    def endpoint(self) -> Endpoint: ...
 
     @abstractmethod
-    def endpoint(self) -> Endpoint:
-        """Host and port the tenant connects to."""
+    def admin_params(self, dbname: str = "postgres") -> dict: ...
 
     @abstractmethod
-    def admin_params(self, dbname: str = "postgres") -> dict:
-        """libpq keywords for a superuser connection (host, port, user, dbname, maybe password)."""
+    def where(self) -> str:
+        """One line for people: where the server runs."""
+
+    @property
+    def label(self) -> str:
+        return f"{'a shared' if self.capabilities.shared else 'its'} {self.name} server"
 
     def admin_connect(self, dbname: str = "postgres"):
         """A pinned superuser session (sessions.operator): the only way the installer is ever superuser."""
@@ -57,21 +106,21 @@ class Engine(ABC):
         """Extra .env entries a client needs for TLS (PGSSLMODE, PGSSLROOTCERT, ...); none by default."""
         return {}
 
-    @abstractmethod
-    def where(self) -> str:
-        """One line for people: where the server runs."""
+    def forget(self) -> None:  # noqa: B027 - most engines keep nothing outside the client's directory
+        """Remove what the engine keeps for this client outside the client's directory (uninstall)."""
 
+    # -- lifecycle (only where `capabilities` says so: callers check with require()) ---------------------
     def logs(self, lines: int, follow: bool) -> None:
-        raise UserError(f"The {self.name} engine keeps no server log on this host: read it on the server itself.")
+        raise NotImplementedError
 
     def restart(self) -> None:
-        raise UserError(f"The {self.name} engine's server is not managed by this installer: restart it where it runs.")
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
 
     def remove_server(self) -> None:
-        raise UserError(f"The {self.name} engine's server is not managed by this installer: it is left as it is.")
-
-    def owns_server(self) -> bool:
-        return False
+        raise NotImplementedError
 
     def check_alive(self) -> None:  # noqa: B027 - an optional hook: engines without a process of their own keep it
         """Raise UserError when the server has died for good, so wait_ready stops early (default: nothing to check)."""
@@ -92,3 +141,11 @@ class Engine(ABC):
         raise UserError(f"The {self.name} server did not accept connections within {timeout:.0f} s "
                         f"({first_line(last)}): check `make pgvector-logs CLIENT_ID={self.spec.client_id}`.")
 
+
+def require(engine: Engine, capability: str) -> None:
+    """The one refusal of an unsupported capability, the same sentence shape for every engine."""
+    assert capability in {f.name for f in fields(Capabilities)}, capability
+    if not getattr(engine.capabilities, capability):
+        why = engine.refusals.get(capability, "the installer does not manage this server")
+        raise UserError(f"{WHAT[capability]} is not available for client {engine.spec.client_id} "
+                        f"({engine.label}): {why}.")

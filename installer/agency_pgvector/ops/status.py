@@ -130,7 +130,7 @@ def _inspect(client: Client, conn, out: dict):
                     "pg_catalog.pg_settings WHERE name = ANY(%s) ORDER BY name",
                     (list(tuning_settings()),))
         out["settings"] = dict(cur.fetchall())
-        if client.engine.owns_server():
+        if client.engine.capabilities.owns_server:
             _roles(client, cur, out)
     return state
 

