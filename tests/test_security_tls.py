@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from agency_pgvector import tls
+from agency_pgvector.engines.embedded import tls
 from agency_pgvector.errors import UserError
 
 from conftest import DOMAIN, EMAIL, admin, client_paths, tenant_connect

@@ -58,8 +58,8 @@ def tenant_connect(client: Client, dbname: str | None = None, password: str | No
 
 
 def neighbours(client: Client) -> list[Tenant]:
-    """The tenants of the other installed clients on the same shared server (none on a dedicated one)."""
-    if not client.tenant.shared:
+    """The tenants of the other installed clients on the same server, where the installer owns a shared one."""
+    if not (client.engine.capabilities.shared and client.engine.capabilities.owns_server):
         return []
     out = []
     for name in installed_clients(client.spec.root):
@@ -67,7 +67,7 @@ def neighbours(client: Client) -> list[Tenant]:
             env = envfile.read(specs.Paths(client.spec.root, name).env_file)
         except UserError:  # that client's own status says what is wrong with its tree
             continue
-        if name != client.id and env.get("PGVECTOR_ENGINE") == client.env.get("PGVECTOR_ENGINE") == "embedded" \
-                and env.get("PGVECTOR_SERVER") == "shared":
+        same = (env.get("PGVECTOR_ENGINE"), env.get("PGVECTOR_SERVER")) == (client.env.get("PGVECTOR_ENGINE"), "shared")
+        if name != client.id and same:
             out.append(Tenant.for_client(name, True))
     return out

