@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from . import engines, envfile, log, scram
+from . import engines, envfile, scram
 from .engines.base import ServerPlan
 from .errors import UserError
 from .provision import State, Tenant, apply as apply_sql, lock, plan, read_state, record
@@ -28,12 +29,26 @@ class Result:
     engine: str
 
 
-def install(spec: Spec) -> Result:
+@dataclass
+class Batch:
+    """ALL=true: each server is converged once per run and its operator session reused for every client on it
+    (opened once, holding the provisioning lock until the batch ends)."""
+
+    servers: dict[str, ServerPlan] = field(default_factory=dict)  # engine.server_id() -> its plan in this run
+    sessions: dict[str, Any] = field(default_factory=dict)  # engine.server_id() -> open operator session
+
+    def close(self) -> None:
+        for conn in self.sessions.values():
+            conn.close()
+        self.sessions.clear()
+
+
+def install(spec: Spec, batch: Batch | None = None) -> Result:
     with operation(spec, "install", dry_run=spec.dry_run):
-        return _install(spec)
+        return _install(spec, batch)
 
 
-def _install(spec: Spec) -> Result:
+def _install(spec: Spec, batch: Batch | None = None) -> Result:
     paths = spec.paths
     require_trusted(paths.component_dir)  # the client's tree, as far as it exists, before anything in it is read
     existing = envfile.read(paths.env_file)
@@ -41,24 +56,39 @@ def _install(spec: Spec) -> Result:
     if spec.enable_cloud:
         engines.require(engine, "remote_tls")
     report = Report(dry_run=spec.dry_run)
-    server = converge_server(engine, spec, report)
+    key = engine.server_id()
+    if batch is not None and key in batch.servers:
+        server = batch.servers[key]
+        report.add("server", OK, "converged earlier in this run")
+    else:
+        server = converge_server(engine, spec, report)
+        if batch is not None:
+            batch.servers[key] = server
     tenant = Tenant.for_client(spec.client_id, engine.capabilities.shared)
     if spec.dry_run and not server.reachable:  # a server that is not there or not running yet
         _preview_tenant(spec, tenant, server.new, report)
         return Result(report, {}, engine.name)
-    conn = engine.admin_connect()
-    try:
+    conn = batch.sessions.get(key) if batch is not None else None
+    if conn is None:
+        conn = engine.admin_connect()
         lock(conn)
+        if batch is not None:
+            batch.sessions[key] = conn
+    try:
         password, new_password, state = _converge(spec, engine, tenant, conn, existing, report)
     finally:
-        conn.close()
+        if batch is None:
+            conn.close()
     env = env_values(spec, engine, tenant, new_password or password, state)
     if spec.dry_run:
         report.add(".env", _file_action(paths.env_file, envfile.render(env, HEADER)), str(paths.env_file))
         return Result(report, env, engine.name)
     _write_env(paths, env, report)
     _drop_samples(spec, report, env)
-    _check_login(engine, tenant, env["PGVECTOR_DB_PASS"], report)
+    if batch is not None and not report.changed:
+        report.add("tenant login", OK, "password matches the role; nothing changed, so the login is as checked before")
+    else:
+        _check_login(engine, tenant, env["PGVECTOR_DB_PASS"], report)
     return Result(report, env, engine.name)
 
 
@@ -243,10 +273,15 @@ def install_all(*, dry_run: bool, with_deps: bool) -> list[tuple[str, Result | N
     from .ops.common import installed_clients
 
     outcomes: list[tuple[str, Result | None, str]] = []
-    for client_id in installed_clients():
-        try:
-            outcomes.append((client_id, install(installed_spec(client_id, dry_run=dry_run, with_deps=with_deps)), ""))
-        except UserError as exc:
-            log.event(f"install --all: {client_id} failed: {exc}")
-            outcomes.append((client_id, None, str(exc)))
+    batch = Batch()
+    try:
+        for client_id in installed_clients():
+            try:
+                result = install(installed_spec(client_id, dry_run=dry_run, with_deps=with_deps), batch)
+                outcomes.append((client_id, result, ""))
+            except UserError as exc:  # logged by its operation; the others go on, on fresh sessions
+                outcomes.append((client_id, None, str(exc)))
+                batch.close()
+    finally:
+        batch.close()
     return outcomes

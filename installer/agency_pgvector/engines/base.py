@@ -76,6 +76,10 @@ class Engine(ABC):
     def server_lock(self):
         return contextlib.nullcontext()
 
+    def server_id(self) -> str:
+        """Which server this is, for a run converging many clients: clients with the same id share it."""
+        return f"{self.name}:{self.spec.client_id}"
+
     # -- reach --------------------------------------------------------------------------------------
     @abstractmethod
     def endpoint(self) -> Endpoint: ...

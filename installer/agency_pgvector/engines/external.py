@@ -72,6 +72,10 @@ class ExternalEngine(Engine):
             raise UserError(f"Cannot connect to the server at {point.host}:{point.port} with "
                             f"ADMIN_URL ({first_line(exc)}): check the URL and that the server runs.") from None
 
+    def server_id(self) -> str:
+        dsn = self._dsn()
+        return f"{self.name}:{dsn.get('user')}@{dsn.get('host')}:{dsn.get('port')}"
+
     def observe(self) -> Observed:
         conn = self.admin_connect()
         try:

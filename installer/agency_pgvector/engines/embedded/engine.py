@@ -3,7 +3,6 @@ binaries by its own system user. observe() reads what is there; plan_server() tu
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -98,8 +97,8 @@ class EmbeddedEngine(Engine):
             return {}
         return {"PGSSLMODE": "verify-ca", "PGSSLROOTCERT": str(self.client_cert), "PGVECTOR_TLS_SHA256": tls.fingerprint(cert)}
 
-    def server_lock(self):
-        return contextlib.nullcontext()
+    def server_id(self) -> str:
+        return f"{self.name}:{self.layout.key}"
 
     # -- observe ------------------------------------------------------------------------------------
     def observe(self) -> Observed:
