@@ -1,35 +1,15 @@
-"""Pure logic, no server: the session pinning string, the tenant plan from a state, the one-door rule."""
+"""provision.py: the tenant plan from a hand-built State (no server): which steps are pending for which drift."""
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
 
-from agency_pgvector import scram, sessions
+from agency_pgvector import scram
 from agency_pgvector.errors import UserError
 from agency_pgvector.provision import EXTENSION_SCHEMA, State, Tenant, plan
 from agency_pgvector.report import OK
-from agency_pgvector.system import server_user_name
 
-PACKAGE = Path(__file__).resolve().parents[1] / "installer" / "agency_pgvector"
 PASSWORD = "correct-horse"
-
-
-def test_only_the_session_module_opens_database_connections():
-    """Every session goes through sessions.py, where the pinning is: no other module may connect on its own."""
-    offenders = [str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
-                 if path.name != "sessions.py" and re.search(r"psycopg2\.connect\(|\bpsycopg\.connect\(", path.read_text())]
-    assert offenders == []
-
-
-def test_operator_options_pin_what_a_database_owner_could_set():
-    text = sessions.options(sessions.OPERATOR)
-    for pinned in ("search_path=pg_catalog,\\ pg_temp", "role=none", "statement_timeout=0", "default_transaction_read_only=off",
-                   "client_min_messages=error", "idle_session_timeout=0", "default_transaction_isolation=read\\ committed"):
-        assert f"-c {pinned}" in text, pinned
-    assert "-c default_tablespace= " in text  # an empty value stays empty
 
 
 def _state(**overrides) -> State:
@@ -95,14 +75,3 @@ def test_session_statistics_are_hidden_on_shared_servers_only():
 def test_the_tenant_search_path_keeps_vector_usable_unqualified():
     changed = _changed(_state(role_settings={"statement_timeout": "5min", "idle_in_transaction_session_timeout": "10min"}))
     assert "role settings" in changed
-
-
-@pytest.mark.parametrize("key, name", [("acme", "apg-acme"), ("_shared", "apg_shared"), ("a" * 28, "apg-" + "a" * 28)])
-def test_server_user_names(key, name):
-    assert server_user_name(key) == name
-
-
-def test_long_client_ids_get_distinct_short_user_names():
-    long_a, long_b = "x" * 17 + "-one-very-long-id", "x" * 17 + "-two-very-long-id"
-    names = {server_user_name(long_a), server_user_name(long_b)}
-    assert len(names) == 2 and all(len(n) <= 32 and n.startswith("apg_") for n in names)
