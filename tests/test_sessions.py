@@ -32,6 +32,32 @@ def test_operator_options_pin_what_a_database_owner_could_set():
     assert "-c default_tablespace= " in text  # an empty value stays empty
 
 
+def test_tenant_options_pin_the_tenants_path_and_a_timeout():
+    text = sessions.options(sessions.TENANT)
+    assert "-c search_path=public,\\ extensions" in text and "-c statement_timeout=5min" in text and "-c role=none" in text
+
+
+def test_options_escape_spaces_and_backslashes_as_the_server_parses_them():
+    assert sessions.options((("a", "x y\\z"), ("b", ""))) == "-c a=x\\ y\\\\z -c b="
+
+
+def test_parameters_an_older_server_refused_are_left_out(monkeypatch):
+    monkeypatch.setattr(sessions, "_unsupported", {"transaction_timeout"})
+    text = sessions.options(sessions.OPERATOR)
+    assert "transaction_timeout" not in text and "-c idle_session_timeout=0" in text
+
+
+def test_tools_get_the_password_and_the_pinning_in_their_environment():
+    env = {"PGHOST": "/run/pg", "PGPORT": "5433", "PGUSER": "vectoruser", "PGPASSWORD": "pw", "PGDATABASE": "vectordb"}
+    params = sessions.tenant_params(env)
+    assert params == dict(host="/run/pg", port="5433", user="vectoruser", password="pw", dbname="vectordb")
+    tool = sessions.tool_env({**params, "sslmode": None, "options": "-c role=vectoruser"}, sessions.OPERATOR)
+    assert tool == {"PGHOST": "/run/pg", "PGPORT": "5433", "PGUSER": "vectoruser", "PGPASSWORD": "pw", "PGDATABASE": "vectordb",
+                    "PGOPTIONS": sessions.options(sessions.OPERATOR), "PGAPPNAME": sessions.APPLICATION,
+                    "PGCONNECT_TIMEOUT": str(sessions.CONNECT_TIMEOUT)}
+    assert sessions.tenant_params(env, "other")["dbname"] == "other"
+
+
 class _Elsewhere(EmbeddedEngine):
     """Client a's engine whose socket leads to client b's server (a link a server user could plant)."""
 
