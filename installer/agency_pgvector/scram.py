@@ -42,6 +42,7 @@ def verify(password: str, stored_hash: str | None) -> bool:
         if method != "SCRAM-SHA-256":
             return False
         stored, server = _keys(password, base64.b64decode(salt), int(iterations))
-    except ValueError:
+        want_stored, want_server = base64.b64decode(stored_key), base64.b64decode(server_key)
+    except ValueError:  # binascii.Error is one: a verifier that is not one matches nothing
         return False
-    return hmac.compare_digest(stored, base64.b64decode(stored_key)) and hmac.compare_digest(server, base64.b64decode(server_key))
+    return hmac.compare_digest(stored, want_stored) and hmac.compare_digest(server, want_server)

@@ -63,9 +63,10 @@ def settings(memory: int | None = None, cores: int | None = None, env: Mapping[s
         override = env.get(f"PG_{name.upper()}")
         if override:
             if not _SIZE.fullmatch(override):
-                from .errors import UserError
+                from .errors import InputError
 
-                raise UserError(f"PG_{name.upper()}={override[:40]!r} is not a number or size: use e.g. PG_{name.upper()}=512MB.")
+                raise InputError(f"PG_{name.upper()}={override[:40]!r} is not a number or size: "
+                                 f"use e.g. PG_{name.upper()}=512MB.")
             values[name] = override
     return values
 
