@@ -210,7 +210,8 @@ def test_samples_run_as_an_unprivileged_user_from_a_private_copy(stack_root):
     runner.write_text(PROBE.replace("CLIENT_TREE", str(paths.component_dir)))
     before = sorted(p.name for p in paths.samples_dir.rglob("*"))
     base = stack_root.parent / "fs-venvs"
-    base.mkdir(mode=0o755, exist_ok=True)
+    base.mkdir(exist_ok=True)
+    os.chmod(base, 0o755)  # whatever umask an in-process CLI call left this test process with
     python = _shared_venv(base / "open")
 
     result = _cli("test", "--samples", python=str(python), CLIENT_ID=client)
