@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import typer
 
-from .errors import UserError
+from .errors import UNHEALTHY, UserError
 from .locks import client_lock
+
+if TYPE_CHECKING:
+    from .ops.status import ClientStatus
 
 app = typer.Typer(
     name="agency-pgvector",
@@ -23,6 +27,10 @@ app = typer.Typer(
 ClientOpt = typer.Option("default", "--client-id", envvar="CLIENT_ID", help="Client (tenant) id: 1-32 of a-z 0-9 -.")
 JsonOpt = typer.Option(False, "--json", envvar="JSON", help="Print stable JSON instead of a table.")
 QuietOpt = typer.Option(False, "--quiet", "-q", envvar="QUIET", help="Print nothing but errors (for cron).")
+
+
+def _print_json(document: dict) -> None:
+    print(json.dumps(document, indent=2, sort_keys=True))
 
 
 @app.callback()
@@ -129,7 +137,7 @@ def _clients(client_id: str, everyone: bool) -> list:
     return [load(name) for name in names]
 
 
-def _size(value) -> str:
+def _size(value: float | None) -> str:
     if value is None:
         return "-"
     for unit in ("B", "kB", "MB", "GB"):
@@ -142,66 +150,54 @@ def _size(value) -> str:
 @app.command("status")
 def status_cmd(client_id: str = ClientOpt, everyone: bool = AllOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
     """Is the client healthy? Exit 0 healthy, 1 not (make pgvector-status)."""
-    from concurrent.futures import ThreadPoolExecutor
+    from .ops.status import status
 
-    from .ops.common import installed_clients, load
-    from .ops.status import check, check_installed
-
-    if everyone:
-        names = installed_clients()
-        if not names:
-            raise UserError("No client is installed under AGENCY_STACK_ROOT: run make pgvector CLIENT_ID=... first.")
-        with ThreadPoolExecutor(max_workers=8) as pool:  # psycopg2 waits without the GIL: servers answer in parallel
-            results = list(pool.map(check_installed, names))
-    else:
-        results = [check(load(client_id))]
-    healthy = all(r["healthy"] for r in results)
+    result = status(client_id, everyone)
     if as_json:
-        print(json.dumps({"healthy": healthy, "clients": results}, indent=2, sort_keys=True))
+        _print_json(result.to_json())
     elif not quiet:
-        _print_status(results, everyone)
-    raise typer.Exit(0 if healthy else 1)
+        _print_status(result.clients, everyone)
+    raise typer.Exit(0 if result.healthy else UNHEALTHY)
 
 
-def _print_status(results: list[dict], everyone: bool) -> None:
+def _print_status(results: list[ClientStatus], everyone: bool) -> None:
     """Every value shown is plain text (ui.styled): names and texts from the server are never markup."""
     from .text import clean as c
     from .ui import joined, key_values, rows_table, styled
 
-    def health(r: dict):
-        return styled("healthy", "green") if r["healthy"] else styled("UNHEALTHY", "red")
+    def health(r: ClientStatus):
+        return styled("healthy", "green") if r.healthy else styled("UNHEALTHY", "red")
 
     if everyone:
-        rows = [[c(r["client_id"]), health(r), c(r["engine"]), f'{c(r["server"]["host"])}:{c(r["server"]["port"])}',
-                 c(r["server"]["postgres_version"] or "-"), c(r["pgvector"]["installed"] or "-"),
-                 _size(r["database"]["size_bytes"]), joined(r["problems"], "; ") if r["problems"] else "-"] for r in results]
+        rows = [[c(r.client_id), health(r), c(r.engine), f"{c(r.server.host)}:{c(r.server.port)}",
+                 c(r.server.postgres_version or "-"), c(r.pgvector.installed or "-"),
+                 _size(r.database.size_bytes), joined(r.problems, "; ") if r.problems else "-"] for r in results]
         rows_table("pgvector clients", ["client", "health", "engine", "endpoint", "postgres", "pgvector", "size", "problems"],
                    rows)
         return
     r = results[0]
-    vec = r["pgvector"]
-    columns = [f'{c(col["table"])}.{c(col["column"])} {c(col["type"])} '
-               f'[{", ".join(c(i["method"]) for i in col["indexes"]) or "no index"}]'
-               for col in r["vector_columns"]]
-    password = {True: styled("valid"), False: styled("INVALID", "red"),
-                None: styled("unchecked")}[r["env_file"]["password_valid"]]
+    vec = r.pgvector
+    columns = [f"{c(col.table)}.{c(col.column)} {c(col.type)} "
+               f"[{', '.join(c(i.method) for i in col.indexes) or 'no index'}]"
+               for col in r.vector_columns]
+    password = {True: styled("valid"), False: styled("INVALID", "red"), None: styled("unchecked")}[r.env_file.password_valid]
     fields = [
         ("health", health(r)),
-        ("engine", f'{c(r["engine"])}: {c(r["server"]["where"])}'),
-        ("server", joined([f'{c(r["server"]["host"])}:{c(r["server"]["port"])}',
-                           styled("reachable") if r["server"]["reachable"] else styled("not reachable", "red")], " ")),
-        ("postgres", c(r["server"]["postgres_version"] or "-")),
-        ("pgvector", c(vec["installed"] or "missing")
-                     + (f' ({c(vec["available"])} available: make pgvector-upgrade)' if vec["update_available"] else "")),
-        ("database", f'{c(r["database"]["name"])}, {_size(r["database"]["size_bytes"])}'),
-        ("connections", f'{c(r["role"]["connections"])} of {c(r["role"]["connection_limit"])} ({c(r["role"]["name"])})'),
-        (".env", joined([f'{c(r["env_file"]["path"])} mode {c(r["env_file"]["mode"])}, password', password], " ")),
+        ("engine", f"{c(r.engine)}: {c(r.server.where)}"),
+        ("server", joined([f"{c(r.server.host)}:{c(r.server.port)}",
+                           styled("reachable") if r.server.reachable else styled("not reachable", "red")], " ")),
+        ("postgres", c(r.server.postgres_version or "-")),
+        ("pgvector", c(vec.installed or "missing")
+                     + (f" ({c(vec.available)} available: make pgvector-upgrade)" if vec.update_available else "")),
+        ("database", f"{c(r.database.name)}, {_size(r.database.size_bytes)}"),
+        ("connections", f"{c(r.role.connections)} of {c(r.role.connection_limit)} ({c(r.role.name)})"),
+        (".env", joined([f"{c(r.env_file.path)} mode {c(r.env_file.mode)}, password", password], " ")),
         ("vector columns", joined(columns) if columns else "none yet"),
-        ("settings", ", ".join(f"{c(k)}={c(v)}" for k, v in r["settings"].items()) or "-"),
-        ("drift", joined(r["drift"]) if r["drift"] else "none"),
-        ("problems", joined([styled(c(p), "red") for p in r["problems"]]) if r["problems"] else "none"),
+        ("settings", ", ".join(f"{c(k)}={c(v)}" for k, v in r.settings.items()) or "-"),
+        ("drift", joined(r.drift) if r.drift else "none"),
+        ("problems", joined([styled(c(p), "red") for p in r.problems]) if r.problems else "none"),
     ]
-    key_values(f'pgvector status: client {c(r["client_id"])}', fields)
+    key_values(f"pgvector status: client {c(r.client_id)}", fields)
 
 
 @app.command("logs")
