@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 import typer
 
 from .errors import UNHEALTHY, UserError
-from .locks import client_lock
 
 if TYPE_CHECKING:
     from .ops.status import ClientStatus
@@ -27,6 +26,7 @@ app = typer.Typer(
 ClientOpt = typer.Option("default", "--client-id", envvar="CLIENT_ID", help="Client (tenant) id: 1-32 of a-z 0-9 -.")
 JsonOpt = typer.Option(False, "--json", envvar="JSON", help="Print stable JSON instead of a table.")
 QuietOpt = typer.Option(False, "--quiet", "-q", envvar="QUIET", help="Print nothing but errors (for cron).")
+YesOpt = typer.Option(False, "--yes", envvar="YES", help="Do not ask for confirmation.")
 
 
 def _print_json(document: dict) -> None:
@@ -209,31 +209,25 @@ def logs_cmd(
     """The installer's component log lines for the client, then the server's log (a shared server: its own sessions only)
     (make pgvector-logs)."""
     from .ops.common import load
-    from .ops.logs import show_component_log
-    from .text import cleaned_stdout
+    from .ops.logs import show
 
-    client = load(client_id)
-    show_component_log(client.spec.log_file, client.id, lines)
-    print(f"== server log ({client.engine.name}) ==", flush=True)
-    with cleaned_stdout():  # the embedded engine cleans (and on a shared server filters) its lines itself; docker's are raw
-        client.engine.logs(lines, follow)
+    show(load(client_id), lines, follow)
 
 
 @app.command("restart")
-def restart_cmd(client_id: str = ClientOpt, quiet: bool = QuietOpt) -> None:
+def restart_cmd(client_id: str = ClientOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
     """Graceful restart; waits until the tenant can log in and says how long it took (make pgvector-restart)."""
     from .ops.common import load
     from .ops.restart import restart
     from .ui import progress
 
     client = load(client_id)
-    with progress(quiet)(f"restarting the server for {client.id}"):
-        seconds = restart(client)
-    from . import log
-
-    log.event(f"restarted server; tenant login after {seconds:.2f} s")
-    if not quiet:
-        print(f"Restarted {client.id} ({client.engine.name}): {client.tenant.role} can log in again after {seconds:.2f} s.")
+    with progress(quiet or as_json)(f"restarting the server for {client.id}"):
+        done = restart(client)
+    if as_json:
+        _print_json(done.to_json())
+    elif not quiet:
+        print(f"Restarted {done.client_id} ({done.engine}): {done.role} can log in again after {done.seconds:.2f} s.")
 
 
 @app.command("test")
@@ -280,19 +274,19 @@ def _run_samples(client, quiet: bool) -> bool:
 
 
 @app.command("backup")
-def backup_cmd(client_id: str = ClientOpt, quiet: bool = QuietOpt) -> None:
+def backup_cmd(client_id: str = ClientOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
     """pg_dump -Fc of the tenant's database into the client's backups/ (make pgvector-backup)."""
-    from . import log
     from .ops.backup import backup
     from .ops.common import load
     from .ui import progress
 
     client = load(client_id)
-    with progress(quiet)(f"dumping {client.tenant.database}"):
-        path = backup(client)
-    log.event(f"backup written: {path}")
-    if not quiet:
-        print(f"Backup of {client.id}: {path} ({path.stat().st_size} bytes; row counts in {path.with_suffix('.json').name})")
+    with progress(quiet or as_json)(f"dumping {client.tenant.database}"):
+        done = backup(client)
+    if as_json:
+        _print_json(done.to_json())
+    elif not quiet:
+        print(f"Backup of {done.client_id}: {done.file} ({done.size_bytes} bytes; row counts in {done.manifest.name})")
 
 
 @app.command("restore")
@@ -301,46 +295,50 @@ def restore_cmd(
     client_id: str = ClientOpt,
     target_client: str = typer.Option("", "--target-client", envvar="TARGET_CLIENT",
                                       help="Restore into this (installed) client instead."),
-    yes: bool = typer.Option(False, "--yes", envvar="YES", help="Do not ask for confirmation."),
+    yes: bool = YesOpt,
+    as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Replace the client's database with a backup, verified by row counts first (make pgvector-restore FILE=...)."""
     from pathlib import Path
 
-    from . import log
     from .ops.backup import restore
     from .ops.common import load
     from .ui import progress
 
     client = load(target_client or client_id)
     _confirm(yes, f"Replace database {client.tenant.database} of client {client.id} with {file}?")
-    with progress(quiet)(f"restoring into {client.tenant.database}"):
-        with client_lock(client.spec.paths.lock_file):
-            counts = restore(client, Path(file))
-    log.event(f"restored {file} into {client.tenant.database}: {sum(counts.values())} rows in {len(counts)} tables")
-    if not quiet:
-        print(f"Restored {Path(file).name} into {client.id}/{client.tenant.database}: "
-              f"{len(counts)} tables, {sum(counts.values())} rows, counts verified.")
+    with progress(quiet or as_json)(f"restoring into {client.tenant.database}"):
+        done = restore(client, Path(file))
+    if as_json:
+        _print_json(done.to_json())
+    elif not quiet:
+        print(f"Restored {done.file.name} into {done.client_id}/{done.database}: "
+              f"{len(done.row_counts)} tables, {sum(done.row_counts.values())} rows, counts verified.")
 
 
 @app.command("uninstall")
 def uninstall_cmd(
     client_id: str = ClientOpt,
-    yes: bool = typer.Option(False, "--yes", envvar="YES", help="Do not ask for confirmation."),
+    yes: bool = YesOpt,
     keep_data: bool = typer.Option(False, "--keep-data", envvar="KEEP_DATA", help="Keep database and data; only remove access."),
     no_backup: bool = typer.Option(False, "--no-backup", envvar="NO_BACKUP", help="Skip the pg_dump taken first."),
     remove_server: bool | None = typer.Option(None, "--remove-server/--keep-server", envvar="REMOVE_SERVER", show_default=False,
                                               help="Also remove the server the installer created for this client "
                                                    "(asked when unset)."),
+    as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Remove the client's tenant, after a backup (make pgvector-uninstall)."""
     from .ops.common import load
     from .ops.uninstall import finish_interrupted, uninstall
 
-    if finish_interrupted(client_id):
-        if not quiet:
-            print(f"Finished an interrupted uninstall of {client_id}: its last files are gone.")
+    done = finish_interrupted(client_id)
+    if done is not None:
+        if as_json:
+            _print_json(done.to_json())
+        elif not quiet:
+            print(f"Finished an interrupted uninstall of {done.client_id}: its last files are gone.")
         return
     client = load(client_id)
     what = "remove access to" if keep_data else "DROP"
@@ -349,13 +347,14 @@ def uninstall_cmd(
         remove_server = bool(client.engine.owns_server() and not keep_data and sys.stdin.isatty() and not yes
                              and typer.confirm("Also remove the server the installer created for "
                                                f"{client.id} ({client.engine.where()})?", default=False))
-    with client_lock(client.spec.paths.lock_file):
-        report = uninstall(client, keep_data=keep_data, no_backup=no_backup, remove_server=remove_server and not keep_data)
-    if not quiet:
+    done = uninstall(client, keep_data=keep_data, no_backup=no_backup, remove_server=remove_server)
+    if as_json:
+        _print_json(done.to_json())
+    elif not quiet:
         from .ui import report_table
 
-        report_table(report, f"uninstalled client {client.id}")
-        if client.engine.owns_server() and not remove_server and not keep_data:
+        report_table(done.report, f"uninstalled client {done.client_id}")
+        if done.server_kept and not keep_data:
             print(f"The server ({client.engine.where()}) was kept: REMOVE_SERVER=true removes it.")
 
 
@@ -371,41 +370,34 @@ def _confirm(yes: bool, question: str) -> None:
 @app.command("rotate")
 def rotate_cmd(client_id: str = ClientOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
     """New password: role and .env together, old sessions ended, new login checked (make pgvector-rotate)."""
-    from .install import install, installed_spec
     from .ops.common import load
+    from .ops.rotate import rotate
 
-    client = load(client_id)
-    install(installed_spec(client.id, force=True))  # as installed: contact details from .env, remote access kept
+    done = rotate(load(client_id))
     if as_json:
-        print(json.dumps({"client_id": client.id, "rotated": True, "env_file": str(client.spec.paths.env_file)}))
+        _print_json(done.to_json())
     elif not quiet:
-        print(f"New password for {client.tenant.role} is in {client.spec.paths.env_file}; "
-              "old sessions were ended and the new login works.")
+        print(f"New password for {done.role} is in {done.env_file}; old sessions were ended and the new login works.")
 
 
 @app.command("upgrade")
 def upgrade_cmd(client_id: str = ClientOpt, everyone: bool = AllOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
     """ALTER EXTENSION vector UPDATE in each client database, old -> new (make pgvector-upgrade)."""
-    from .install import update_env
-    from .ops.upgrade import upgrade
+    from .ops.common import load_many
+    from .ops.upgrade import upgrade_all
 
-    results = []
-    for client in _clients(client_id, everyone):
-        outcome = upgrade(client)
-        if outcome["new"]:
-            update_env(client.spec.paths, {"PGVECTOR_VERSION": outcome["new"]})
-        results.append(outcome)
+    run = upgrade_all(load_many(client_id, everyone))
     if as_json:
-        print(json.dumps({"ok": not any(r["error"] for r in results), "databases": results}, indent=2, sort_keys=True))
+        _print_json(run.to_json())
     elif not quiet:
         from .ui import rows_table
 
         rows_table("pgvector upgrade", ["client", "database", "old", "new", "error"],
-                   [[r["client_id"], r["database"], r["old"] or "-", r["new"] or "-", r["error"] or "-"] for r in results])
-    errors = [r for r in results if r["error"]]
-    if errors:
-        raise UserError(f"ALTER EXTENSION vector UPDATE failed in {len(errors)} "
-                        f"database(s): {errors[0]['database']}: {errors[0]['error']}.")
+                   [[r.client_id, r.database, r.old or "-", r.new or "-", r.error or "-"] for r in run.databases])
+    if run.errors:
+        first = run.errors[0]
+        raise UserError(f"ALTER EXTENSION vector UPDATE failed in {len(run.errors)} "
+                        f"database(s): {first.database}: {first.error}.")
 
 
 def main() -> None:
