@@ -1,4 +1,5 @@
-"""The command line: parse, call, render. One command per make target; the work lives in plain modules."""
+"""The command line: parse, call, render. One command per make target; the work lives in install.py and ops/,
+which return typed results: --json prints their to_json() (docs/json.md). Exit codes: errors.py (docs/operator.md)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import sys
 from typing import TYPE_CHECKING
 
 import typer
+from typer import TyperException  # typer carries its own copy of click: every command-line error derives from this
 
-from .errors import UNHEALTHY, UserError
+from .errors import INTERNAL, INTERRUPTED, UNHEALTHY, USAGE, UserError
 
 if TYPE_CHECKING:
     from .ops.status import ClientStatus
@@ -24,7 +26,8 @@ app = typer.Typer(
 )
 
 ClientOpt = typer.Option("default", "--client-id", envvar="CLIENT_ID", help="Client (tenant) id: 1-32 of a-z 0-9 -.")
-JsonOpt = typer.Option(False, "--json", envvar="JSON", help="Print stable JSON instead of a table.")
+AllOpt = typer.Option(False, "--all", envvar="ALL", help="Every client installed under AGENCY_STACK_ROOT.")
+JsonOpt = typer.Option(False, "--json", envvar="JSON", help="Print stable JSON instead of a table (docs/json.md).")
 QuietOpt = typer.Option(False, "--quiet", "-q", envvar="QUIET", help="Print nothing but errors (for cron).")
 YesOpt = typer.Option(False, "--yes", envvar="YES", help="Do not ask for confirmation.")
 
@@ -94,10 +97,8 @@ def install_cmd(
         print(f"No changes: client {spec.client_id} is already as provisioned.")
 
 
-AllOpt = typer.Option(False, "--all", envvar="ALL", help="Every client installed under AGENCY_STACK_ROOT.")
-
-
 def _install_all(force: bool, dry_run: bool, with_deps: bool, as_json: bool, quiet: bool) -> None:
+    """Failed clients are an operator's to fix (exit 3), named on stderr whatever JSON and QUIET say."""
     from .install import install_all
 
     if force:
@@ -106,7 +107,7 @@ def _install_all(force: bool, dry_run: bool, with_deps: bool, as_json: bool, qui
     outcomes = install_all(dry_run=dry_run, with_deps=with_deps)
     if not outcomes:
         raise UserError("No client is installed under AGENCY_STACK_ROOT: run make pgvector CLIENT_ID=... first.")
-    failed = [client for client, result, _ in outcomes if result is None]
+    failed = [(client, error) for client, result, error in outcomes if result is None]
     state = lambda r: "failed" if r is None else (  # noqa: E731
         "would change" if dry_run and r.report.changed else "changed" if r.report.changed else "ok")
     if as_json:
@@ -122,29 +123,8 @@ def _install_all(force: bool, dry_run: bool, with_deps: bool, as_json: bool, qui
                      e or ", ".join(row.item for row in (r.report.rows if r else []) if row.action != "ok") or "-"]
                     for c, r, e in outcomes])
     if failed:
-        raise UserError(f"{len(failed)} of {len(outcomes)} clients could not be converged "
-                        f"({', '.join(failed)}): see the table above.") if not as_json else typer.Exit(1)
-
-
-def _clients(client_id: str, everyone: bool) -> list:
-    from .ops.common import installed_clients, load
-
-    if not everyone:
-        return [load(client_id)]
-    names = installed_clients()
-    if not names:
-        raise UserError("No client is installed under AGENCY_STACK_ROOT: run make pgvector CLIENT_ID=... first.")
-    return [load(name) for name in names]
-
-
-def _size(value: float | None) -> str:
-    if value is None:
-        return "-"
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TB"
+        raise UserError(f"{len(failed)} of {len(outcomes)} clients could not be converged:\n"
+                        + "\n".join(f"  {client}: {' '.join(error.split())}" for client, error in failed))
 
 
 @app.command("status")
@@ -158,6 +138,16 @@ def status_cmd(client_id: str = ClientOpt, everyone: bool = AllOpt, as_json: boo
     elif not quiet:
         _print_status(result.clients, everyone)
     raise typer.Exit(0 if result.healthy else UNHEALTHY)
+
+
+def _size(value: float | None) -> str:
+    if value is None:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"
 
 
 def _print_status(results: list[ClientStatus], everyone: bool) -> None:
@@ -238,39 +228,31 @@ def test_cmd(
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """End-to-end check with the tenant's own credentials; leaves nothing behind (make pgvector-test)."""
+    """End-to-end check with the tenant's own credentials; leaves nothing behind. Exit 0 passed, 1 failed
+    (make pgvector-test)."""
     from .ops import selftest
+    from .ops.common import load_many
     from .text import clean
     from .ui import progress
 
-    failed, report = [], []
-    for client in _clients(client_id, everyone):
-        spinner = progress(quiet or as_json)
-        with spinner(f"checking {client.id}"):
+    silent = quiet or as_json
+    results = []
+    for client in load_many(client_id, everyone):
+        with progress(silent)(f"checking {client.id}"):
             result = selftest.run(client)
-        entry = {"client_id": client.id, "ok": result.ok, "recall_at_10": round(result.recall, 4), "steps": dict(result.steps)}
         if samples and result.ok:
-            entry["samples_ok"] = _run_samples(client, quiet or as_json)
-            result.ok = entry["samples_ok"]
-        entry["ok"] = result.ok
-        report.append(entry)
-        if not result.ok:
-            failed.append(client.id)
-        if not (quiet or as_json):
+            selftest.run_samples(result, client, silent)
+        results.append(result)
+        if not silent:
             for what, outcome in result.steps:
                 print(clean(f"  {client.id}: {what:15s} {outcome}"))
             print(f"{client.id}: {'PASS' if result.ok else 'FAIL'}")
+    run = selftest.Run(results)
     if as_json:
-        print(json.dumps({"ok": not failed, "clients": report}, indent=2, sort_keys=True))
-    if failed:
-        raise UserError(f"The end-to-end check failed for {', '.join(failed)}: see the lines "
-                        "above, then make pgvector-status.") if not as_json else typer.Exit(1)
-
-
-def _run_samples(client, quiet: bool) -> bool:
-    from .ops.samples import run
-
-    return run(client, quiet)
+        _print_json(run.to_json())
+    if not run.ok:
+        _error(f"The end-to-end check failed for {', '.join(run.failed)}: its steps say why; then make pgvector-status.")
+        raise typer.Exit(UNHEALTHY)
 
 
 @app.command("backup")
@@ -400,31 +382,60 @@ def upgrade_cmd(client_id: str = ClientOpt, everyone: bool = AllOpt, as_json: bo
                         f"database(s): {first.database}: {first.error}.")
 
 
-def main() -> None:
-    """Every error line goes through text.clean: exception messages carry server (and so tenant) text."""
-    os.umask(0o077)  # first: whatever this process creates is private unless given a mode on purpose
-    from .text import clean, first_line
+def _error(message: str) -> None:
+    """One line (or a few) on stderr; server and tenant text in `message` is cleaned."""
+    from .text import clean
 
-    def fail(message: str, code: int):
-        print(f"error: {clean(message, keep=chr(10))}", file=sys.stderr)
-        sys.exit(code)
+    print(f"error: {clean(message, keep=chr(10))}", file=sys.stderr)
 
+
+def _internal(exc: Exception) -> str:
+    """An unexpected error (a bug): its traceback goes to the component log, unless the operation it happened in
+    wrote it there already; the operator gets one sentence."""
+    from . import log
+    from .spec import log_from_env
+    from .text import first_line
+
+    where = "the component log"
     try:
-        code = app(standalone_mode=False)  # returns the code of typer.Exit instead of exiting
-        sys.exit(code if isinstance(code, int) else 0)
-    except UserError as exc:
-        fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        fail("interrupted; re-run the same command to finish (runs converge).", 130)
+        path = log_from_env()
+    except UserError:  # AGENCY_STACK_LOG itself is wrong: nowhere to write
+        path = None
+    if path is not None:
+        where = str(path)
+        if not _logged_by_an_operation(exc):
+            with log.bound(path, "-"):
+                log.traceback_lines(exc)
+    return f"unexpected {type(exc).__name__}: {first_line(exc)}. This is a bug: the traceback is in {where}."
+
+
+def _logged_by_an_operation(exc: Exception) -> bool:
+    try:
+        from .ops.common import logged
+    except Exception:  # noqa: BLE001 - the error may be that very import: then no operation ran
+        return False
+    return logged(exc)
+
+
+def main() -> None:
+    """Run one command and turn its outcome into an exit code (errors.py): 0 ok, 1 unhealthy or a failed check,
+    2 usage, 3 the operator must act, 70 a bug, 75 busy, 130 interrupted."""
+    os.umask(0o077)  # first: whatever this process creates is private unless given a mode on purpose
+    try:
+        code = app(standalone_mode=False)  # a typer.Exit raised by a command comes back as its code
+    except TyperException as exc:  # the command line's own errors: an unknown option, a bad value for one
+        _error(f"{exc.format_message()} (see --help)")
+        code = USAGE
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except UserError as exc:  # InputError (2), UserError (3), Busy (75): the message says what to do
+        _error(str(exc))
+        code = exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):  # Ctrl-C, or no answer at a prompt
+        code = INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a sentence, not a traceback
-        import traceback
-
-        from . import log
-
-        name = type(exc).__name__
-        if hasattr(exc, "format_message"):  # the command line's own usage errors (bad option, bad value)
-            fail(f"{exc.format_message()} (see --help)", 2)
-        if name == "Abort":
-            sys.exit(1)
-        log.event("internal error: " + "".join(traceback.format_exception_only(type(exc), exc)).strip())
-        fail(f"unexpected {name}: {first_line(exc)}. Re-run with VERBOSE=true; the component log has the details.", 1)
+        _error(_internal(exc))
+        code = INTERNAL
+    if code == INTERRUPTED:  # typer turns Ctrl-C inside a command into exit code 130
+        _error("interrupted; re-run the same command to finish (runs converge).")
+    sys.exit(code if isinstance(code, int) else 0)
