@@ -137,7 +137,7 @@ def test_two_hosts_one_external_server_same_client(stack_root):
         assert len(winners) == 1  # one host owns the tenant; the other was told so and wrote no .env
         loser = [r for r in roots if r not in winners][0]
         assert not (loser / "clients" / "conc-two" / "pgvector" / ".env").exists()
-        assert any(code == 2 and "no password recorded" in err for code, err in outcomes), outcomes
+        assert any(code == 3 and "no password recorded" in err for code, err in outcomes), outcomes
         assert sum(1 for root in roots for line in (root.parent / "log").read_text().splitlines()
                    if "created role vectoruser_conc_two" in line) == 1
     finally:
