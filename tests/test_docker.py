@@ -190,7 +190,7 @@ def test_rerun_changes_nothing(cli, docker_client):
 def test_detection_is_by_exact_name(cli, docker_client):
     docker_client.containers.run(PGVECTOR, ["sleep", "600"], name="xpostgres-dk-name", detach=True)
     result = docker_install(cli, "dk-name")
-    assert result.returncode == 2 and "has no PostgreSQL server yet: add WITH_DEPS=true" in result.stderr
+    assert result.returncode == 3 and "has no PostgreSQL server yet: add WITH_DEPS=true" in result.stderr
     assert not client_paths("dk-name").client_dir.exists()
 
 
@@ -245,7 +245,7 @@ def plain(docker_client):
 def test_container_without_pgvector_is_explained_and_left_alone(cli, docker_client, plain):
     container, port = plain
     result = docker_install(cli, "dk-plain")
-    assert result.returncode == 2, result.stdout
+    assert result.returncode == 3, result.stdout
     assert "has no pgvector" in result.stderr and "FORCE=true" in result.stderr and "Traceback" not in result.stderr
     assert docker_client.containers.get("postgres-dk-plain").id == container.id
     assert not client_paths("dk-plain").client_dir.exists()
@@ -257,7 +257,7 @@ def test_container_without_pgvector_is_explained_and_left_alone(cli, docker_clie
 def test_failed_swap_puts_the_original_container_back(cli, docker_client, plain):
     container, port = plain
     result = docker_install(cli, "dk-plain", FORCE="true", PGVECTOR_IMAGE=PLAIN)  # a "pgvector image" without pgvector
-    assert result.returncode == 2 and "original container is back" in result.stderr, result.stderr
+    assert result.returncode == 3 and "original container is back" in result.stderr, result.stderr
     back = docker_client.containers.get("postgres-dk-plain")
     assert back.id == container.id and back.status == "running"
     with owner_connect(port) as conn, conn.cursor() as cur:
@@ -321,11 +321,11 @@ def test_restart_waits_until_the_server_is_back(cli, docker_client):
         assert cur.fetchone()[0] > started
 
 
-# -- errors: one sentence, exit 2, nothing created ------------------------------------------------------
+# -- errors: one sentence, exit 3, nothing created ------------------------------------------------------
 
 def test_unreachable_daemon_is_one_clear_sentence(cli, docker_client):
     result = docker_install(cli, "dk-noimg", WITH_DEPS="true", DOCKER_HOST="unix:///tmp/no-docker-here.sock")
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert "Docker engine at unix:///tmp/no-docker-here.sock is not reachable" in result.stderr
     assert "Traceback" not in result.stderr
     assert_nothing_created(docker_client, "dk-noimg")
@@ -333,7 +333,7 @@ def test_unreachable_daemon_is_one_clear_sentence(cli, docker_client):
 
 def test_image_not_available_offline(cli, docker_client):
     result = docker_install(cli, "dk-noimg", WITH_DEPS="true", PGVECTOR_IMAGE="agency-test/missing:1")
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert "agency-test/missing:1 is not on this host and could not be pulled" in result.stderr
     assert "Traceback" not in result.stderr
     assert_nothing_created(docker_client, "dk-noimg")
@@ -345,13 +345,13 @@ def test_taken_port_is_refused(cli, docker_client):
         taken.listen()
         port = taken.getsockname()[1]
         result = docker_install(cli, "dk-port", WITH_DEPS="true", PORT=str(port))
-    assert result.returncode == 2 and f"Port {port} is already in use" in result.stderr, result.stderr
+    assert result.returncode == 3 and f"Port {port} is already in use" in result.stderr, result.stderr
     assert_nothing_created(docker_client, "dk-port")
 
 
 def test_container_that_exits_shows_its_last_log_lines(cli, docker_client):
     result = docker_install(cli, "dk-dies", WITH_DEPS="true", PORT=str(free_port()), PG_SHARED_BUFFERS="999999GB")
-    assert result.returncode == 2, result.stdout
+    assert result.returncode == 3, result.stdout
     assert "Container postgres-dk-dies exited" in result.stderr and "shared_buffers" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert_nothing_created(docker_client, "dk-dies")
@@ -362,7 +362,7 @@ def test_container_that_exits_shows_its_last_log_lines(cli, docker_client):
 def test_enable_cloud_is_refused_and_creates_nothing_then_loopback_install_works(cli, docker_client):
     """Published on all interfaces, the image's own pg_hba would decide (plain text allowed): not TLS-only."""
     result = docker_install(cli, "dk-cloud", WITH_DEPS="true", ENABLE_CLOUD="true", PORT=str(free_port()))
-    assert result.returncode == 2 and "ENABLE_CLOUD=true is refused on the docker engine" in result.stderr, result.stderr
+    assert result.returncode == 3 and "ENABLE_CLOUD=true is refused on the docker engine" in result.stderr, result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert_nothing_created(docker_client, "dk-cloud")
     result = docker_install(cli, "dk-cloud", WITH_DEPS="true")

@@ -43,7 +43,7 @@ def _external(cli, client, url, **env):
 
 def test_server_without_pgvector_fails_cleanly_and_creates_nothing(cli, debian_pg15):
     result = _external(cli, "november", debian_pg15.admin_url)
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert "no pgvector extension available" in result.stderr
     assert "postgresql-15-pgvector" in result.stderr and "Traceback" not in result.stderr
     assert debian_pg15.password not in result.stderr + result.stdout
@@ -60,7 +60,7 @@ def test_server_without_pgvector_fails_cleanly_and_creates_nothing(cli, debian_p
 def test_wrong_admin_password_is_one_clear_line(cli, debian_pg15):
     url = debian_pg15.admin_url.replace(debian_pg15.password, "wrong-password")
     result = _external(cli, "oscar", url)
-    assert result.returncode == 2 and "Cannot connect" in result.stderr and "wrong-password" not in result.stderr
+    assert result.returncode == 3 and "Cannot connect" in result.stderr and "wrong-password" not in result.stderr
 
 
 def test_clients_on_a_shared_server_get_their_own_names_and_stay_apart(cli, shared_pg18):

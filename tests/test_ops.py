@@ -86,7 +86,7 @@ def test_status_all_covers_every_client_with_one_document(install, cli):
 
 def test_unknown_client_is_one_clear_line(cli):
     result = cli("status", CLIENT_ID="nobody-here")
-    assert result.returncode == 2 and "not installed" in result.stderr and "make pgvector" in result.stderr
+    assert result.returncode == 3 and "not installed" in result.stderr and "make pgvector" in result.stderr
 
 
 def test_logs_show_the_server_log_and_the_component_log(install, cli):
@@ -165,13 +165,13 @@ def test_backup_then_restore_brings_back_the_rows_and_a_corrupt_file_changes_not
     corrupt = dumps[0].with_name("corrupt.dump")
     corrupt.write_bytes(b"PGDMP" + os.urandom(2000))
     bad = cli("restore", FILE=str(corrupt), CLIENT_ID="bk-a", YES="true")
-    assert bad.returncode == 2 and "not a readable pg_dump archive" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 3 and "not a readable pg_dump archive" in bad.stderr and "Traceback" not in bad.stderr
     cur = tenant_connect(env).cursor()
     cur.execute("SELECT count(*) FROM items")
     assert cur.fetchone() == (100,)  # untouched by the failed restore
 
     no_yes = cli("restore", FILE=str(dumps[0]), CLIENT_ID="bk-a")
-    assert no_yes.returncode == 2 and "YES=true" in no_yes.stderr
+    assert no_yes.returncode == 3 and "YES=true" in no_yes.stderr
     good = cli("restore", FILE=str(dumps[0]), CLIENT_ID="bk-a", YES="true")
     assert good.returncode == 0, good.stderr
     conn = tenant_connect(env)
@@ -225,7 +225,7 @@ def test_upgrade_reports_old_and_new_versions(install, cli):
 def test_uninstall_backs_up_drops_and_archives(install, cli, stack_root):
     env = install("un-a")
     no_yes = cli("uninstall", CLIENT_ID="un-a")
-    assert no_yes.returncode == 2 and "YES=true" in no_yes.stderr
+    assert no_yes.returncode == 3 and "YES=true" in no_yes.stderr
     tenant_connect(env).close()  # nothing happened without confirmation
     result = cli("uninstall", CLIENT_ID="un-a", YES="true")
     assert result.returncode == 0, result.stderr
@@ -276,7 +276,7 @@ def test_restart_names_the_process_that_took_the_port(install, cli):
         squatter.bind(("127.0.0.1", int(env["PGPORT"])))
         squatter.listen()
         result = cli("restart", CLIENT_ID="port-squat")
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert f"another process holds its port {env['PGPORT']}" in result.stderr and "Traceback" not in result.stderr
     assert cli("restart", CLIENT_ID="port-squat").returncode == 0
     tenant_connect(env).close()

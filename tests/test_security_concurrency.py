@@ -5,7 +5,7 @@
   * 3 dedicated clients at once on a fresh root (the runtime copy and port allocation race);
   * "two hosts": two roots (two host locks) provisioning the same client on one external server at once:
     the server's advisory lock serialises them; the loser stops with one clear sentence.
-Each outcome is exit 0, or exit 75 (busy) / 2 with one clear sentence; the component log shows every
+Each outcome is exit 0, or exit 75 (busy) / 3 with one clear sentence; the component log shows every
 object created exactly once.
 """
 
@@ -51,7 +51,7 @@ def finish(procs) -> list[tuple[int, str]]:
 
 def _ok_or_clear(outcomes) -> None:
     for code, err in outcomes:
-        assert code in (0, 75, 2), err
+        assert code in (0, 75, 3), err
         assert "Traceback" not in err and err.count("\n") <= 1, err
         if code == 75:
             assert "Another run" in err
@@ -135,7 +135,7 @@ def test_two_hosts_one_external_server_same_client(stack_root):
         assert len(winners) == 1  # one host owns the tenant; the other was told so and wrote no .env
         loser = [r for r in roots if r not in winners][0]
         assert not (loser / "clients" / "conc-two" / "pgvector" / ".env").exists()
-        assert any(code == 2 and "no password recorded" in err for code, err in outcomes), outcomes
+        assert any(code == 3 and "no password recorded" in err for code, err in outcomes), outcomes
         assert sum(1 for root in roots for line in (root.parent / "log").read_text().splitlines()
                    if "created role vectoruser_conc_two" in line) == 1
     finally:

@@ -245,5 +245,5 @@ def test_logs_refuse_a_server_log_the_server_user_turned_into_a_symlink(install,
     finally:
         log.unlink()
         log.with_name("postgresql.log.real").rename(log)
-    assert result.returncode == 2 and "symbolic link" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 3 and "symbolic link" in result.stderr and "Traceback" not in result.stderr
     assert "out-root-secret" not in result.stdout + result.stderr

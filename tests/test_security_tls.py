@@ -200,7 +200,7 @@ def test_enable_cloud_off_closes_the_port_and_on_again_reuses_the_certificate(cl
 def test_shared_server_refuses_enable_cloud_and_creates_nothing(cli):
     result = cli("install", CLIENT_ID="tls-shared", DOMAIN=DOMAIN, ADMIN_EMAIL=EMAIL, WITH_DEPS="true", ENGINE="embedded",
                  SERVER="shared", ENABLE_CLOUD="true")
-    assert result.returncode == 2 and "ENABLE_CLOUD=true needs a server of the client's own" in result.stderr, result.stderr
+    assert result.returncode == 3 and "ENABLE_CLOUD=true needs a server of the client's own" in result.stderr, result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert not client_paths("tls-shared").client_dir.exists()
 
@@ -211,7 +211,7 @@ def test_without_npm_the_error_names_with_deps_and_nothing_is_created(stack_root
            "CLIENT_ID": "tls-nonpm", "DOMAIN": DOMAIN, "ADMIN_EMAIL": EMAIL, "ENGINE": "embedded", "ENABLE_CLOUD": "true"}
     result = subprocess.run([sys.executable, "-m", "agency_pgvector", "install"], capture_output=True, text=True, env=env,
                             timeout=120, stdin=subprocess.DEVNULL)
-    assert result.returncode == 2 and "needs npm" in result.stderr and "WITH_DEPS=true" in result.stderr, result.stderr
+    assert result.returncode == 3 and "needs npm" in result.stderr and "WITH_DEPS=true" in result.stderr, result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert not (root / "clients").exists() and not (root / "pgvector" / "runtime").exists()
 

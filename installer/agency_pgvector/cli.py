@@ -1,15 +1,20 @@
-"""The command line: parse, call, render. One command per make target; the work lives in plain modules."""
+"""The command line: parse, call, render. One command per make target; the work lives in install.py and ops/,
+which return typed results: --json prints their to_json() (docs/json.md). Exit codes: errors.py (docs/operator.md)."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import typer
+from typer import TyperException  # typer carries its own copy of click: every command-line error derives from this
 
-from .errors import UserError
-from .locks import client_lock
+from .errors import INTERNAL, INTERRUPTED, UNHEALTHY, USAGE, UserError
+
+if TYPE_CHECKING:
+    from .ops.status import ClientStatus
 
 app = typer.Typer(
     name="agency-pgvector",
@@ -21,8 +26,14 @@ app = typer.Typer(
 )
 
 ClientOpt = typer.Option("default", "--client-id", envvar="CLIENT_ID", help="Client (tenant) id: 1-32 of a-z 0-9 -.")
-JsonOpt = typer.Option(False, "--json", envvar="JSON", help="Print stable JSON instead of a table.")
+AllOpt = typer.Option(False, "--all", envvar="ALL", help="Every client installed under AGENCY_STACK_ROOT.")
+JsonOpt = typer.Option(False, "--json", envvar="JSON", help="Print stable JSON instead of a table (docs/json.md).")
 QuietOpt = typer.Option(False, "--quiet", "-q", envvar="QUIET", help="Print nothing but errors (for cron).")
+YesOpt = typer.Option(False, "--yes", envvar="YES", help="Do not ask for confirmation.")
+
+
+def _print_json(document: dict) -> None:
+    print(json.dumps(document, indent=2, sort_keys=True))
 
 
 @app.callback()
@@ -86,10 +97,8 @@ def install_cmd(
         print(f"No changes: client {spec.client_id} is already as provisioned.")
 
 
-AllOpt = typer.Option(False, "--all", envvar="ALL", help="Every client installed under AGENCY_STACK_ROOT.")
-
-
 def _install_all(force: bool, dry_run: bool, with_deps: bool, as_json: bool, quiet: bool) -> None:
+    """Failed clients are an operator's to fix (exit 3), named on stderr whatever JSON and QUIET say."""
     from .install import install_all
 
     if force:
@@ -98,7 +107,7 @@ def _install_all(force: bool, dry_run: bool, with_deps: bool, as_json: bool, qui
     outcomes = install_all(dry_run=dry_run, with_deps=with_deps)
     if not outcomes:
         raise UserError("No client is installed under AGENCY_STACK_ROOT: run make pgvector CLIENT_ID=... first.")
-    failed = [client for client, result, _ in outcomes if result is None]
+    failed = [(client, error) for client, result, error in outcomes if result is None]
     state = lambda r: "failed" if r is None else (  # noqa: E731
         "would change" if dry_run and r.report.changed else "changed" if r.report.changed else "ok")
     if as_json:
@@ -114,22 +123,24 @@ def _install_all(force: bool, dry_run: bool, with_deps: bool, as_json: bool, qui
                      e or ", ".join(row.item for row in (r.report.rows if r else []) if row.action != "ok") or "-"]
                     for c, r, e in outcomes])
     if failed:
-        raise UserError(f"{len(failed)} of {len(outcomes)} clients could not be converged "
-                        f"({', '.join(failed)}): see the table above.") if not as_json else typer.Exit(1)
+        raise UserError(f"{len(failed)} of {len(outcomes)} clients could not be converged:\n"
+                        + "\n".join(f"  {client}: {' '.join(error.split())}" for client, error in failed))
 
 
-def _clients(client_id: str, everyone: bool) -> list:
-    from .ops.common import installed_clients, load
+@app.command("status")
+def status_cmd(client_id: str = ClientOpt, everyone: bool = AllOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
+    """Is the client healthy? Exit 0 healthy, 1 not (make pgvector-status)."""
+    from .ops.status import status
 
-    if not everyone:
-        return [load(client_id)]
-    names = installed_clients()
-    if not names:
-        raise UserError("No client is installed under AGENCY_STACK_ROOT: run make pgvector CLIENT_ID=... first.")
-    return [load(name) for name in names]
+    result = status(client_id, everyone)
+    if as_json:
+        _print_json(result.to_json())
+    elif not quiet:
+        _print_status(result.clients, everyone)
+    raise typer.Exit(0 if result.healthy else UNHEALTHY)
 
 
-def _size(value) -> str:
+def _size(value: float | None) -> str:
     if value is None:
         return "-"
     for unit in ("B", "kB", "MB", "GB"):
@@ -139,69 +150,44 @@ def _size(value) -> str:
     return f"{value:.1f} TB"
 
 
-@app.command("status")
-def status_cmd(client_id: str = ClientOpt, everyone: bool = AllOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
-    """Is the client healthy? Exit 0 healthy, 1 not (make pgvector-status)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from .ops.common import installed_clients, load
-    from .ops.status import check, check_installed
-
-    if everyone:
-        names = installed_clients()
-        if not names:
-            raise UserError("No client is installed under AGENCY_STACK_ROOT: run make pgvector CLIENT_ID=... first.")
-        with ThreadPoolExecutor(max_workers=8) as pool:  # psycopg2 waits without the GIL: servers answer in parallel
-            results = list(pool.map(check_installed, names))
-    else:
-        results = [check(load(client_id))]
-    healthy = all(r["healthy"] for r in results)
-    if as_json:
-        print(json.dumps({"healthy": healthy, "clients": results}, indent=2, sort_keys=True))
-    elif not quiet:
-        _print_status(results, everyone)
-    raise typer.Exit(0 if healthy else 1)
-
-
-def _print_status(results: list[dict], everyone: bool) -> None:
+def _print_status(results: list[ClientStatus], everyone: bool) -> None:
     """Every value shown is plain text (ui.styled): names and texts from the server are never markup."""
     from .text import clean as c
     from .ui import joined, key_values, rows_table, styled
 
-    def health(r: dict):
-        return styled("healthy", "green") if r["healthy"] else styled("UNHEALTHY", "red")
+    def health(r: ClientStatus):
+        return styled("healthy", "green") if r.healthy else styled("UNHEALTHY", "red")
 
     if everyone:
-        rows = [[c(r["client_id"]), health(r), c(r["engine"]), f'{c(r["server"]["host"])}:{c(r["server"]["port"])}',
-                 c(r["server"]["postgres_version"] or "-"), c(r["pgvector"]["installed"] or "-"),
-                 _size(r["database"]["size_bytes"]), joined(r["problems"], "; ") if r["problems"] else "-"] for r in results]
+        rows = [[c(r.client_id), health(r), c(r.engine), f"{c(r.server.host)}:{c(r.server.port)}",
+                 c(r.server.postgres_version or "-"), c(r.pgvector.installed or "-"),
+                 _size(r.database.size_bytes), joined(r.problems, "; ") if r.problems else "-"] for r in results]
         rows_table("pgvector clients", ["client", "health", "engine", "endpoint", "postgres", "pgvector", "size", "problems"],
                    rows)
         return
     r = results[0]
-    vec = r["pgvector"]
-    columns = [f'{c(col["table"])}.{c(col["column"])} {c(col["type"])} '
-               f'[{", ".join(c(i["method"]) for i in col["indexes"]) or "no index"}]'
-               for col in r["vector_columns"]]
-    password = {True: styled("valid"), False: styled("INVALID", "red"),
-                None: styled("unchecked")}[r["env_file"]["password_valid"]]
+    vec = r.pgvector
+    columns = [f"{c(col.table)}.{c(col.column)} {c(col.type)} "
+               f"[{', '.join(c(i.method) for i in col.indexes) or 'no index'}]"
+               for col in r.vector_columns]
+    password = {True: styled("valid"), False: styled("INVALID", "red"), None: styled("unchecked")}[r.env_file.password_valid]
     fields = [
         ("health", health(r)),
-        ("engine", f'{c(r["engine"])}: {c(r["server"]["where"])}'),
-        ("server", joined([f'{c(r["server"]["host"])}:{c(r["server"]["port"])}',
-                           styled("reachable") if r["server"]["reachable"] else styled("not reachable", "red")], " ")),
-        ("postgres", c(r["server"]["postgres_version"] or "-")),
-        ("pgvector", c(vec["installed"] or "missing")
-                     + (f' ({c(vec["available"])} available: make pgvector-upgrade)' if vec["update_available"] else "")),
-        ("database", f'{c(r["database"]["name"])}, {_size(r["database"]["size_bytes"])}'),
-        ("connections", f'{c(r["role"]["connections"])} of {c(r["role"]["connection_limit"])} ({c(r["role"]["name"])})'),
-        (".env", joined([f'{c(r["env_file"]["path"])} mode {c(r["env_file"]["mode"])}, password', password], " ")),
+        ("engine", f"{c(r.engine)}: {c(r.server.where)}"),
+        ("server", joined([f"{c(r.server.host)}:{c(r.server.port)}",
+                           styled("reachable") if r.server.reachable else styled("not reachable", "red")], " ")),
+        ("postgres", c(r.server.postgres_version or "-")),
+        ("pgvector", c(vec.installed or "missing")
+                     + (f" ({c(vec.available)} available: make pgvector-upgrade)" if vec.update_available else "")),
+        ("database", f"{c(r.database.name)}, {_size(r.database.size_bytes)}"),
+        ("connections", f"{c(r.role.connections)} of {c(r.role.connection_limit)} ({c(r.role.name)})"),
+        (".env", joined([f"{c(r.env_file.path)} mode {c(r.env_file.mode)}, password", password], " ")),
         ("vector columns", joined(columns) if columns else "none yet"),
-        ("settings", ", ".join(f"{c(k)}={c(v)}" for k, v in r["settings"].items()) or "-"),
-        ("drift", joined(r["drift"]) if r["drift"] else "none"),
-        ("problems", joined([styled(c(p), "red") for p in r["problems"]]) if r["problems"] else "none"),
+        ("settings", ", ".join(f"{c(k)}={c(v)}" for k, v in r.settings.items()) or "-"),
+        ("drift", joined(r.drift) if r.drift else "none"),
+        ("problems", joined([styled(c(p), "red") for p in r.problems]) if r.problems else "none"),
     ]
-    key_values(f'pgvector status: client {c(r["client_id"])}', fields)
+    key_values(f"pgvector status: client {c(r.client_id)}", fields)
 
 
 @app.command("logs")
@@ -213,31 +199,25 @@ def logs_cmd(
     """The installer's component log lines for the client, then the server's log (a shared server: its own sessions only)
     (make pgvector-logs)."""
     from .ops.common import load
-    from .ops.logs import show_component_log
-    from .text import cleaned_stdout
+    from .ops.logs import show
 
-    client = load(client_id)
-    show_component_log(client.spec.log_file, client.id, lines)
-    print(f"== server log ({client.engine.name}) ==", flush=True)
-    with cleaned_stdout():  # the embedded engine cleans (and on a shared server filters) its lines itself; docker's are raw
-        client.engine.logs(lines, follow)
+    show(load(client_id), lines, follow)
 
 
 @app.command("restart")
-def restart_cmd(client_id: str = ClientOpt, quiet: bool = QuietOpt) -> None:
+def restart_cmd(client_id: str = ClientOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
     """Graceful restart; waits until the tenant can log in and says how long it took (make pgvector-restart)."""
     from .ops.common import load
     from .ops.restart import restart
     from .ui import progress
 
     client = load(client_id)
-    with progress(quiet)(f"restarting the server for {client.id}"):
-        seconds = restart(client)
-    from . import log
-
-    log.event(f"restarted server; tenant login after {seconds:.2f} s")
-    if not quiet:
-        print(f"Restarted {client.id} ({client.engine.name}): {client.tenant.role} can log in again after {seconds:.2f} s.")
+    with progress(quiet or as_json)(f"restarting the server for {client.id}"):
+        done = restart(client)
+    if as_json:
+        _print_json(done.to_json())
+    elif not quiet:
+        print(f"Restarted {done.client_id} ({done.engine}): {done.role} can log in again after {done.seconds:.2f} s.")
 
 
 @app.command("test")
@@ -248,55 +228,47 @@ def test_cmd(
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """End-to-end check with the tenant's own credentials; leaves nothing behind (make pgvector-test)."""
+    """End-to-end check with the tenant's own credentials; leaves nothing behind. Exit 0 passed, 1 failed
+    (make pgvector-test)."""
     from .ops import selftest
+    from .ops.common import load_many
     from .text import clean
     from .ui import progress
 
-    failed, report = [], []
-    for client in _clients(client_id, everyone):
-        spinner = progress(quiet or as_json)
-        with spinner(f"checking {client.id}"):
+    silent = quiet or as_json
+    results = []
+    for client in load_many(client_id, everyone):
+        with progress(silent)(f"checking {client.id}"):
             result = selftest.run(client)
-        entry = {"client_id": client.id, "ok": result.ok, "recall_at_10": round(result.recall, 4), "steps": dict(result.steps)}
         if samples and result.ok:
-            entry["samples_ok"] = _run_samples(client, quiet or as_json)
-            result.ok = entry["samples_ok"]
-        entry["ok"] = result.ok
-        report.append(entry)
-        if not result.ok:
-            failed.append(client.id)
-        if not (quiet or as_json):
+            selftest.run_samples(result, client, silent)
+        results.append(result)
+        if not silent:
             for what, outcome in result.steps:
                 print(clean(f"  {client.id}: {what:15s} {outcome}"))
             print(f"{client.id}: {'PASS' if result.ok else 'FAIL'}")
+    run = selftest.Run(results)
     if as_json:
-        print(json.dumps({"ok": not failed, "clients": report}, indent=2, sort_keys=True))
-    if failed:
-        raise UserError(f"The end-to-end check failed for {', '.join(failed)}: see the lines "
-                        "above, then make pgvector-status.") if not as_json else typer.Exit(1)
-
-
-def _run_samples(client, quiet: bool) -> bool:
-    from .ops.samples import run
-
-    return run(client, quiet)
+        _print_json(run.to_json())
+    if not run.ok:
+        _error(f"The end-to-end check failed for {', '.join(run.failed)}: its steps say why; then make pgvector-status.")
+        raise typer.Exit(UNHEALTHY)
 
 
 @app.command("backup")
-def backup_cmd(client_id: str = ClientOpt, quiet: bool = QuietOpt) -> None:
+def backup_cmd(client_id: str = ClientOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
     """pg_dump -Fc of the tenant's database into the client's backups/ (make pgvector-backup)."""
-    from . import log
     from .ops.backup import backup
     from .ops.common import load
     from .ui import progress
 
     client = load(client_id)
-    with progress(quiet)(f"dumping {client.tenant.database}"):
-        path = backup(client)
-    log.event(f"backup written: {path}")
-    if not quiet:
-        print(f"Backup of {client.id}: {path} ({path.stat().st_size} bytes; row counts in {path.with_suffix('.json').name})")
+    with progress(quiet or as_json)(f"dumping {client.tenant.database}"):
+        done = backup(client)
+    if as_json:
+        _print_json(done.to_json())
+    elif not quiet:
+        print(f"Backup of {done.client_id}: {done.file} ({done.size_bytes} bytes; row counts in {done.manifest.name})")
 
 
 @app.command("restore")
@@ -305,46 +277,50 @@ def restore_cmd(
     client_id: str = ClientOpt,
     target_client: str = typer.Option("", "--target-client", envvar="TARGET_CLIENT",
                                       help="Restore into this (installed) client instead."),
-    yes: bool = typer.Option(False, "--yes", envvar="YES", help="Do not ask for confirmation."),
+    yes: bool = YesOpt,
+    as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Replace the client's database with a backup, verified by row counts first (make pgvector-restore FILE=...)."""
     from pathlib import Path
 
-    from . import log
     from .ops.backup import restore
     from .ops.common import load
     from .ui import progress
 
     client = load(target_client or client_id)
     _confirm(yes, f"Replace database {client.tenant.database} of client {client.id} with {file}?")
-    with progress(quiet)(f"restoring into {client.tenant.database}"):
-        with client_lock(client.spec.paths.lock_file):
-            counts = restore(client, Path(file))
-    log.event(f"restored {file} into {client.tenant.database}: {sum(counts.values())} rows in {len(counts)} tables")
-    if not quiet:
-        print(f"Restored {Path(file).name} into {client.id}/{client.tenant.database}: "
-              f"{len(counts)} tables, {sum(counts.values())} rows, counts verified.")
+    with progress(quiet or as_json)(f"restoring into {client.tenant.database}"):
+        done = restore(client, Path(file))
+    if as_json:
+        _print_json(done.to_json())
+    elif not quiet:
+        print(f"Restored {done.file.name} into {done.client_id}/{done.database}: "
+              f"{len(done.row_counts)} tables, {sum(done.row_counts.values())} rows, counts verified.")
 
 
 @app.command("uninstall")
 def uninstall_cmd(
     client_id: str = ClientOpt,
-    yes: bool = typer.Option(False, "--yes", envvar="YES", help="Do not ask for confirmation."),
+    yes: bool = YesOpt,
     keep_data: bool = typer.Option(False, "--keep-data", envvar="KEEP_DATA", help="Keep database and data; only remove access."),
     no_backup: bool = typer.Option(False, "--no-backup", envvar="NO_BACKUP", help="Skip the pg_dump taken first."),
     remove_server: bool | None = typer.Option(None, "--remove-server/--keep-server", envvar="REMOVE_SERVER", show_default=False,
                                               help="Also remove the server the installer created for this client "
                                                    "(asked when unset)."),
+    as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Remove the client's tenant, after a backup (make pgvector-uninstall)."""
     from .ops.common import load
     from .ops.uninstall import finish_interrupted, uninstall
 
-    if finish_interrupted(client_id):
-        if not quiet:
-            print(f"Finished an interrupted uninstall of {client_id}: its last files are gone.")
+    done = finish_interrupted(client_id)
+    if done is not None:
+        if as_json:
+            _print_json(done.to_json())
+        elif not quiet:
+            print(f"Finished an interrupted uninstall of {done.client_id}: its last files are gone.")
         return
     client = load(client_id)
     what = "remove access to" if keep_data else "DROP"
@@ -353,13 +329,14 @@ def uninstall_cmd(
         remove_server = bool(client.engine.capabilities.owns_server and not keep_data and sys.stdin.isatty() and not yes
                              and typer.confirm("Also remove the server the installer created for "
                                                f"{client.id} ({client.engine.where()})?", default=False))
-    with client_lock(client.spec.paths.lock_file):
-        report = uninstall(client, keep_data=keep_data, no_backup=no_backup, remove_server=remove_server and not keep_data)
-    if not quiet:
+    done = uninstall(client, keep_data=keep_data, no_backup=no_backup, remove_server=remove_server)
+    if as_json:
+        _print_json(done.to_json())
+    elif not quiet:
         from .ui import report_table
 
-        report_table(report, f"uninstalled client {client.id}")
-        if client.engine.capabilities.owns_server and not remove_server and not keep_data:
+        report_table(done.report, f"uninstalled client {done.client_id}")
+        if done.server_kept and not keep_data:
             print(f"The server ({client.engine.where()}) was kept: REMOVE_SERVER=true removes it.")
 
 
@@ -375,68 +352,90 @@ def _confirm(yes: bool, question: str) -> None:
 @app.command("rotate")
 def rotate_cmd(client_id: str = ClientOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
     """New password: role and .env together, old sessions ended, new login checked (make pgvector-rotate)."""
-    from .install import install, installed_spec
     from .ops.common import load
+    from .ops.rotate import rotate
 
-    client = load(client_id)
-    install(installed_spec(client.id, force=True))  # as installed: contact details from .env, remote access kept
+    done = rotate(load(client_id))
     if as_json:
-        print(json.dumps({"client_id": client.id, "rotated": True, "env_file": str(client.spec.paths.env_file)}))
+        _print_json(done.to_json())
     elif not quiet:
-        print(f"New password for {client.tenant.role} is in {client.spec.paths.env_file}; "
-              "old sessions were ended and the new login works.")
+        print(f"New password for {done.role} is in {done.env_file}; old sessions were ended and the new login works.")
 
 
 @app.command("upgrade")
 def upgrade_cmd(client_id: str = ClientOpt, everyone: bool = AllOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
     """ALTER EXTENSION vector UPDATE in each client database, old -> new (make pgvector-upgrade)."""
-    from .install import update_env
-    from .ops.upgrade import upgrade
+    from .ops.common import load_many
+    from .ops.upgrade import upgrade_all
 
-    results = []
-    for client in _clients(client_id, everyone):
-        outcome = upgrade(client)
-        if outcome["new"]:
-            update_env(client.spec.paths, {"PGVECTOR_VERSION": outcome["new"]})
-        results.append(outcome)
+    run = upgrade_all(load_many(client_id, everyone))
     if as_json:
-        print(json.dumps({"ok": not any(r["error"] for r in results), "databases": results}, indent=2, sort_keys=True))
+        _print_json(run.to_json())
     elif not quiet:
         from .ui import rows_table
 
         rows_table("pgvector upgrade", ["client", "database", "old", "new", "error"],
-                   [[r["client_id"], r["database"], r["old"] or "-", r["new"] or "-", r["error"] or "-"] for r in results])
-    errors = [r for r in results if r["error"]]
-    if errors:
-        raise UserError(f"ALTER EXTENSION vector UPDATE failed in {len(errors)} "
-                        f"database(s): {errors[0]['database']}: {errors[0]['error']}.")
+                   [[r.client_id, r.database, r.old or "-", r.new or "-", r.error or "-"] for r in run.databases])
+    if run.errors:
+        first = run.errors[0]
+        raise UserError(f"ALTER EXTENSION vector UPDATE failed in {len(run.errors)} "
+                        f"database(s): {first.database}: {first.error}.")
+
+
+def _error(message: str) -> None:
+    """One line (or a few) on stderr; server and tenant text in `message` is cleaned."""
+    from .text import clean
+
+    print(f"error: {clean(message, keep=chr(10))}", file=sys.stderr)
+
+
+def _internal(exc: Exception) -> str:
+    """An unexpected error (a bug): its traceback goes to the component log, unless the operation it happened in
+    wrote it there already; the operator gets one sentence."""
+    from . import log
+    from .spec import log_from_env
+    from .text import first_line
+
+    where = "the component log"
+    try:
+        path = log_from_env()
+    except UserError:  # AGENCY_STACK_LOG itself is wrong: nowhere to write
+        path = None
+    if path is not None:
+        where = str(path)
+        if not _logged_by_an_operation(exc):
+            with log.bound(path, "-"):
+                log.traceback_lines(exc)
+    return f"unexpected {type(exc).__name__}: {first_line(exc)}. This is a bug: the traceback is in {where}."
+
+
+def _logged_by_an_operation(exc: Exception) -> bool:
+    try:
+        from .ops.common import logged
+    except Exception:  # noqa: BLE001 - the error may be that very import: then no operation ran
+        return False
+    return logged(exc)
 
 
 def main() -> None:
-    """Every error line goes through text.clean: exception messages carry server (and so tenant) text."""
+    """Run one command and turn its outcome into an exit code (errors.py): 0 ok, 1 unhealthy or a failed check,
+    2 usage, 3 the operator must act, 70 a bug, 75 busy, 130 interrupted."""
     os.umask(0o077)  # first: whatever this process creates is private unless given a mode on purpose
-    from .text import clean, first_line
-
-    def fail(message: str, code: int):
-        print(f"error: {clean(message, keep=chr(10))}", file=sys.stderr)
-        sys.exit(code)
-
     try:
-        code = app(standalone_mode=False)  # returns the code of typer.Exit instead of exiting
-        sys.exit(code if isinstance(code, int) else 0)
-    except UserError as exc:
-        fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        fail("interrupted; re-run the same command to finish (runs converge).", 130)
+        code = app(standalone_mode=False)  # a typer.Exit raised by a command comes back as its code
+    except TyperException as exc:  # the command line's own errors: an unknown option, a bad value for one
+        _error(f"{exc.format_message()} (see --help)")
+        code = USAGE
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except UserError as exc:  # InputError (2), UserError (3), Busy (75): the message says what to do
+        _error(str(exc))
+        code = exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):  # Ctrl-C, or no answer at a prompt
+        code = INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a sentence, not a traceback
-        import traceback
-
-        from . import log
-
-        name = type(exc).__name__
-        if hasattr(exc, "format_message"):  # the command line's own usage errors (bad option, bad value)
-            fail(f"{exc.format_message()} (see --help)", 2)
-        if name == "Abort":
-            sys.exit(1)
-        log.event("internal error: " + "".join(traceback.format_exception_only(type(exc), exc)).strip())
-        fail(f"unexpected {name}: {first_line(exc)}. Re-run with VERBOSE=true; the component log has the details.", 1)
+        _error(_internal(exc))
+        code = INTERNAL
+    if code == INTERRUPTED:  # typer turns Ctrl-C inside a command into exit code 130
+        _error("interrupted; re-run the same command to finish (runs converge).")
+    sys.exit(code if isinstance(code, int) else 0)

@@ -11,17 +11,18 @@ import secrets
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from psycopg2 import sql
 
-from .. import envfile, scram, sessions
+from .. import envfile, log, scram, sessions
 from ..engines import client_tools
 from ..errors import UserError
 from ..provision import EXTENSION_SCHEMA, State, apply, database_steps, terminate
 from ..report import CHANGE
 from ..runner import Step
-from .common import Client, first_line
+from .common import Client, first_line, operation
 
 SKIP_ENTRIES = (" EXTENSION ", " SCHEMA - public ", " SCHEMA - extensions ")  # made by the installer as superuser
 STAGING, OLD = "agency_restore", "agency_old"  # database name prefixes with a '.': no client's names contain one
@@ -73,7 +74,48 @@ def row_counts(conn) -> dict[str, int]:
     return counts
 
 
-def backup(client: Client) -> Path:
+@dataclass
+class Backup:
+    """to_json() is the documented shape (docs/json.md)."""
+
+    client_id: str
+    database: str
+    file: Path
+    size_bytes: int
+    row_counts: dict[str, int]  # schema.table -> rows, as in the manifest
+
+    @property
+    def manifest(self) -> Path:
+        return self.file.with_suffix(".json")
+
+    def to_json(self) -> dict:
+        return {"client_id": self.client_id, "database": self.database, "file": str(self.file),
+                "manifest": str(self.manifest), "size_bytes": self.size_bytes, "row_counts": self.row_counts}
+
+
+@dataclass
+class Restored:
+    """to_json() is the documented shape (docs/json.md)."""
+
+    client_id: str
+    database: str
+    file: Path
+    row_counts: dict[str, int]  # verified in the restored database
+
+    def to_json(self) -> dict:
+        return {"client_id": self.client_id, "database": self.database, "file": str(self.file),
+                "row_counts": self.row_counts}
+
+
+def backup(client: Client) -> Backup:
+    """pg_dump -Fc of the tenant's database plus its manifest, under the client's lock."""
+    with operation(client.spec, "backup"):
+        done = _backup(client)
+        log.event(f"backup written: {done.file}")
+    return done
+
+
+def _backup(client: Client) -> Backup:
     folder = client.spec.paths.backups_dir
     envfile.ensure_private_dir(folder)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -94,10 +136,18 @@ def backup(client: Client) -> Path:
     manifest = {"client_id": client.id, "database": client.tenant.database, "created": stamp, "row_counts": counts,
                 "pgvector": client.env.get("PGVECTOR_VERSION"), "postgres": client.env.get("POSTGRES_VERSION")}
     envfile.write_atomic(target.with_suffix(".json"), json.dumps(manifest, indent=2) + "\n")
-    return target
+    return Backup(client.id, client.tenant.database, target, target.stat().st_size, counts)
 
 
-def restore(client: Client, archive: Path) -> dict[str, int]:
+def restore(client: Client, archive: Path) -> Restored:
+    """Restore `archive` into the client's database, under the client's lock."""
+    with operation(client.spec, "restore"):
+        counts = _restore(client, archive)
+        log.event(f"restored {archive} into {client.tenant.database}: {sum(counts.values())} rows in {len(counts)} tables")
+    return Restored(client.id, client.tenant.database, archive, counts)
+
+
+def _restore(client: Client, archive: Path) -> dict[str, int]:
     """Restore `archive` into the client's database; returns the verified row counts.
 
     The archive is restored by the tenant's own login into a staging database the installer made for this

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import engines, envfile, spec as specs
+from .. import engines, envfile, runner, spec as specs
 from ..engines.base import Engine
 from ..errors import UserError
 from ..provision import Tenant
@@ -40,6 +42,36 @@ def load(client_id: str, **flags) -> Client:
     return Client(spec, engine, env, Tenant.for_client(spec.client_id, engine.capabilities.shared))
 
 
+def load_many(client_id: str, everyone: bool) -> list[Client]:
+    """One client, or with ALL=true every installed one."""
+    if not everyone:
+        return [load(client_id)]
+    names = installed_clients()
+    if not names:
+        raise UserError("No client is installed under AGENCY_STACK_ROOT: run make pgvector CLIENT_ID=... first.")
+    return [load(name) for name in names]
+
+
+_logged: list[BaseException] = []  # errors whose traceback an operation wrote to the component log
+
+
+@contextlib.contextmanager
+def operation(spec: specs.Spec, command: str) -> Iterator[None]:
+    """runner.operation (the client's lock, the log bound to it, start, outcome and traceback logged) for a day-2
+    command. An error it logged is remembered, so the CLI's last line of defence does not log it twice."""
+    try:
+        with runner.operation(spec, command):
+            yield
+    except Exception as exc:
+        _logged.append(exc)
+        raise
+
+
+def logged(exc: BaseException) -> bool:
+    """Did an operation already write this error's traceback to the component log?"""
+    return any(exc is seen for seen in _logged)
+
+
 def installed_clients(root: Path | None = None) -> list[str]:
     root = root or specs.root_from_env()
     clients = root / "clients"
@@ -53,8 +85,6 @@ def tenant_connect(client: Client, dbname: str | None = None, password: str | No
     from ..sessions import tenant
 
     return tenant(client.env, dbname, password)
-
-
 
 
 def neighbours(client: Client) -> list[Tenant]:

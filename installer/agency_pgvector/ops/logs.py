@@ -18,10 +18,13 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import UserError
 from ..text import clean
+
+if TYPE_CHECKING:
+    from .common import Client
 
 _SERVER_PREFIX = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \S+ \[\d+\] ")  # %m [%p]
 _COMPONENT_PREFIX = re.compile(r"\S+ pgvector\[\d+\] client=(\S+) ")  # log.event()
@@ -45,6 +48,16 @@ class SessionFilter:
 def component_lines(text: str, client_id: str) -> list[str]:
     """The component log's lines written for `client_id` (the client= field itself, not a mention in a message)."""
     return [line for line in text.split("\n") if (found := _COMPONENT_PREFIX.match(line)) and found.group(1) == client_id]
+
+
+def show(client: Client, lines: int, follow: bool) -> None:
+    """The client's component log lines, then its server's log (a shared server: its own sessions only)."""
+    from ..text import cleaned_stdout
+
+    show_component_log(client.spec.log_file, client.id, lines)
+    print(f"== server log ({client.engine.name}) ==", flush=True)
+    with cleaned_stdout():  # the embedded engine cleans (and on a shared server filters) its lines itself; docker's are raw
+        client.engine.logs(lines, follow)
 
 
 def show_component_log(path: Path, client_id: str, lines: int) -> None:

@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
+from .. import log
 from ..errors import UserError
-from .common import Client, first_line, tenant_connect
+from .common import Client, first_line, operation, tenant_connect
 
 
-def restart(client: Client, timeout: float = 60.0) -> float:
-    """Restart the client's server; returns the seconds until the tenant could log in again."""
-    started = time.monotonic()
-    client.engine.restart()
-    wait_for_tenant(client, timeout)
-    return time.monotonic() - started
+@dataclass
+class Restarted:
+    """to_json() is the documented shape (docs/json.md)."""
+
+    client_id: str
+    engine: str
+    role: str
+    seconds: float  # from the restart until the tenant could log in again
+
+    def to_json(self) -> dict:
+        return {"client_id": self.client_id, "engine": self.engine, "seconds": round(self.seconds, 3)}
+
+
+def restart(client: Client, timeout: float = 60.0) -> Restarted:
+    """Restart the client's server (under the client's lock) and wait until the tenant can log in again."""
+    with operation(client.spec, "restart"):
+        started = time.monotonic()
+        client.engine.restart()
+        wait_for_tenant(client, timeout)
+        seconds = time.monotonic() - started
+        log.event(f"restarted server; tenant login after {seconds:.2f} s")
+    return Restarted(client.id, client.engine.name, client.tenant.role, seconds)
 
 
 def wait_for_tenant(client: Client, timeout: float = 60.0) -> None:

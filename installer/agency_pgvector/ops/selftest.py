@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 from psycopg2 import sql
 
-from ..errors import UserError
 from .common import Client, first_line, tenant_connect
 
 DIMS, ROWS, QUERIES, K = 64, 3000, 25, 10
@@ -22,27 +21,54 @@ MIN_RECALL = 0.90
 
 @dataclass
 class Result:
-    steps: list[tuple[str, str]] = field(default_factory=list)  # (what, outcome)
+    """One client's check; to_json() is the documented shape (docs/json.md)."""
+
+    client_id: str
+    steps: list[tuple[str, str]] = field(default_factory=list)  # (what, outcome), in order
     recall: float = 0.0
     ok: bool = False
+    samples_ok: bool | None = None  # None: the samples were not run
+
+    def to_json(self) -> dict:
+        return {"client_id": self.client_id, "ok": self.ok, "recall_at_10": round(self.recall, 4),
+                "steps": dict(self.steps), "samples_ok": self.samples_ok}
+
+
+@dataclass
+class Run:
+    clients: list[Result]
+
+    @property
+    def ok(self) -> bool:
+        return all(result.ok for result in self.clients)
+
+    @property
+    def failed(self) -> list[str]:
+        return [result.client_id for result in self.clients if not result.ok]
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "clients": [result.to_json() for result in self.clients]}
 
 
 def run(client: Client, rows: int = ROWS, progress=None) -> Result:
-    result, rng = Result(), random.Random(42)
+    """The check; a tenant that cannot log in or has no pgvector is a failed check (the step says what to do)."""
+    result, rng = Result(client.id), random.Random(42)
     say = progress or (lambda message: None)
     try:
         conn = tenant_connect(client)
-    except Exception as exc:  # noqa: BLE001
-        raise UserError(f"The tenant cannot log in with its .env ({first_line(exc)}): "
-                        f"run make pgvector-status CLIENT_ID={client.id}.") from None
+    except Exception as exc:  # noqa: BLE001 - the finding itself
+        why = f"failed with the .env ({first_line(exc)}): run make pgvector-status CLIENT_ID={client.id}"
+        result.steps.append(("login", why))
+        return result
     table = sql.Identifier(f"pgvector_selftest_{rng.randrange(16**8):08x}")
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
             found = cur.fetchone()
             if not found:
-                raise UserError(f"Extension vector is missing in {client.tenant.database}: "
-                                f"re-run make pgvector CLIENT_ID={client.id}.")
+                why = f"vector is missing in {client.tenant.database}: re-run make pgvector CLIENT_ID={client.id}"
+                result.steps.append(("extension", why))
+                return result
             result.steps.append(("extension", f"vector {found[0]}"))
             cur.execute(sql.SQL("CREATE TEMPORARY TABLE {} (id int PRIMARY KEY, category int, "
                                 "embedding vector({}))").format(table, sql.Literal(DIMS)))
@@ -88,3 +114,11 @@ def _recall(cur, table, vectors, rng) -> float:
 
 def _text(vector) -> str:
     return "[" + ",".join(f"{x:.6f}" for x in vector) + "]"
+
+
+def run_samples(result: Result, client: Client, quiet: bool) -> None:
+    """SAMPLES=true, after a passing check: every sample in the client's samples/ must pass too."""
+    from . import samples
+
+    result.samples_ok = samples.run(client, quiet)
+    result.ok = result.ok and result.samples_ok

@@ -9,6 +9,7 @@ it never stops the others (status --all).
 from __future__ import annotations
 
 import stat
+from dataclasses import asdict, dataclass, field
 
 from .. import scram
 from ..errors import UserError
@@ -33,26 +34,121 @@ ORDER BY 1, 2, 3 LIMIT 100
 """
 
 
-def _blank(client_id: str, engine: str | None, database: str | None, role: str | None, env: dict, env_file, mode) -> dict:
-    return {
-        "client_id": client_id,
-        "engine": engine,
-        "server": {"where": "", "reachable": False, "postgres_version": None, "host": env.get("PGHOST"),
-                   "port": _int(env.get("PGPORT"))},
-        "pgvector": {"installed": None, "available": None, "update_available": False, "schema": None},
-        "database": {"name": database, "size_bytes": None},
-        "role": {"name": role, "connections": None, "connection_limit": None},
-        "env_file": {"path": str(env_file), "present": mode is not None, "mode": f"{mode:04o}" if mode is not None else None,
-                     "password_valid": None},
-        "vector_columns": [],
-        "settings": {},
-        "drift": [],
-        "unexpected_roles": [],
-        "problems": [],
-    }
+@dataclass
+class Server:
+    where: str = ""
+    reachable: bool = False
+    postgres_version: str | None = None
+    host: str | None = None  # from .env
+    port: int | None = None
 
 
-def check_installed(client_id: str) -> dict:
+@dataclass
+class Pgvector:
+    installed: str | None = None
+    available: str | None = None
+    update_available: bool = False
+    schema: str | None = None
+
+
+@dataclass
+class Database:
+    name: str | None = None
+    size_bytes: int | None = None
+
+
+@dataclass
+class Role:
+    name: str | None = None
+    connections: int | None = None
+    connection_limit: int | None = None
+
+
+@dataclass
+class EnvFile:
+    path: str
+    present: bool = False
+    mode: str | None = None  # "0600"
+    password_valid: bool | None = None  # None: not checked (the role or the server could not be read)
+
+
+@dataclass
+class Index:
+    name: str
+    method: str
+
+
+@dataclass
+class VectorColumn:
+    table: str  # schema.table
+    column: str
+    type: str
+    indexes: list[Index]
+
+
+@dataclass
+class ClientStatus:
+    """Everything status reports for one client; to_json() is the documented shape (docs/json.md)."""
+
+    client_id: str
+    engine: str | None
+    server: Server
+    pgvector: Pgvector
+    database: Database
+    role: Role
+    env_file: EnvFile
+    vector_columns: list[VectorColumn] = field(default_factory=list)
+    settings: dict[str, str] = field(default_factory=dict)
+    drift: list[str] = field(default_factory=list)
+    unexpected_roles: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "healthy": self.healthy}
+
+
+@dataclass
+class Status:
+    clients: list[ClientStatus]
+
+    @property
+    def healthy(self) -> bool:
+        return all(client.healthy for client in self.clients)
+
+    def to_json(self) -> dict:
+        return {"healthy": self.healthy, "clients": [client.to_json() for client in self.clients]}
+
+
+def status(client_id: str, everyone: bool) -> Status:
+    """One client, or with ALL=true every installed one (read in parallel: psycopg2 waits without the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .common import installed_clients, load
+
+    if not everyone:
+        return Status([check(load(client_id))])
+    names = installed_clients()
+    if not names:
+        raise UserError("No client is installed under AGENCY_STACK_ROOT: run make pgvector CLIENT_ID=... first.")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return Status(list(pool.map(check_installed, names)))
+
+
+def _blank(client_id: str, engine: str | None, database: str | None, role: str | None, env: dict, env_file,
+           mode: int | None) -> ClientStatus:
+    return ClientStatus(
+        client_id=client_id, engine=engine,
+        server=Server(host=env.get("PGHOST"), port=_int(env.get("PGPORT"))),
+        pgvector=Pgvector(), database=Database(database), role=Role(role),
+        env_file=EnvFile(str(env_file), mode is not None, f"{mode:04o}" if mode is not None else None),
+    )
+
+
+def check_installed(client_id: str) -> ClientStatus:
     """status --all: a client that cannot even be loaded (a client tree that fails the trust check, a broken .env)
     is that client's finding; the others are still checked."""
     from .. import spec as specs
@@ -62,26 +158,26 @@ def check_installed(client_id: str) -> dict:
         client = load(client_id)
     except UserError as exc:
         out = _blank(client_id, None, None, None, {}, specs.Paths(specs.root_from_env(), client_id).env_file, None)
-        out["problems"].append(str(exc))
-        return _finish(out)
+        out.problems.append(str(exc))
+        return out
     return check(client)
 
 
-def check(client: Client) -> dict:
-    """Everything status reports for one client, as plain data (the JSON shape is stable)."""
+def check(client: Client) -> ClientStatus:
+    """Everything status reports for one client."""
     env_file = client.spec.paths.env_file
     mode = stat.S_IMODE(env_file.lstat().st_mode) if env_file.exists() else None
     out = _blank(client.id, client.engine.name, client.tenant.database, client.tenant.role, client.env, env_file, mode)
-    problems = out["problems"]
+    problems = out.problems
     if mode is not None and mode != 0o600:
         problems.append(f".env is mode {mode:04o}, not 0600: run chmod 600 {env_file}")
     try:
-        out["server"]["where"] = client.engine.where()
+        out.server.where = client.engine.where()
         conn = client.engine.admin_connect("postgres")
     except Exception as exc:  # noqa: BLE001 - any failure to connect is the finding itself
         problems.append(f"server not reachable ({first_line(exc)}): see make pgvector-logs "
                         f"CLIENT_ID={client.id}, then make pgvector-restart CLIENT_ID={client.id}")
-        return _finish(out)
+        return out
     try:
         state = _inspect(client, conn, out)
     except Exception as exc:  # noqa: BLE001 - this client's finding; the others are still checked
@@ -91,31 +187,31 @@ def check(client: Client) -> dict:
         conn.close()
     if state is not None and client.tenant.database in state.databases:
         _content(client, out, state)
-    return _finish(out)
+    return out
 
 
-def _inspect(client: Client, conn, out: dict):
-    tenant, problems = client.tenant, out["problems"]
-    out["server"]["reachable"] = True
+def _inspect(client: Client, conn, out: ClientStatus):
+    tenant, problems = client.tenant, out.problems
+    out.server.reachable = True
     state = read_state(conn, tenant, client.engine.admin_connect)
-    out["server"]["postgres_version"] = state.version.split()[0]
-    out["pgvector"].update(installed=state.extension, available=state.available, schema=state.extension_schema,
-                           update_available=bool(state.extension and state.available and state.extension != state.available))
+    out.server.postgres_version = state.version.split()[0]
+    out.pgvector = Pgvector(installed=state.extension, available=state.available, schema=state.extension_schema,
+                            update_available=bool(state.extension and state.available and state.extension != state.available))
     valid = False
     if state.role is None:
         problems.append(f"role {tenant.role} is missing: re-run make pgvector CLIENT_ID={client.id}")
     else:
         valid = bool(client.password and scram.verify(client.password, state.role["rolpassword"]))
-        out["env_file"]["password_valid"] = valid
+        out.env_file.password_valid = valid
         if not valid:
             problems.append(f"the .env password does not match role {tenant.role}: make pgvector-rotate CLIENT_ID={client.id}")
     try:  # the password has its own finding above: every other difference is drift
         steps = plan(state, tenant, client.password, False, str(client.spec.paths.env_file)).steps
-        out["drift"] = [f"{s.item}: {s.detail}" for s in steps if s.action != OK and s.item != "password"]
+        out.drift = [f"{s.item}: {s.detail}" for s in steps if s.action != OK and s.item != "password"]
     except UserError as exc:
         problems.append(str(exc))
-    if out["drift"]:
-        problems.append(f"drift from what was provisioned ({len(out['drift'])} "
+    if out.drift:
+        problems.append(f"drift from what was provisioned ({len(out.drift)} "
                         f"items): re-run make pgvector CLIENT_ID={client.id}")
     if state.db_readable and state.databases.get(tenant.database) and not state.extension:
         problems.append(f"extension vector is missing in {tenant.database}: re-run make pgvector CLIENT_ID={client.id}")
@@ -123,19 +219,19 @@ def _inspect(client: Client, conn, out: dict):
         cur.execute("SELECT (SELECT pg_catalog.count(*) FROM pg_catalog.pg_stat_activity WHERE usename = %s), "
                     "(SELECT rolconnlimit FROM pg_catalog.pg_roles WHERE rolname = %s)", (tenant.role, tenant.role))
         used, limit = cur.fetchone()
-        out["role"].update(connections=used, connection_limit=limit)
+        out.role.connections, out.role.connection_limit = used, limit
         if limit is not None and limit >= 0 and used >= limit:
             problems.append(f"{used} of {limit} connections in use: the app may be leaking connections")
         cur.execute("SELECT name, pg_catalog.current_setting(name) FROM "
                     "pg_catalog.pg_settings WHERE name = ANY(%s) ORDER BY name",
                     (list(tuning_settings()),))
-        out["settings"] = dict(cur.fetchall())
+        out.settings = dict(cur.fetchall())
         if client.engine.capabilities.owns_server:
             _roles(client, cur, out)
     return state
 
 
-def _roles(client: Client, cur, out: dict) -> None:
+def _roles(client: Client, cur, out: ClientStatus) -> None:
     """On a server the installer owns, a login is the admin's or a tenant's, and only the admin is superuser.
     (A NOLOGIN role that is no superuser is left alone: an uninstall with KEEP_DATA leaves one.)"""
     admin = cur.connection.info.user
@@ -144,39 +240,34 @@ def _roles(client: Client, cur, out: dict) -> None:
     for name, superuser, login in cur.fetchall():
         if (superuser and name != admin) or (login and name not in expected):
             kind = "superuser" if superuser else "role"
-            out["unexpected_roles"].append(name)
-            out["problems"].append(f"unexpected {kind} {name} on the server: nobody but the installer creates roles there; "
+            out.unexpected_roles.append(name)
+            out.problems.append(f"unexpected {kind} {name} on the server: nobody but the installer creates roles there; "
                                    "find out who made it, then DROP ROLE it")
 
 
-def _content(client: Client, out: dict, state) -> None:
+def _content(client: Client, out: ClientStatus, state) -> None:
     """Size and vector columns, read with the tenant's own login."""
     try:
         conn = tenant_connect(client)
     except Exception as exc:  # noqa: BLE001
-        out["problems"].append(f"the tenant cannot log in with its .env ({first_line(exc)}): "
+        out.problems.append(f"the tenant cannot log in with its .env ({first_line(exc)}): "
                                f"make pgvector-test CLIENT_ID={client.id} says more")
         return
     try:
         with conn.cursor() as cur:
             cur.execute("SELECT pg_catalog.pg_database_size(pg_catalog.current_database())")
-            out["database"]["size_bytes"] = cur.fetchone()[0]
+            out.database.size_bytes = cur.fetchone()[0]
             if state.extension:
                 cur.execute(VECTOR_COLUMNS)
-                out["vector_columns"] = [
-                    {"table": f"{schema}.{table}", "column": column, "type": kind,
-                     "indexes": [{"name": name, "method": method} for name, method in zip(names, methods, strict=True)]}
+                out.vector_columns = [
+                    VectorColumn(f"{schema}.{table}", column, kind,
+                                 [Index(name, method) for name, method in zip(names, methods, strict=True)])
                     for schema, table, column, kind, names, methods in cur.fetchall()
                 ]
     except Exception as exc:  # noqa: BLE001 - the tenant's own settings or objects broke its reads
-        out["problems"].append(f"the tenant's database could not be read with its own login ({first_line(exc)})")
+        out.problems.append(f"the tenant's database could not be read with its own login ({first_line(exc)})")
     finally:
         conn.close()
-
-
-def _finish(out: dict) -> dict:
-    out["healthy"] = not out["problems"]
-    return out
 
 
 def _int(value):

@@ -7,17 +7,46 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass, field
 
 from psycopg2 import sql
 
+from .. import spec as specs
 from ..provision import lock, terminate
 from ..report import CHANGE, OK, Report
 from ..system import ensure_dir, require_trusted
 from .backup import backup
-from .common import Client
+from .common import Client, operation
 
 
-def uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_server: bool) -> Report:
+@dataclass
+class Uninstalled:
+    """to_json() is the documented shape (docs/json.md)."""
+
+    client_id: str
+    report: Report = field(default_factory=Report)
+    keep_data: bool = False
+    server_removed: bool = False
+    server_kept: bool = False  # a server the installer created for this client is still there
+    interrupted: bool = False  # only the leftovers of an interrupted uninstall were removed
+
+    def to_json(self) -> dict:
+        return {"client_id": self.client_id, "interrupted": self.interrupted, "keep_data": self.keep_data,
+                "server_removed": self.server_removed, "server_kept": self.server_kept,
+                "items": [{"item": row.item, "status": self.report.status(row), "detail": row.detail}
+                          for row in self.report.rows]}
+
+
+def uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_server: bool) -> Uninstalled:
+    """Under the client's lock; `remove_server` only for a server the installer created and without KEEP_DATA."""
+    owned = client.engine.capabilities.owns_server
+    remove_server = remove_server and not keep_data and owned
+    with operation(client.spec, "uninstall"):
+        report = _uninstall(client, keep_data=keep_data, no_backup=no_backup, remove_server=remove_server)
+    return Uninstalled(client.id, report, keep_data, remove_server, owned and not remove_server)
+
+
+def _uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_server: bool) -> Report:
     report = Report()
     tenant = client.tenant
     role, db = sql.Identifier(tenant.role), sql.Identifier(tenant.database)
@@ -39,7 +68,7 @@ def uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_server
                 cur.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false "
                                     "ALLOW_CONNECTIONS true CONNECTION LIMIT -1").format(db))
         if exists and role_exists and not no_backup:
-            report.add("backup", CHANGE, str(backup(client)))
+            report.add("backup", CHANGE, str(backup(client).file))
         with admin.cursor() as cur:
             if keep_data:
                 if role_exists and exists:
@@ -55,7 +84,7 @@ def uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_server
                 report.add(f"role {tenant.role}", CHANGE, "dropped")
     finally:
         admin.close()
-    if remove_server and client.engine.capabilities.owns_server:
+    if remove_server:
         client.engine.remove_server()
         report.add("server", CHANGE, "removed with its data")
     _archive(client, report)
@@ -91,20 +120,28 @@ def _archive(client: Client, report: Report) -> None:
         paths.client_dir.rmdir()
 
 
-def finish_interrupted(client_id: str) -> bool:
+def finish_interrupted(client_id: str) -> Uninstalled | None:
     """A run killed after removing .env (the last thing that names the client) leaves only the pending
-    password or temp files in the client's directory: remove them. True when that was the case."""
-    from .. import spec as specs
+    password or temp files in the client's directory: remove them (under the client's lock). None when that
+    was not the case."""
+    spec = specs.build(client_id, require_contact=False)
+    if not _interrupted(spec.paths):
+        return None
+    report = Report()
+    with operation(spec, "uninstall"):
+        if not _interrupted(spec.paths):  # another run finished it meanwhile
+            return None
+        shutil.rmtree(spec.paths.component_dir)
+        if spec.paths.client_dir.exists() and not any(spec.paths.client_dir.iterdir()):
+            spec.paths.client_dir.rmdir()
+        report.add("files", CHANGE, f"the leftovers of an interrupted uninstall in {spec.paths.component_dir} removed")
+    return Uninstalled(spec.client_id, report, interrupted=True)
 
-    paths = specs.Paths(specs.root_from_env(), specs.client_id(client_id))
+
+def _interrupted(paths: specs.Paths) -> bool:
     component = paths.component_dir
     require_trusted(component)
     if not component.is_dir() or (component / ".env").exists():
         return False
     leftovers = [p.name for p in component.iterdir()]
-    if any(name not in (".password.pending",) and not name.endswith(".tmp") for name in leftovers):
-        return False  # not our half-finished removal: leave it to the operator
-    shutil.rmtree(component)
-    if paths.client_dir.exists() and not any(paths.client_dir.iterdir()):
-        paths.client_dir.rmdir()
-    return True
+    return all(name == ".password.pending" or name.endswith(".tmp") for name in leftovers)  # else: not ours
