@@ -2,7 +2,9 @@
 
     python -m bench                 full sizes (about 15 minutes on 2 cores), writes docs/benchmarks.md
     python -m bench --quick         smaller sizes, prints only (add --write to write the document)
-    python -m bench --only provisioning,vectors   some sections (provisioning always runs: it measures the floors)
+    python -m bench --only provisioning,vectors   some sections (provisioning runs whenever density or vectors do:
+                                                  they use its floors)
+    python -m bench --quick --only converge       ALL=true against separate runs, on 20 clients (100 in full mode)
     python -m bench --explore       also build HNSW under a grid of maintenance_work_mem / worker counts
 
 Everything runs under a throw-away AGENCY_STACK_ROOT in /tmp; every server it starts is stopped at the end,
@@ -24,10 +26,10 @@ from pathlib import Path
 from agency_pgvector import tuning
 from agency_pgvector.system import systemd_running
 
-from . import cliprofile, density, provisioning, vectors
+from . import cliprofile, converge, density, provisioning, vectors
 from .common import PROJECT, Row, machine, stop_all
 
-SECTIONS = ("provisioning", "density", "vectors", "profile")
+SECTIONS = ("provisioning", "density", "vectors", "profile", "converge")
 
 
 def main() -> int:
@@ -58,15 +60,23 @@ def main() -> int:
     host = machine()
     started = time.monotonic()
     try:
-        prov_rows, floors = provisioning.run(base, args.quick, servers)
-        rows += prov_rows
-        if "profile" in only:
-            profile = cliprofile.run(base / "prov", base)
-        stop_all(base / "prov")  # its servers would only add noise to what follows
+        if only & {"provisioning", "profile", "density", "vectors"}:
+            prov_rows, floors = provisioning.run(base, args.quick, servers)
+            rows += prov_rows
+            if "profile" in only:
+                profile = cliprofile.run(base / "prov", base)
+            stop_all(base / "prov")  # its servers would only add noise to what follows
+        later = []
+        if "converge" in only:  # on a quiet host, before the long sections; its rows come last, as its number says
+            later = converge.run(base, args.quick, servers)
+            if "profile" in only:
+                profile += cliprofile.run_all(base / "converge", base)
+            stop_all(base / "converge")
         if "density" in only:
             rows += density.run(base, args.quick, floors, servers)
         if "vectors" in only:
             rows += vectors.run(base, args.quick, floors, servers, notes, explore=args.explore)
+        rows += later
     finally:
         for server in servers:
             server.stop()
