@@ -47,6 +47,7 @@ def main() -> int:
         sys.exit("error: systemd runs this host, so every benchmark client would get a boot unit: run make bench in a "
                  "container or VM without systemd as PID 1.")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally below still stops the servers
+    compile_package()
 
     base = Path(tempfile.mkdtemp(prefix="agency-bench-", dir="/tmp"))
     os.chmod(base, 0o755)  # the server user must traverse it
@@ -94,6 +95,18 @@ def main() -> int:
         write(Path(args.output), host, table, notes, profile, args)
         print(f"\nwrote {args.output}")
     return 0
+
+
+def compile_package() -> None:
+    """The installer's bytecode, as an installed package has it (pip compiles a wheel; an editable install writes
+    __pycache__ on its first run): with PYTHONDONTWRITEBYTECODE set, as on these machines, every CLI run would
+    otherwise compile the package from source again, about 0.13 s a run."""
+    import compileall
+    import re
+
+    import agency_pgvector
+
+    compileall.compile_dir(Path(agency_pgvector.__file__).parent, quiet=1, rx=re.compile(r"/(samples|templates)/"))
 
 
 def fmt(value: float | None, unit: str = "") -> str:
