@@ -97,6 +97,16 @@ def main() -> int:
     return 0
 
 
+CONVERGE_HOW = [
+    "Converge (section 5) installs N clients (100; 20 with --quick) on one shared embedded server (SERVER=shared),",
+    "each new client right after one tenant's bare SQL sent with psql to a bare server. Then, in turns: `make pgvector",
+    "ALL=true` (`install --all`: every client in one process); the floor, reading each client's state with",
+    "provision.read_state over one operator session opened beforehand, in the benchmark's own process; and, once, N",
+    "separate `make pgvector` re-runs of the same clients. Every ALL=true run and every re-run must report no change.",
+    "The installer's bytecode is compiled before anything is timed, as an installed package has it.",
+]
+
+
 def compile_package() -> None:
     """The installer's bytecode, as an installed package has it (pip compiles a wheel; an editable install writes
     __pycache__ on its first run): with PYTHONDONTWRITEBYTECODE set, as on these machines, every CLI run would
@@ -155,6 +165,8 @@ def write(path: Path, host: dict, table: str, notes: list[str], profile: list[st
         "initdb's postgresql.conf untouched; both servers run the same PostgreSQL 18 + pgvector binaries at the same time.",
         "Ports for new servers are given explicitly (PORT=, from 20001 up): other stacks on a busy host start servers",
         "from 5433 up and can take a port between the installer's check and its server's start.",
+        "",
+        *CONVERGE_HOW,
         "",
         "## Tuning choices (installer/agency_pgvector/tuning.py)",
         "",
