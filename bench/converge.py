@@ -89,9 +89,9 @@ def run(base: Path, quick: bool, servers: list) -> list[Row]:
     rows = [
         Row(SECTION, "floor: read_state of one client, open operator session", floor, "s",
             note=f"in-process, mean over {count} clients, median of {reps} rounds"),
-        Row(SECTION, f"re-converge {count} clients, ALL=true (one process)", t_all, "s", f"{count} separate re-runs", sep,
-            "<= 0.1x", met=t_all * 10 <= sep,
-            note=f"{sep / t_all:.1f}x faster; median of {reps} ALL runs ({', '.join(f'{t:.2f}' for t in alls)} s)"
+        Row(SECTION, f"{count} separate re-runs, against one ALL=true run", sep, "s", "ALL=true (one process)", t_all,
+            ">= 10x", met=sep >= 10 * t_all,
+            note=f"ALL=true is {sep / t_all:.1f}x faster; median of {reps} ALL runs ({', '.join(f'{t:.2f}' for t in alls)} s)"
                  + (f"; {quick}" if quick else "")),
         Row(SECTION, "ALL=true, per client", t_all / count, "s", "read_state, open session", floor, "<= 2x",
             met=t_all / count <= 2 * floor),
