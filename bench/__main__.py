@@ -2,7 +2,9 @@
 
     python -m bench                 full sizes (about 15 minutes on 2 cores), writes docs/benchmarks.md
     python -m bench --quick         smaller sizes, prints only (add --write to write the document)
-    python -m bench --only provisioning,vectors   some sections (provisioning always runs: it measures the floors)
+    python -m bench --only provisioning,vectors   some sections (provisioning runs whenever density or vectors do:
+                                                  they use its floors)
+    python -m bench --quick --only converge       ALL=true against separate runs, on 20 clients (100 in full mode)
     python -m bench --explore       also build HNSW under a grid of maintenance_work_mem / worker counts
 
 Everything runs under a throw-away AGENCY_STACK_ROOT in /tmp; every server it starts is stopped at the end,
@@ -24,10 +26,10 @@ from pathlib import Path
 from agency_pgvector import tuning
 from agency_pgvector.system import systemd_running
 
-from . import cliprofile, density, provisioning, vectors
+from . import cliprofile, converge, density, provisioning, vectors
 from .common import PROJECT, Row, machine, stop_all
 
-SECTIONS = ("provisioning", "density", "vectors", "profile")
+SECTIONS = ("provisioning", "density", "vectors", "profile", "converge")
 
 
 def main() -> int:
@@ -45,6 +47,7 @@ def main() -> int:
         sys.exit("error: systemd runs this host, so every benchmark client would get a boot unit: run make bench in a "
                  "container or VM without systemd as PID 1.")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally below still stops the servers
+    compile_package()
 
     base = Path(tempfile.mkdtemp(prefix="agency-bench-", dir="/tmp"))
     os.chmod(base, 0o755)  # the server user must traverse it
@@ -58,15 +61,23 @@ def main() -> int:
     host = machine()
     started = time.monotonic()
     try:
-        prov_rows, floors = provisioning.run(base, args.quick, servers)
-        rows += prov_rows
-        if "profile" in only:
-            profile = cliprofile.run(base / "prov", base)
-        stop_all(base / "prov")  # its servers would only add noise to what follows
+        if only & {"provisioning", "profile", "density", "vectors"}:
+            prov_rows, floors = provisioning.run(base, args.quick, servers)
+            rows += prov_rows
+            if "profile" in only:
+                profile = cliprofile.run(base / "prov", base)
+            stop_all(base / "prov")  # its servers would only add noise to what follows
+        later = []
+        if "converge" in only:  # on a quiet host, before the long sections; its rows come last, as its number says
+            later = converge.run(base, args.quick, servers)
+            if "profile" in only:
+                profile += cliprofile.run_all(base / "converge", base)
+            stop_all(base / "converge")
         if "density" in only:
             rows += density.run(base, args.quick, floors, servers)
         if "vectors" in only:
             rows += vectors.run(base, args.quick, floors, servers, notes, explore=args.explore)
+        rows += later
     finally:
         for server in servers:
             server.stop()
@@ -84,6 +95,28 @@ def main() -> int:
         write(Path(args.output), host, table, notes, profile, args)
         print(f"\nwrote {args.output}")
     return 0
+
+
+CONVERGE_HOW = [
+    "Converge (section 5) installs N clients (100; 20 with --quick) on one shared embedded server (SERVER=shared),",
+    "each new client right after one tenant's bare SQL sent with psql to a bare server. Then, in turns: `make pgvector",
+    "ALL=true` (`install --all`: every client in one process); the floor, reading each client's state with",
+    "provision.read_state over one operator session opened beforehand, in the benchmark's own process; and, once, N",
+    "separate `make pgvector` re-runs of the same clients. Every ALL=true run and every re-run must report no change.",
+    "The installer's bytecode is compiled before anything is timed, as an installed package has it.",
+]
+
+
+def compile_package() -> None:
+    """The installer's bytecode, as an installed package has it (pip compiles a wheel; an editable install writes
+    __pycache__ on its first run): with PYTHONDONTWRITEBYTECODE set, as on these machines, every CLI run would
+    otherwise compile the package from source again, about 0.13 s a run."""
+    import compileall
+    import re
+
+    import agency_pgvector
+
+    compileall.compile_dir(Path(agency_pgvector.__file__).parent, quiet=1, rx=re.compile(r"/(samples|templates)/"))
 
 
 def fmt(value: float | None, unit: str = "") -> str:
@@ -132,6 +165,8 @@ def write(path: Path, host: dict, table: str, notes: list[str], profile: list[st
         "initdb's postgresql.conf untouched; both servers run the same PostgreSQL 18 + pgvector binaries at the same time.",
         "Ports for new servers are given explicitly (PORT=, from 20001 up): other stacks on a busy host start servers",
         "from 5433 up and can take a port between the installer's check and its server's start.",
+        "",
+        *CONVERGE_HOW,
         "",
         "## Tuning choices (installer/agency_pgvector/tuning.py)",
         "",

@@ -44,3 +44,15 @@ def run(prov_root: Path, base: Path) -> list[str]:
     lines += ["", "### Where a no-op re-run spends its time (cProfile, the installer's functions, cumulative ms)", ""]
     lines += [f"- `{name}` {ms:.0f}" for name, ms in top_functions(["install", "--quiet"], env, base / "rerun.prof")]
     return lines
+
+
+def run_all(root: Path, base: Path) -> list[str]:
+    """Markdown lines: what dominates `install --all` (ALL=true) over the clients installed under `root`."""
+    env = {**os.environ, "AGENCY_STACK_ROOT": str(root), "AGENCY_STACK_LOG": str(base / "log" / "profile.log"),
+           "DOMAIN": DOMAIN, "ADMIN_EMAIL": EMAIL, "ALL": "true", "WITH_DEPS": "true", "SERVER": "shared"}
+    count = len(list((root / "clients").iterdir()))
+    title = (f"### Where `install --all` spends its time over {count} clients on one shared server "
+             "(cProfile, the installer's functions, cumulative ms)")
+    lines = ["", title, ""]
+    lines += [f"- `{name}` {ms:.0f}" for name, ms in top_functions(["install", "--quiet"], env, base / "all.prof", count=16)]
+    return lines

@@ -20,6 +20,7 @@ from agency_pgvector.system import run, server_user
 PROJECT = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).with_name("agency-pgvector")  # the console script make calls
 DOMAIN, EMAIL = "example.com", "ops@example.com"
+BARE_USER = "agencypg"  # the system user of the bare servers (the name an earlier release ran every server as)
 
 
 @dataclass
@@ -129,7 +130,7 @@ class Server:
     def __init__(self, bin_dir: Path, base: Path):
         self.bin_dir, self.base = bin_dir, base
         self.data, self.socket, self.port = base / "data", base / "run", next_port()
-        self.user = server_user(create=True)
+        self.user = server_user(create=True, name=BARE_USER)
 
     def initdb(self) -> float:
         for folder in (self.base, self.socket):

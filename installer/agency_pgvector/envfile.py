@@ -24,7 +24,10 @@ def read(path: Path) -> dict[str, str]:
         return {}
     from dotenv import dotenv_values
 
-    return {k: v for k, v in dotenv_values(stream=io.StringIO(data.decode())).items() if v is not None}
+    # Values are read as written: no ${VAR} expansion from the installer's own environment (the values we write
+    # cannot hold a `$`; expanding copies os.environ for every key, the larger part of reading a .env).
+    values = dotenv_values(stream=io.StringIO(data.decode()), interpolate=False)
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def read_bytes(path: Path) -> bytes | None:

@@ -141,6 +141,8 @@ def ensure_dir(path: Path, mode: int) -> None:
 def mkdirs(path: Path, mode: int) -> None:
     """mkdir -p with explicit modes, whatever the umask: `mode` for `path`, 0711 (traversable, not listable) for
     missing parents."""
+    if path.is_dir():  # the usual case on a re-run: nothing above it can be missing either
+        return
     for folder in (*reversed(path.parents), path):
         if folder.is_dir():
             continue
