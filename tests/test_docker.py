@@ -362,7 +362,8 @@ def test_container_that_exits_shows_its_last_log_lines(cli, docker_client):
 def test_enable_cloud_is_refused_and_creates_nothing_then_loopback_install_works(cli, docker_client):
     """Published on all interfaces, the image's own pg_hba would decide (plain text allowed): not TLS-only."""
     result = docker_install(cli, "dk-cloud", WITH_DEPS="true", ENABLE_CLOUD="true", PORT=str(free_port()))
-    assert result.returncode == 3 and "ENABLE_CLOUD=true is refused on the docker engine" in result.stderr, result.stderr
+    refused = "ENABLE_CLOUD=true (remote logins over TLS) is not available"
+    assert result.returncode == 3 and refused in result.stderr and "its docker server" in result.stderr, result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert_nothing_created(docker_client, "dk-cloud")
     result = docker_install(cli, "dk-cloud", WITH_DEPS="true")

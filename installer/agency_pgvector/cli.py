@@ -326,7 +326,7 @@ def uninstall_cmd(
     what = "remove access to" if keep_data else "DROP"
     _confirm(yes, f"{what} database {client.tenant.database} and role {client.tenant.role} of client {client.id}?")
     if remove_server is None:
-        remove_server = bool(client.engine.capabilities.owns_server and not keep_data and sys.stdin.isatty() and not yes
+        remove_server = bool(client.engine.capabilities.remove and not keep_data and sys.stdin.isatty() and not yes
                              and typer.confirm("Also remove the server the installer created for "
                                                f"{client.id} ({client.engine.where()})?", default=False))
     done = uninstall(client, keep_data=keep_data, no_backup=no_backup, remove_server=remove_server)

@@ -52,9 +52,11 @@ def component_lines(text: str, client_id: str) -> list[str]:
 
 def show(client: Client, lines: int, follow: bool) -> None:
     """The client's component log lines, then its server's log (a shared server: its own sessions only)."""
+    from ..engines import require
     from ..text import cleaned_stdout
 
     show_component_log(client.spec.log_file, client.id, lines)
+    require(client.engine, "logs")
     print(f"== server log ({client.engine.name}) ==", flush=True)
     with cleaned_stdout():  # the embedded engine cleans (and on a shared server filters) its lines itself; docker's are raw
         client.engine.logs(lines, follow)

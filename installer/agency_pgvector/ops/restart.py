@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from .. import log
+from ..engines import require
 from ..errors import UserError
 from .common import Client, first_line, operation, tenant_connect
 
@@ -25,6 +26,7 @@ class Restarted:
 
 def restart(client: Client, timeout: float = 60.0) -> Restarted:
     """Restart the client's server (under the client's lock) and wait until the tenant can log in again."""
+    require(client.engine, "restart")
     with operation(client.spec, "restart"):
         started = time.monotonic()
         client.engine.restart()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from psycopg2 import sql
 
 from .. import spec as specs
+from ..engines import require
 from ..provision import lock, terminate
 from ..report import CHANGE, OK, Report
 from ..system import ensure_dir, require_trusted
@@ -38,9 +39,12 @@ class Uninstalled:
 
 
 def uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_server: bool) -> Uninstalled:
-    """Under the client's lock; `remove_server` only for a server the installer created and without KEEP_DATA."""
-    owned = client.engine.capabilities.owns_server
-    remove_server = remove_server and not keep_data and owned
+    """Under the client's lock; REMOVE_SERVER=true only where the engine can remove the server (refused before
+    anything is touched, like every unsupported capability) and without KEEP_DATA."""
+    if remove_server and not keep_data:
+        require(client.engine, "remove")
+    owned = client.engine.capabilities.remove
+    remove_server = remove_server and not keep_data
     with operation(client.spec, "uninstall"):
         report = _uninstall(client, keep_data=keep_data, no_backup=no_backup, remove_server=remove_server)
     return Uninstalled(client.id, report, keep_data, remove_server, owned and not remove_server)
