@@ -47,6 +47,7 @@ $(VENV)/.installed: pyproject.toml
 	    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && "$$PYTHON" -m venv "$$VENV"; \
 	  else echo "error: '$$PYTHON -m venv' failed: install python3-venv (or re-run with WITH_DEPS=true)." >&2; exit 1; fi; }
 	@"$$VENV/bin/pip" install -q --disable-pip-version-check -e . || { echo "error: installing the CLI into $$VENV failed (see pip's message above)." >&2; exit 1; }
+	@"$$VENV/bin/python" -m compileall -q installer/agency_pgvector >/dev/null  # an editable install compiles nothing: every run would (PYTHONDONTWRITEBYTECODE hosts)
 	@touch "$$VENV/.installed"
 
 $(VENV)/.installed-test: $(VENV)/.installed $(VENV)/.installed-samples

@@ -107,8 +107,10 @@ class EmbeddedEngine(Engine):
         user = server_user(create=False, name=lay.os_user)
         owner = lay.server_dir.stat().st_uid if lay.server_dir.exists() else None
         files = config.current(lay)
-        running = exists and owner is not None and self._running(_Former(owner))
-        live = self._live() if running else None
+        live = self._live() if exists else None  # a server that answers (on our data directory) is running
+        running = live is not None or (exists and owner is not None and self._running(_Former(owner)))
+        if running and live is None:
+            live = self._live(wait=30)  # running but not answering yet: starting up
         cert = tls.certificate(lay.tls_dir) if self.spec.enable_cloud else None
         copy = self.client_cert.read_bytes() if self.client_cert.exists() else None
         unit = lay.unit_path.read_text() if lay.unit_path.exists() else None
@@ -121,12 +123,14 @@ class EmbeddedEngine(Engine):
             return _pid_alive(self.data_dir / "postmaster.pid")
         return process.running(self.layout, bin_dir, user)
 
-    def _live(self) -> tuple | None:
-        """What the running server applies (a run killed between writing the config and restarting left it behind)."""
+    def _live(self, wait: float = 0) -> tuple | None:
+        """What the running server applies (a run killed between writing the config and restarting left it behind);
+        None when no superuser session reaches this server's data directory."""
         try:
-            self.wait_ready(timeout=30)
+            if wait:
+                self.wait_ready(timeout=wait)
             conn = self.admin_connect()
-        except UserError:
+        except Exception:  # noqa: BLE001 - not running, not ready, or not ours: observe() decides with pg_ctl
             return None
         try:
             with conn.cursor() as cur:

