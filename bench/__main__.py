@@ -1,7 +1,7 @@
 """make bench: run the benchmarks, print one table, write docs/benchmarks.md.
 
     python -m bench                 full sizes (about 15 minutes on 2 cores), writes docs/benchmarks.md
-    python -m bench --quick         smaller sizes, prints only (add --write to write the document)
+    python -m bench --quick         smaller sizes, prints only (add --write to write the document; so does --only)
     python -m bench --only provisioning,vectors   some sections (provisioning runs whenever density or vectors do:
                                                   they use its floors)
     python -m bench --quick --only converge       ALL=true against separate runs, on 20 clients (100 in full mode)
@@ -91,7 +91,7 @@ def main() -> int:
     print(table)
     if profile:
         print("\n".join(profile))
-    if not args.quick or args.write:
+    if args.write or (not args.quick and only == set(SECTIONS)):  # a partial run never replaces the whole document
         write(Path(args.output), host, table, notes, profile, args)
         print(f"\nwrote {args.output}")
     return 0

@@ -56,7 +56,7 @@ def run(base: Path, quick: bool, servers: list) -> list[Row]:
     root = base / "converge"
     clients = [f"c{i:03d}" for i in range(count)]
     install(root, clients[0], new_server=True, SERVER="shared")  # the shared server, made once (not measured)
-    bare = Server(engine_for(root, clients[0], shared=True).wheel_bin_dir, base / "converge-bare")
+    bare = Server(engine_for(root, clients[0], shared=True).bin_dir(False), base / "converge-bare")
     servers.append(bare)
     bare.initdb()
     bare.configure()

@@ -74,6 +74,11 @@ def ensure_private_dir(path: Path) -> None:
     os.chmod(path, 0o700)  # a real directory only root can reach (checked above): no link to follow
 
 
+def holds(path: Path, data: bytes, mode: int = 0o600) -> bool:
+    """`path` is a regular file (not a link) holding exactly `data` with `mode`: write_atomic would change nothing."""
+    return read_nofollow(path) == data and stat.S_IMODE(os.lstat(path).st_mode) == mode
+
+
 def write_atomic(path: Path, text: str | bytes, mode: int = 0o600) -> bool:
     """Replace `path` with `text` (temp file in the same directory, fsync, rename). The rename replaces a link at
     `path` instead of following it. Returns False when it already held exactly that, with that mode."""
@@ -81,7 +86,7 @@ def write_atomic(path: Path, text: str | bytes, mode: int = 0o600) -> bool:
     ensure_private_dir(path.parent)
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run killed mid-write (callers hold the client lock)
         stale.unlink(missing_ok=True)
-    if read_nofollow(path) == data and stat.S_IMODE(os.lstat(path).st_mode) == mode:
+    if holds(path, data, mode):
         return False
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

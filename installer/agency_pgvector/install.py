@@ -210,10 +210,12 @@ def _drop_samples(spec: Spec, report: Report, env: dict | None = None) -> None:
     target = paths.samples_dir
     names = _sample_files()
     changed = 0
+    for folder in sorted({folder for name in names for folder in name.parents}, key=lambda f: len(f.parts)):
+        envfile.ensure_private_dir(target / folder)  # ".", then "migrations", "migrations/versions": each once
     for name in names:
-        for folder in reversed(name.parents):  # ".", then "migrations", "migrations/versions" for the migrations
-            envfile.ensure_private_dir(target / folder)
-        changed += envfile.write_atomic(target / name, (SAMPLES_DIR / name).read_bytes())
+        data = (SAMPLES_DIR / name).read_bytes()
+        if not envfile.holds(target / name, data):  # the common case on a re-run: nothing to write
+            changed += envfile.write_atomic(target / name, data)
     report.add("samples", (CREATE if changed == len(names) else CHANGE) if changed else OK, f"{len(names)} files in {target}")
     readme = render("client-README.md.j2", client_id=spec.client_id, domain=spec.domain, paths=paths, env=env or {})
     action = _file_action(paths.component_dir / "README.md", readme)
