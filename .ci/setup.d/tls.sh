@@ -17,7 +17,7 @@ if ((${#need[@]})); then
 fi
 
 # The package and version pinned in the installer (one source of truth).
-tls_py=installer/agency_pgvector/tls.py
+tls_py=installer/agency_pgvector/engines/embedded/tls.py
 package=$(sed -n 's/^NPM_PACKAGE = "\(.*\)"$/\1/p' "$tls_py")
 version=$(sed -n 's/^NPM_VERSION = "\([^"]*\)".*$/\1/p' "$tls_py")
 if [ -z "$package" ] || [ -z "$version" ]; then
