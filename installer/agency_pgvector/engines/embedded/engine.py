@@ -175,7 +175,7 @@ class EmbeddedEngine(Engine):
         recorded = ports.owned(self.paths.state_dir, lay.key) == port
         steps.append(Step("server config", (CHANGE if seen.exists else CREATE) if changed or not recorded else OK,
                           ", ".join(changed) or f"port {port}, in {lay.config_dir}",
-                          run=lambda: self._write_config(port, {name: files[name] for name in changed})))
+                          run=lambda: self._write_config(seen, port)))
         steps.append(self._unit_step(seen))
         listen, how = ("*" if cloud else "127.0.0.1"), (" (TLS)" if cloud else "")
         if not seen.running:
@@ -267,9 +267,18 @@ class EmbeddedEngine(Engine):
         envfile.ensure_private_dir(self.paths.component_dir)
         envfile.write_atomic(self.client_cert, (self.layout.tls_dir / "server.crt").read_text(), mode=0o644)
 
-    def _write_config(self, port: int, files: dict) -> None:
-        ports.reserve(self.paths.state_dir, self.layout.key, port)
-        config.write(self.layout, files, self._user().pw_gid)
+    def _write_config(self, seen: Observed, planned: int) -> None:
+        """A port already in the server's config is recorded as it is; a new server's port is taken now, and may
+        differ from the planned one when a concurrent run took that port first (the files follow the port taken)."""
+        if config.recorded_port(seen.config["postgresql.conf"]) is not None:
+            ports.record(self.paths.state_dir, self.layout.key, planned)
+            port = planned
+        else:
+            port = ports.reserve(self.paths.state_dir, self.layout.key, self.spec.port)
+        cloud = self.spec.enable_cloud
+        files = config.wanted(self.layout, port, self.capabilities.shared, cloud, tls=cloud)
+        config.write(self.layout, {name: text for name, text in files.items() if seen.config[name] != text},
+                     self._user().pw_gid)
 
     def _start(self, action: str = "start") -> None:
         process.start(self.layout, self.bin_dir(), self._user(), self.port(), action)
