@@ -190,8 +190,8 @@ def _write_env(paths, env: dict, report: Report) -> None:
     _client_dirs(paths)
     envfile.write_atomic(paths.env_file, text)
     pending = paths.component_dir / PENDING
-    if pending.exists():
-        pending.unlink()
+    for leftover in (pending, *paths.component_dir.glob(f".{PENDING}.*.tmp")):  # and a write of it a kill cut short
+        leftover.unlink(missing_ok=True)
     report.add(".env", action, f"{paths.env_file} (0600)")
 
 
