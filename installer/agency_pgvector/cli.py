@@ -411,10 +411,10 @@ def _internal(exc: Exception) -> str:
 
 def _logged_by_an_operation(exc: Exception) -> bool:
     try:
-        from .ops.common import logged
+        from .runner import traced
     except Exception:  # noqa: BLE001 - the error may be that very import: then no operation ran
         return False
-    return logged(exc)
+    return traced(exc)
 
 
 def main() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,10 +176,9 @@ def env_values(spec: Spec, engine, tenant: Tenant, password: str, state) -> dict
 
 
 def _file_action(path, text: str) -> str:
-    current = envfile.read_nofollow(path)
-    if current is None:
+    if envfile.read_nofollow(path) is None:
         return CREATE
-    return OK if current == text.encode() and stat.S_IMODE(os.lstat(path).st_mode) == 0o600 else CHANGE
+    return OK if envfile.holds(path, text.encode()) else CHANGE
 
 
 def _write_env(paths, env: dict, report: Report) -> None:

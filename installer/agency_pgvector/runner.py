@@ -65,8 +65,17 @@ def operation(spec: Spec, command: str, *, dry_run: bool = False, lock: bool = T
             except BaseException as exc:
                 log.event(f"{command} failed: {type(exc).__name__}: {first_line(exc)}")
                 log.traceback_lines(exc)
+                _traced.append(exc)
                 raise
             log.event(f"{command} done")
+
+
+_traced: list[BaseException] = []  # errors whose traceback an operation wrote to the component log
+
+
+def traced(exc: BaseException) -> bool:
+    """Did an operation already write this error's traceback to the component log? (the CLI then does not)"""
+    return any(exc is seen for seen in _traced)
 
 
 def _state_dirs(spec: Spec) -> None:

@@ -21,8 +21,8 @@ from ..engines import client_tools
 from ..errors import UserError
 from ..provision import EXTENSION_SCHEMA, State, apply, database_steps, terminate
 from ..report import CHANGE
-from ..runner import Step
-from .common import Client, first_line, operation
+from ..runner import Step, operation
+from .common import Client, first_line
 
 SKIP_ENTRIES = (" EXTENSION ", " SCHEMA - public ", " SCHEMA - extensions ")  # made by the installer as superuser
 STAGING, OLD = "agency_restore", "agency_old"  # database name prefixes with a '.': no client's names contain one

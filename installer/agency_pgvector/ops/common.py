@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import engines, envfile, runner, spec as specs
+from .. import engines, envfile, spec as specs
 from ..engines.base import Engine
 from ..errors import UserError
 from ..provision import Tenant
@@ -50,26 +48,6 @@ def load_many(client_id: str, everyone: bool) -> list[Client]:
     if not names:
         raise UserError("No client is installed under AGENCY_STACK_ROOT: run make pgvector CLIENT_ID=... first.")
     return [load(name) for name in names]
-
-
-_logged: list[BaseException] = []  # errors whose traceback an operation wrote to the component log
-
-
-@contextlib.contextmanager
-def operation(spec: specs.Spec, command: str) -> Iterator[None]:
-    """runner.operation (the client's lock, the log bound to it, start, outcome and traceback logged) for a day-2
-    command. An error it logged is remembered, so the CLI's last line of defence does not log it twice."""
-    try:
-        with runner.operation(spec, command):
-            yield
-    except Exception as exc:
-        _logged.append(exc)
-        raise
-
-
-def logged(exc: BaseException) -> bool:
-    """Did an operation already write this error's traceback to the component log?"""
-    return any(exc is seen for seen in _logged)
 
 
 def installed_clients(root: Path | None = None) -> list[str]:

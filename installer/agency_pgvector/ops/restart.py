@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from .. import log
 from ..engines import require
 from ..errors import UserError
-from .common import Client, first_line, operation, tenant_connect
+from ..runner import operation
+from .common import Client, first_line, tenant_connect
 
 
 @dataclass

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .common import Client, operation
+from ..runner import operation
+from .common import Client
 
 
 @dataclass

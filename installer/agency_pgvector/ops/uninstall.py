@@ -15,9 +15,10 @@ from .. import spec as specs
 from ..engines import require
 from ..provision import lock, terminate
 from ..report import CHANGE, OK, Report
+from ..runner import operation
 from ..system import ensure_dir, require_trusted
 from .backup import backup
-from .common import Client, operation
+from .common import Client
 
 
 @dataclass

@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass
 
 from .. import log
 from ..provision import EXTENSION_SCHEMA
-from .common import Client, first_line, operation
+from ..runner import operation
+from .common import Client, first_line
 
 
 @dataclass
