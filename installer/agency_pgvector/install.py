@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from . import engines, envfile, scram
+from . import engines, envfile, pooler, scram, tls
 from .engines.base import ServerPlan
 from .errors import UserError
 from .provision import State, Tenant, apply as apply_sql, lock, plan, read_state, record
@@ -51,8 +53,8 @@ def _install(spec: Spec, batch: Batch | None = None) -> Result:
     require_trusted(paths.component_dir)  # the client's tree, as far as it exists, before anything in it is read
     existing = envfile.read(paths.env_file)
     engine = engines.get(spec, existing.get("PGVECTOR_ENGINE"), existing.get("PGVECTOR_SERVER"))
-    if spec.enable_cloud:
-        engines.require(engine, "remote_tls")
+    tenant = Tenant.for_client(spec.client_id, engine.capabilities.shared)
+    settings = pooler.resolve(spec.pool, existing, tenant.connection_limit)
     report = Report(dry_run=spec.dry_run)
     key = engine.server_id()
     if batch is not None and key in batch.servers:
@@ -62,9 +64,9 @@ def _install(spec: Spec, batch: Batch | None = None) -> Result:
         server = converge_server(engine, spec, report)
         if batch is not None:
             batch.servers[key] = server
-    tenant = Tenant.for_client(spec.client_id, engine.capabilities.shared)
     if spec.dry_run and not server.reachable:  # a server that is not there or not running yet
         _preview_tenant(spec, tenant, server.new, report)
+        _converge_pool(spec, engine, tenant, "", settings, report)
         return Result(report, {}, engine.name)
     conn = batch.sessions.get(key) if batch is not None else None
     if conn is None:
@@ -77,7 +79,9 @@ def _install(spec: Spec, batch: Batch | None = None) -> Result:
     finally:
         if batch is None:
             conn.close()
-    env = env_values(spec, engine, tenant, new_password or password, state)
+    pool_port = _converge_pool(spec, engine, tenant, state.role["rolpassword"] if state.role else "", settings, report)
+    ca_copy = _ca_copy(spec, report)
+    env = env_values(spec, engine, tenant, new_password or password, state, pool_port, settings, ca_copy)
     if spec.dry_run:
         report.add(".env", _file_action(paths.env_file, envfile.render(env, HEADER)), str(paths.env_file))
         return Result(report, env, engine.name)
@@ -86,7 +90,7 @@ def _install(spec: Spec, batch: Batch | None = None) -> Result:
     if batch is not None and not report.changed:
         report.add("tenant login", OK, "password matches the role; nothing changed, so the login is as checked before")
     else:
-        _check_login(engine, tenant, env["PGVECTOR_DB_PASS"], report)
+        _check_login(engine, tenant, env["PGVECTOR_DB_PASS"], report, pool_port)
     return Result(report, env, engine.name)
 
 
@@ -113,6 +117,41 @@ def _preview_tenant(spec: Spec, tenant: Tenant, new_server: bool, report: Report
     else:
         report.add(f"tenant {tenant.database}/{tenant.role}", CHANGE, "planned once the server runs (it does not now)")
     report.add(".env", CREATE if not spec.paths.env_file.exists() else CHANGE, str(spec.paths.env_file))
+
+
+def _converge_pool(spec: Spec, engine, tenant: Tenant, verifier: str, settings: dict, report: Report) -> int:
+    """The client's pool on the pooler in front of its server (pooler.py), with the role's verifier as the server
+    has it now. Returns the pool's port."""
+    point = engine.endpoint() if not spec.dry_run or verifier else None
+    host = point.host if point else "127.0.0.1"
+    if not re.fullmatch(r"[A-Za-z0-9.:-]{1,253}", host):
+        raise UserError(f"The server's host {host[:60]!r} cannot be written into PgBouncer's configuration: "
+                        "use a host name or an IP address in ADMIN_URL.")
+    entry = pooler.Entry(spec.client_id, tenant.database, tenant.role, verifier, host, point.port if point else 0,
+                         settings["mode"], settings["size"], settings["max_connections"], spec.enable_cloud, spec.domain)
+    pool = pooler.Pooler(engine.pool_key(), spec.paths.state_dir, spec.with_deps)
+    with pool.lock():
+        seen = pool.observe()
+        apply(pool.plan(seen, spec.client_id, entry), report, spec.dry_run)
+    return pool.port() or seen.port or 0
+
+
+def _ca_copy(spec: Spec, report: Report) -> str:
+    """ENABLE_CLOUD: the installation's CA beside the .env (PGVECTOR_TLS_CA), for verify-full clients to trust."""
+    copy = spec.paths.component_dir / "pooler-ca.crt"
+    if not spec.enable_cloud:
+        if copy.exists() and not spec.dry_run:
+            copy.unlink()
+            report.add("TLS CA copy", CHANGE, f"{copy} removed (ENABLE_CLOUD off)")
+        return ""
+    source = tls.ca_cert(spec.paths.state_dir)
+    data = source.read_bytes() if source.exists() else b""
+    action = _file_action(copy, data.decode()) if data else CREATE
+    if not spec.dry_run:
+        _client_dirs(spec.paths)
+        envfile.write_atomic(copy, data.decode(), mode=0o644)
+    report.add("TLS CA copy", action, f"{copy} (PGVECTOR_TLS_CA in .env)")
+    return str(copy)
 
 
 def _converge(spec: Spec, engine, tenant: Tenant, conn, existing: dict, report: Report):
@@ -149,10 +188,12 @@ HEADER = """Managed by agency-pgvector (make pgvector). Mode 0600: it holds the 
 Use: set -a; . ./.env; set +a   then psql, or any libpq / DATABASE_URL client."""
 
 
-def env_values(spec: Spec, engine, tenant: Tenant, password: str, state) -> dict:
+def env_values(spec: Spec, engine, tenant: Tenant, password: str, state, pool_port: int = 0, settings: dict | None = None,
+               ca_copy: str = "") -> dict:
     point = engine.endpoint()
     url = f"postgresql://{tenant.role}:{password}@{point.host}:{point.port}/{tenant.database}"
-    return {
+    pool = settings or pooler.DEFAULTS
+    env = {
         "CLIENT_ID": spec.client_id,
         "DOMAIN": spec.domain,
         "ADMIN_EMAIL": spec.admin_email,
@@ -171,8 +212,23 @@ def env_values(spec: Spec, engine, tenant: Tenant, password: str, state) -> dict
         "PGUSER": tenant.role,
         "PGPASSWORD": password,
         "DATABASE_URL": url,
-        **engine.tls_env(),  # ENABLE_CLOUD: PGSSLMODE, PGSSLROOTCERT, the certificate's fingerprint
+        # Through PgBouncer (pooler.py): the same database and login, another port.
+        "PGVECTOR_POOL_HOST": "127.0.0.1",
+        "PGVECTOR_POOL_PORT": str(pool_port),
+        "PGVECTOR_POOL_MODE": pool["mode"],
+        "PGVECTOR_POOL_SIZE": str(pool["size"]),
+        "PGVECTOR_POOL_MAX_CONNECTIONS": str(pool["max_connections"]),
+        "DATABASE_POOL_URL": f"postgresql://{tenant.role}:{password}@127.0.0.1:{pool_port}/{tenant.database}",
     }
+    if ca_copy:  # ENABLE_CLOUD: the pool from other hosts, TLS verified against the installation's CA
+        env.update({
+            "PGVECTOR_REMOTE_HOST": spec.domain,
+            "PGVECTOR_TLS_CA": ca_copy,
+            "PGVECTOR_TLS_SHA256": tls.fingerprint(Path(ca_copy)),
+            "PGVECTOR_REMOTE_SSLMODE": "verify-full",  # not in the URL: '?' and '&' have no place in a sourced .env
+            "DATABASE_REMOTE_URL": f"postgresql://{tenant.role}:{password}@{spec.domain}:{pool_port}/{tenant.database}",
+        })
+    return env
 
 
 def _file_action(path, text: str) -> str:
@@ -230,8 +286,8 @@ def _sample_files() -> list:
     )
 
 
-def _check_login(engine, tenant: Tenant, password: str, report: Report) -> None:
-    """Prove the .env works the way apps use it: a TCP login with the tenant's own password."""
+def _check_login(engine, tenant: Tenant, password: str, report: Report, pool_port: int = 0) -> None:
+    """Prove the .env works the way apps use it: a TCP login with the tenant's own password, direct and pooled."""
     import psycopg2
 
     from . import sessions
@@ -246,7 +302,15 @@ def _check_login(engine, tenant: Tenant, password: str, report: Report) -> None:
     except psycopg2.Error as exc:
         raise UserError(f"The tenant could not log in with its .env ({first_line(exc)}): check the server's "
                         f"pg_hba.conf allows {tenant.role} from {point.host} with scram-sha-256.") from None
-    report.add("tenant login", OK, f"{tenant.role}@{point.host}:{point.port}/{tenant.database}, vector type usable")
+    pooled = ""
+    if pool_port:
+        try:
+            sessions.pooled(tenant.role, password, tenant.database, pool_port).close()
+        except psycopg2.Error as exc:
+            raise UserError(f"The tenant could not log in through the pool with its .env ({first_line(exc)}): check "
+                            f"make pgvector-logs POOLER=true CLIENT_ID={engine.spec.client_id}.") from None
+        pooled = f", and through the pool on port {pool_port}"
+    report.add("tenant login", OK, f"{tenant.role}@{point.host}:{point.port}/{tenant.database}, vector type usable{pooled}")
 
 
 def update_env(paths, changes: dict) -> None:
@@ -263,7 +327,7 @@ def installed_spec(client_id: str, **flags) -> Spec:
 
     env = envfile.read(specs.Paths(specs.root_from_env(), client_id).env_file)
     return specs.build(client_id, env.get("DOMAIN", ""), env.get("ADMIN_EMAIL", ""), require_contact=False,
-                       enable_cloud="PGVECTOR_TLS_SHA256" in env, **flags)
+                       enable_cloud="PGVECTOR_TLS_SHA256" in env, **flags)  # pool settings: as recorded in the .env
 
 
 def install_all(*, dry_run: bool, with_deps: bool) -> list[tuple[str, Result | None, str]]:

@@ -107,6 +107,19 @@ def tenant(env: dict, dbname: str | None = None, password: str | None = None):
     return _connect(params, TENANT)
 
 
+def pooled(role: str, password: str, dbname: str, port: int, host: str = "127.0.0.1", **tls):
+    """The tenant's login through its pool (PgBouncer takes no `options`, so nothing is pinned): SELECT 1 and
+    SHOW-like reads only, never code of the tenant's."""
+    import psycopg2
+
+    conn = psycopg2.connect(host=host, port=port, user=role, password=password, dbname=dbname,
+                            connect_timeout=CONNECT_TIMEOUT, application_name=APPLICATION, **tls)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1")
+    return conn
+
+
 def tool_env(params: dict, pinned=TENANT) -> dict:
     """libpq environment for pg_dump/pg_restore: the password never in argv, the same pinned options."""
     names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD", "dbname": "PGDATABASE",

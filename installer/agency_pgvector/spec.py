@@ -166,6 +166,34 @@ class Paths:
         return self.state_dir / "secrets"
 
 
+POOL_MODES = ("session", "transaction")
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """POOL_MODE, POOL_SIZE, POOL_MAX_CONNECTIONS as given (None: as recorded for the client, else the default)."""
+
+    mode: str | None = None
+    size: int | None = None
+    max_connections: int | None = None
+
+    @classmethod
+    def from_env(cls) -> PoolSettings:
+        mode = os.environ.get("POOL_MODE") or None
+        if mode and mode not in POOL_MODES:
+            raise InputError(f"POOL_MODE {_show(mode)} is not valid: use session (the default) or transaction.")
+        return cls(mode, _count("POOL_SIZE"), _count("POOL_MAX_CONNECTIONS"))
+
+
+def _count(name: str) -> int | None:
+    text = os.environ.get(name) or ""
+    if not text:
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise InputError(f"{name} {_show(text)} is not valid: use a whole number from 1 to 1000.")
+    return int(text)
+
+
 @dataclass(frozen=True)
 class Spec:
     client_id: str
@@ -180,6 +208,7 @@ class Spec:
     admin_url: str | None = field(default=None, repr=False)
     port: int | None = None
     image: str | None = None  # PGVECTOR_IMAGE (docker engine), checked here
+    pool: PoolSettings = PoolSettings()
     root: Path = Path(DEFAULT_ROOT)
     log_file: Path = Path(DEFAULT_LOG)
 
@@ -235,6 +264,6 @@ def build(
                         "ADMIN_URL=postgresql://USER:PASSWORD@HOST:PORT/postgres.")
     return Spec(
         client_id=cid, domain=dom, admin_email=mail, engine=eng, server=srv, admin_url=url, port=port(port_),
-        image=image(os.environ.get("PGVECTOR_IMAGE")),
+        image=image(os.environ.get("PGVECTOR_IMAGE")), pool=PoolSettings.from_env(),
         root=root_from_env(), log_file=log_from_env(), **flags,
     )

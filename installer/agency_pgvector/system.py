@@ -15,15 +15,15 @@ from typing import Literal, overload
 from .errors import UserError
 
 
-def server_user_name(key: str) -> str:
-    """The system user of one server: `apg-<client id>` (a dedicated server), `apg_shared` (the shared one).
-    Linux names stop at 32 characters: a longer client id becomes apg_<17 characters>_<10 hex of its hash>.
-    Client ids have no '_', so the three forms never meet."""
+def server_user_name(key: str, prefix: str = "apg") -> str:
+    """The system user of one server (`apg`) or of its pooler (`apgb`): `<prefix>-<client id>` (a dedicated server),
+    `<prefix>_shared` (the shared one). Linux names stop at 32 characters: a longer client id becomes
+    <prefix>_<its start>_<10 hex of its hash>. Client ids have no '_', so the three forms never meet."""
     if key == "_shared":
-        return "apg_shared"
-    if len(key) <= 28:
-        return f"apg-{key}"
-    return f"apg_{key[:17]}_{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+        return f"{prefix}_shared"
+    if len(prefix) + 1 + len(key) <= 32:
+        return f"{prefix}-{key}"
+    return f"{prefix}_{key[:32 - len(prefix) - 12]}_{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
 @overload
@@ -210,3 +210,20 @@ def require_free_space(path: Path, needed_mb: int, what: str) -> None:
     if free_mb < needed_mb:
         raise UserError(f"{what} needs about {needed_mb} MB free on the filesystem of {probe}, which has "
                         f"{free_mb} MB: free some space (or use another AGENCY_STACK_ROOT) and re-run.")
+
+
+def write_group_file(path: Path, text: str, gid: int) -> None:
+    """root:<group> 0640, replaced atomically in a root-owned directory (a server's or a pooler's config)."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchown(fd, 0, gid)
+        os.fchmod(fd, 0o640)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

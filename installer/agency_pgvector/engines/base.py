@@ -6,7 +6,7 @@
     endpoint()            host and port the tenant connects to
     admin_params(db)      libpq keywords of the superuser session (sessions.operator pins it)
     server_lock()         held while the server is observed, planned and changed (a shared server: host-wide)
-    where(), tls_env(), expected_data_directory(), forget()
+    where(), pool_key(), expected_data_directory(), forget()
     lifecycle, where capabilities say so: logs(), restart(), stop(), remove_server()
 """
 
@@ -33,14 +33,12 @@ class Endpoint:
 class Capabilities:
     owns_server: bool  # the installer made this server and vouches for everything on it
     shared: bool  # one server holds many clients: names then carry the client id
-    remote_tls: bool  # ENABLE_CLOUD: remote logins, over TLS only
     logs: bool  # the server's log is readable on this host
     restart: bool  # the installer can restart the server
     remove: bool  # the installer can remove the server with its client (REMOVE_SERVER)
 
 
 WHAT = {  # how a capability reads in a refusal
-    "remote_tls": "ENABLE_CLOUD=true (remote logins over TLS)",
     "logs": "Reading the server's log",
     "restart": "Restarting the server",
     "remove": "REMOVE_SERVER=true",
@@ -106,9 +104,9 @@ class Engine(ABC):
         None where the installer cannot know it."""
         return None
 
-    def tls_env(self) -> dict:
-        """Extra .env entries a client needs for TLS (PGSSLMODE, PGSSLROOTCERT, ...); none by default."""
-        return {}
+    def pool_key(self) -> str:
+        """Which pooler fronts this server (pooler.py): one per server, so the shared server's clients share one."""
+        return self.spec.client_id
 
     def forget(self) -> None:  # noqa: B027 - most engines keep nothing outside the client's directory
         """Remove what the engine keeps for this client outside the client's directory (uninstall)."""

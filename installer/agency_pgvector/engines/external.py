@@ -27,9 +27,8 @@ class Observed:
 
 class ExternalEngine(Engine):
     name = "external"
-    capabilities = Capabilities(owns_server=False, shared=True, remote_tls=False, logs=False, restart=False, remove=False)
-    refusals = {"remote_tls": "remote access to an existing server is that server's own configuration",
-                "logs": NOT_OURS, "restart": NOT_OURS, "remove": NOT_OURS}
+    capabilities = Capabilities(owns_server=False, shared=True, logs=False, restart=False, remove=False)
+    refusals = {"logs": NOT_OURS, "restart": NOT_OURS, "remove": NOT_OURS}
 
     @property
     def url_file(self):

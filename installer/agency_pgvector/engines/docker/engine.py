@@ -40,8 +40,6 @@ class Observed:
 class DockerEngine(Engine):
     name = "docker"
     refusals = {
-        "remote_tls": "the installer cannot make the container accept remote logins only over TLS: use "
-                      "ENGINE=embedded ENABLE_CLOUD=true, or reach the container over an SSH tunnel",
         "remove": "the container was not created by this installer and is left as it is",
     }
 
@@ -63,7 +61,7 @@ class DockerEngine(Engine):
     def capabilities(self) -> Capabilities:  # type: ignore[override]
         found = self.find()
         owned = found is not None and self.owned(found)
-        return Capabilities(owns_server=owned, shared=False, remote_tls=False, logs=True, restart=True, remove=owned)
+        return Capabilities(owns_server=owned, shared=False, logs=True, restart=True, remove=owned)
 
     def owned(self, container) -> bool:
         return container.labels.get(LABEL) == self.spec.client_id

