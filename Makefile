@@ -13,7 +13,8 @@ AGENCY_STACK_LOG ?= /var/log/agency_stack/components/pgvector.log
 # What the recipes read from their environment: the CLI's variables, and PYTHON and VENV for the venv.
 VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE ADMIN_URL PORT DRY_RUN \
         JSON QUIET ALL LINES FOLLOW YES NO_BACKUP KEEP_DATA REMOVE_SERVER FILE TARGET_CLIENT SAMPLES \
-        PGVECTOR_IMAGE PGVECTOR_PORT_RANGE SERVER AGENCY_STACK_ROOT AGENCY_STACK_LOG PYTHON VENV
+        PGVECTOR_IMAGE PGVECTOR_PORT_RANGE SERVER POOL_MODE POOL_SIZE POOL_MAX_CONNECTIONS POOLER \
+        AGENCY_STACK_ROOT AGENCY_STACK_LOG PYTHON VENV
 
 # make would expand a value from its command line or the environment wherever the value is used, and
 # exports every command-line variable to the recipes, expanded. So each one is made literal here

@@ -181,6 +181,7 @@ def _print_status(results: list[ClientStatus], everyone: bool) -> None:
                      + (f" ({c(vec.available)} available: make pgvector-upgrade)" if vec.update_available else "")),
         ("database", f"{c(r.database.name)}, {_size(r.database.size_bytes)}"),
         ("connections", f"{c(r.role.connections)} of {c(r.role.connection_limit)} ({c(r.role.name)})"),
+        ("pool", _pool_line(r)),
         (".env", joined([f"{c(r.env_file.path)} mode {c(r.env_file.mode)}, password", password], " ")),
         ("vector columns", joined(columns) if columns else "none yet"),
         ("settings", ", ".join(f"{c(k)}={c(v)}" for k, v in r.settings.items()) or "-"),
@@ -190,18 +191,32 @@ def _print_status(results: list[ClientStatus], everyone: bool) -> None:
     key_values(f"pgvector status: client {c(r.client_id)}", fields)
 
 
+def _pool_line(r: ClientStatus) -> str:
+    from .text import clean as c
+
+    p = r.pool
+    if not p.port:
+        return "none"
+    head = f"127.0.0.1:{p.port} {c(p.mode)}, size {p.size}, at most {p.max_connections} server connections"
+    if not p.running:
+        return f"{head}; pooler NOT RUNNING"
+    return (f"{head}; clients {p.clients_active} active, {p.clients_waiting} waiting; servers {p.servers_active} "
+            f"active, {p.servers_idle} idle; longest wait {p.max_wait_seconds} s")
+
+
 @app.command("logs")
 def logs_cmd(
     client_id: str = ClientOpt,
     lines: int = typer.Option(100, "--lines", "-n", envvar="LINES", help="How many lines from the end."),
     follow: bool = typer.Option(False, "--follow", "-f", envvar="FOLLOW", help="Keep printing new server log lines."),
+    pooler_log: bool = typer.Option(False, "--pooler", envvar="POOLER", help="Show the pooler's (PgBouncer's) log instead."),
 ) -> None:
     """The installer's component log lines for the client, then the server's log (a shared server: its own sessions only)
-    (make pgvector-logs)."""
+    (make pgvector-logs; POOLER=true: the pooler's log)."""
     from .ops.common import load
     from .ops.logs import show
 
-    show(load(client_id), lines, follow)
+    show(load(client_id), lines, follow, pooler_log)
 
 
 @app.command("restart")
@@ -217,7 +232,9 @@ def restart_cmd(client_id: str = ClientOpt, as_json: bool = JsonOpt, quiet: bool
     if as_json:
         _print_json(done.to_json())
     elif not quiet:
-        print(f"Restarted {done.client_id} ({done.engine}): {done.role} can log in again after {done.seconds:.2f} s.")
+        pool = {"started": " The pooler was down and is running again.", "running": " The pooler was running."}
+        print(f"Restarted {done.client_id} ({done.engine}): {done.role} can log in again after {done.seconds:.2f} s."
+              f"{pool.get(done.pooler, '')}")
 
 
 @app.command("test")

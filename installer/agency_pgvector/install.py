@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import engines, envfile, pooler, scram, tls
+from . import engines, envfile, pooler, ports, scram, tls
 from .engines.base import ServerPlan
 from .errors import UserError
 from .provision import State, Tenant, apply as apply_sql, lock, plan, read_state, record
@@ -129,11 +129,8 @@ def _converge_pool(spec: Spec, engine, tenant: Tenant, verifier: str, settings: 
                         "use a host name or an IP address in ADMIN_URL.")
     entry = pooler.Entry(spec.client_id, tenant.database, tenant.role, verifier, host, point.port if point else 0,
                          settings["mode"], settings["size"], settings["max_connections"], spec.enable_cloud, spec.domain)
-    pool = pooler.Pooler(engine.pool_key(), spec.paths.state_dir, spec.with_deps)
-    with pool.lock():
-        seen = pool.observe()
-        apply(pool.plan(seen, spec.client_id, entry), report, spec.dry_run)
-    return pool.port() or seen.port or 0
+    pool = pooler.converge(engine, spec.client_id, entry, report, spec.dry_run)
+    return pool.port() or ports.preview(spec.paths.state_dir, pool.layout.port_owner)
 
 
 def _ca_copy(spec: Spec, report: Report) -> str:
@@ -146,10 +143,10 @@ def _ca_copy(spec: Spec, report: Report) -> str:
         return ""
     source = tls.ca_cert(spec.paths.state_dir)
     data = source.read_bytes() if source.exists() else b""
-    action = _file_action(copy, data.decode()) if data else CREATE
+    action = (OK if envfile.holds(copy, data, 0o644) else CHANGE if copy.exists() else CREATE) if data else CREATE
     if not spec.dry_run:
         _client_dirs(spec.paths)
-        envfile.write_atomic(copy, data.decode(), mode=0o644)
+        envfile.write_atomic(copy, data, mode=0o644)
     report.add("TLS CA copy", action, f"{copy} (PGVECTOR_TLS_CA in .env)")
     return str(copy)
 

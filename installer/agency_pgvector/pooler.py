@@ -288,6 +288,8 @@ class Pooler:
         if systemd.managed(lay.unit_path):
             systemd.start(lay.unit_path, check=False)
         else:
+            if self._pid() is None:  # a pooler killed outright leaves its pid file, and PgBouncer then refuses to start
+                (lay.run_dir / "pgbouncer.pid").unlink(missing_ok=True)
             run([binary() or "pgbouncer", "-d", "-q", str(lay.ini)], self._user(), check=False)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -335,7 +337,8 @@ class Pooler:
             return None
         uid = re.search(r"^Uid:\s+(\d+)", status, re.M)
         name = re.search(r"^Name:\s+(\S+)", status, re.M)
-        if user is None or not uid or int(uid.group(1)) != user.pw_uid or not name or name.group(1) != "pgbouncer":
+        zombie = re.search(r"^State:\s+Z", status, re.M)
+        if user is None or not uid or int(uid.group(1)) != user.pw_uid or not name or name.group(1) != "pgbouncer" or zombie:
             return None
         return pid
 
@@ -371,6 +374,20 @@ class Pooler:
         from .ops.logs import tail
 
         return tail(self.layout.log_file, self.layout.directory / "log", count)
+
+
+def for_engine(engine) -> Pooler:
+    return Pooler(engine.pool_key(), engine.paths.state_dir, engine.spec.with_deps)
+
+
+def converge(engine, client_id: str, entry: Entry | None, report, dry_run: bool = False) -> Pooler:
+    """observe -> plan -> apply for one client's pool, under the pooler's lock (entry None: remove it)."""
+    from .runner import apply
+
+    pool = for_engine(engine)
+    with pool.lock():
+        apply(pool.plan(pool.observe(), client_id, entry), report, dry_run)
+    return pool
 
 
 def recorded_port(text: str | None) -> int | None:

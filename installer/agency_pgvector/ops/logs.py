@@ -45,17 +45,43 @@ class SessionFilter:
         return self.mine
 
 
+class PoolFilter:
+    """Keeps the pooler log lines of one tenant on a shared pooler: a connection's line names `database/user@`
+    right after its C-0x.../S-0x... id; lines of no connection (start, stats, reloads) are everyone's."""
+
+    _CONNECTION = re.compile(r"\S+ \S+ \S+ \[\d+\] \S+ [CS]-0x[0-9a-f]+: (\S*?)/(\S*?)@")
+
+    def __init__(self, role: str, database: str):
+        self.pair = (database, role)
+
+    def keep(self, line: str) -> bool:
+        found = self._CONNECTION.match(line)
+        return found is None or (found.group(1), found.group(2)) == self.pair
+
+
 def component_lines(text: str, client_id: str) -> list[str]:
     """The component log's lines written for `client_id` (the client= field itself, not a mention in a message)."""
     return [line for line in text.split("\n") if (found := _COMPONENT_PREFIX.match(line)) and found.group(1) == client_id]
 
 
-def show(client: Client, lines: int, follow: bool) -> None:
-    """The client's component log lines, then its server's log (a shared server: its own sessions only)."""
+def show(client: Client, lines: int, follow: bool, pooler_log: bool = False) -> None:
+    """The client's component log lines, then its server's log (a shared server: its own sessions only), or with
+    `pooler_log` its pooler's (a shared pooler: its own connections only)."""
     from ..engines import require
     from ..text import cleaned_stdout
 
     show_component_log(client.spec.log_file, client.id, lines)
+    if pooler_log:
+        from ..pooler import for_engine
+
+        layout = for_engine(client.engine).layout
+        if not layout.log_file.exists():
+            raise UserError(f"No pooler log at {layout.log_file}: re-run make pgvector CLIENT_ID={client.id} to set up "
+                            "its pool.")
+        only = PoolFilter(client.tenant.role, client.tenant.database) if client.engine.capabilities.shared else None
+        print(f"== pooler log {layout.log_file} ==", flush=True)
+        show_server_log(layout.log_file, layout.log_file.parent, only, lines, follow)
+        return
     require(client.engine, "logs")
     print(f"== server log ({client.engine.name}) ==", flush=True)
     with cleaned_stdout():  # the embedded engine cleans (and on a shared server filters) its lines itself; docker's are raw
@@ -71,7 +97,8 @@ def show_component_log(path: Path, client_id: str, lines: int) -> None:
         print(clean(line))
 
 
-def show_server_log(path: Path, trusted: Path, session: SessionFilter | None, lines: int, follow: bool) -> None:
+def show_server_log(path: Path, trusted: Path, session: SessionFilter | PoolFilter | None, lines: int,
+                    follow: bool) -> None:
     """The last `lines` lines of the server log (only `session`'s on a shared server), then new ones if `follow`."""
     keep = session.keep if session else (lambda line: True)
     pending = bytearray()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .. import log
+from .. import log, pooler
 from ..engines import require
 from ..errors import UserError
 from ..runner import operation
@@ -20,21 +20,30 @@ class Restarted:
     engine: str
     role: str
     seconds: float  # from the restart until the tenant could log in again
+    pooler: str = "none"  # started (it was down), running (left as it was: it serves other clients too), none
 
     def to_json(self) -> dict:
-        return {"client_id": self.client_id, "engine": self.engine, "seconds": round(self.seconds, 3)}
+        return {"client_id": self.client_id, "engine": self.engine, "seconds": round(self.seconds, 3), "pooler": self.pooler}
 
 
 def restart(client: Client, timeout: float = 60.0) -> Restarted:
-    """Restart the client's server (under the client's lock) and wait until the tenant can log in again."""
+    """Restart the client's server (under the client's lock), start its pooler if it is down (a running one is left
+    alone: on the shared server it holds the other clients' sessions), and wait until the tenant can log in again."""
     require(client.engine, "restart")
     with operation(client.spec, "restart"):
         started = time.monotonic()
         client.engine.restart()
         wait_for_tenant(client, timeout)
+        pool = pooler.for_engine(client.engine)
+        state = "none"
+        if pool.port() is not None:
+            with pool.lock():
+                state = "running" if pool.running() else "started"
+                if state == "started":
+                    pool.start()
         seconds = time.monotonic() - started
-        log.event(f"restarted server; tenant login after {seconds:.2f} s")
-    return Restarted(client.id, client.engine.name, client.tenant.role, seconds)
+        log.event(f"restarted server; tenant login after {seconds:.2f} s; pooler {state}")
+    return Restarted(client.id, client.engine.name, client.tenant.role, seconds, state)
 
 
 def wait_for_tenant(client: Client, timeout: float = 60.0) -> None:

@@ -65,6 +65,23 @@ class Role:
 
 
 @dataclass
+class Pool:
+    """The client's pool on the PgBouncer in front of its server (SHOW POOLS, summed over the client's pool)."""
+
+    port: int | None = None  # from .env
+    mode: str | None = None
+    size: int | None = None
+    max_connections: int | None = None
+    running: bool = False  # the pooler answers on its console
+    login: bool | None = None  # the tenant logs in through it with its .env (None: not tried)
+    clients_active: int | None = None
+    clients_waiting: int | None = None
+    servers_active: int | None = None
+    servers_idle: int | None = None
+    max_wait_seconds: int | None = None
+
+
+@dataclass
 class EnvFile:
     path: str
     present: bool = False
@@ -97,6 +114,7 @@ class ClientStatus:
     database: Database
     role: Role
     env_file: EnvFile
+    pool: Pool = field(default_factory=Pool)
     vector_columns: list[VectorColumn] = field(default_factory=list)
     settings: dict[str, str] = field(default_factory=dict)
     drift: list[str] = field(default_factory=list)
@@ -187,7 +205,46 @@ def check(client: Client) -> ClientStatus:
         conn.close()
     if state is not None and client.tenant.database in state.databases:
         _content(client, out, state)
+    _pool(client, out, state)
     return out
+
+
+def _pool(client: Client, out: ClientStatus, state) -> None:
+    """The pooler's health and the client's pool: registered with the role's current verifier, answering, a login."""
+    from .. import pooler
+    from ..sessions import pooled
+
+    env, pool = client.env, out.pool
+    pool.port, pool.mode = _int(env.get("PGVECTOR_POOL_PORT")), env.get("PGVECTOR_POOL_MODE")
+    pool.size, pool.max_connections = _int(env.get("PGVECTOR_POOL_SIZE")), _int(env.get("PGVECTOR_POOL_MAX_CONNECTIONS"))
+    fix = f"re-run make pgvector CLIENT_ID={client.id}"
+    if not pool.port:
+        out.problems.append(f"no connection pool yet (the .env has no PGVECTOR_POOL_PORT): {fix}")
+        return
+    pooler_ = pooler.for_engine(client.engine)
+    seen = pooler_.observe()
+    entry = seen.entries.get(client.id)
+    if entry is None or seen.port != pool.port:
+        out.problems.append(f"the pooler has no pool for {client.tenant.database} on port {pool.port}: {fix}")
+    elif state is not None and state.role and entry.verifier != state.role["rolpassword"]:
+        out.drift.append("pool: the pooler's verifier is not the role's password")
+        out.problems.append(f"the pooler would refuse the .env password (its verifier is an old one): {fix}")
+    pool.running = seen.running
+    if not seen.running:
+        out.problems.append(f"the pooler on port {pool.port} is not running: make pgvector-restart CLIENT_ID={client.id}")
+        return
+    figures = pooler_.pools(client.tenant.database) or {}
+    pool.clients_active, pool.clients_waiting = figures.get("cl_active"), figures.get("cl_waiting")
+    pool.servers_active, pool.servers_idle = figures.get("sv_active"), figures.get("sv_idle")
+    pool.max_wait_seconds = figures.get("maxwait")
+    if client.password and entry is not None:
+        try:
+            pooled(client.tenant.role, client.password, client.tenant.database, pool.port).close()
+            pool.login = True
+        except Exception as exc:  # noqa: BLE001 - the finding itself
+            pool.login = False
+            out.problems.append(f"the tenant cannot log in through the pool ({first_line(exc)}): see make pgvector-logs "
+                                f"POOLER=true CLIENT_ID={client.id}")
 
 
 def _inspect(client: Client, conn, out: ClientStatus):

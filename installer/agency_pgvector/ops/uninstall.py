@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from psycopg2 import sql
 
-from .. import spec as specs
+from .. import pooler, spec as specs
 from ..engines import require
 from ..provision import lock, terminate
 from ..report import CHANGE, OK, Report
@@ -89,6 +89,7 @@ def _uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_serve
                 report.add(f"role {tenant.role}", CHANGE, "dropped")
     finally:
         admin.close()
+    pooler.converge(client.engine, client.id, None, report)  # the client's pool goes (the pooler too, if it was the last)
     if remove_server:
         client.engine.remove_server()
         report.add("server", CHANGE, "removed with its data")
