@@ -24,6 +24,7 @@ SAMPLES = [
     "alembic_migration.py",
     "vector_store.py",
     "index_benchmark.py",
+    "pooled_workers.py",
 ]
 QUICK = {"BULK_ROWS": "5000", "BENCH_ROWS": "5000", "BENCH_QUERIES": "50"}
 TIMEOUT = 900  # seconds per sample (the tenant's statement_timeout is 5 minutes)

@@ -56,6 +56,9 @@ CLIENT_STATUS = {
     "database": {"name": (str, NULL), "size_bytes": (int, NULL)},
     "role": {"name": (str, NULL), "connections": (int, NULL), "connection_limit": (int, NULL)},
     "env_file": {"path": str, "present": bool, "mode": (str, NULL), "password_valid": (bool, NULL)},
+    "pool": {"port": (int, NULL), "mode": (str, NULL), "size": (int, NULL), "max_connections": (int, NULL),
+             "running": bool, "login": (bool, NULL), "clients_active": (int, NULL), "clients_waiting": (int, NULL),
+             "servers_active": (int, NULL), "servers_idle": (int, NULL), "max_wait_seconds": (int, NULL)},
     "vector_columns": [{"table": str, "column": str, "type": str, "indexes": [{"name": str, "method": str}]}],
     "settings": MapOf(str), "drift": [str], "unexpected_roles": [str], "problems": [str],
 }
@@ -67,7 +70,7 @@ SCHEMA = {
     "status": {"healthy": bool, "clients": [CLIENT_STATUS]},
     "test": {"ok": bool, "clients": [{"client_id": str, "ok": bool, "recall_at_10": NUMBER, "steps": MapOf(str),
                                       "samples_ok": (bool, NULL)}]},
-    "restart": {"client_id": str, "engine": str, "seconds": NUMBER},
+    "restart": {"client_id": str, "engine": str, "seconds": NUMBER, "pooler": str},
     "backup": {"client_id": str, "database": str, "file": str, "manifest": str, "size_bytes": int, "row_counts": MapOf(int)},
     "restore": {"client_id": str, "database": str, "file": str, "row_counts": MapOf(int)},
     "rotate": {"client_id": str, "rotated": bool, "env_file": str},

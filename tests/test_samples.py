@@ -89,9 +89,16 @@ def test_installer_copies_every_sample_including_the_migrations(tenant):
 def test_run_all_passes_every_sample_and_prints_a_summary(run_all):
     result, sections, _, _ = run_all
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "8 passed, 0 failed" in result.stdout
+    assert "9 passed, 0 failed" in result.stdout
     assert set(sections) >= {"quickstart.py", "bulk_load.py", "semantic_search.py", "hybrid_search.py",
-                             "sqlalchemy_orm.py", "alembic_migration.py", "vector_store.py", "index_benchmark.py"}
+                             "sqlalchemy_orm.py", "alembic_migration.py", "vector_store.py", "index_benchmark.py",
+                             "pooled_workers.py"}
+
+
+def test_pooled_workers_go_through_the_pool_and_find_the_same_neighbours(run_all):
+    text = run_all[1]["pooled_workers.py"]
+    assert "pool: session mode, 10 server connections" in text, text
+    assert "same neighbours both ways" in text, text
 
 
 def test_samples_leave_no_tables_behind(run_all):
