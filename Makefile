@@ -39,6 +39,7 @@ help: ## Show the targets and the variables they take
 	@echo
 	@echo "Variables: CLIENT_ID (default: default) DOMAIN ADMIN_EMAIL ENGINE=auto|embedded|external|docker"
 	@echo "  ADMIN_URL (external) PORT FORCE WITH_DEPS ENABLE_CLOUD VERBOSE DRY_RUN JSON QUIET (true to switch on)"
+	@echo "  POOL_MODE=session|transaction POOL_SIZE POOL_MAX_CONNECTIONS (the client's PgBouncer pool); POOLER=true (logs)"
 	@echo "  AGENCY_STACK_ROOT=$$AGENCY_STACK_ROOT AGENCY_STACK_LOG=$$AGENCY_STACK_LOG"
 	@echo "Details: docs/operator.md, docs/runbook.md; every command: $$VENV/bin/agency-pgvector --help"
 
