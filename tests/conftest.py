@@ -39,7 +39,7 @@ def stack_root():
 
 
 def stop_all(root: Path) -> None:
-    """Stop every embedded server under `root` (dedicated ones and the shared one)."""
+    """Stop every embedded server under `root` (dedicated ones and the shared one) and every pooler."""
     from agency_pgvector.engines.embedded import SharedEmbeddedEngine
 
     clients = root / "clients"
@@ -49,6 +49,11 @@ def stop_all(root: Path) -> None:
     for engine in engines:
         if engine.exists():
             engine.stop()
+    from agency_pgvector.pooler import Pooler
+
+    poolers = root / "pgvector" / "poolers"
+    for folder in poolers.iterdir() if poolers.is_dir() else []:
+        Pooler(folder.name, root / "pgvector").stop()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import typer
 from typer import TyperException  # typer carries its own copy of click: every command-line error derives from this
 
-from .errors import INTERNAL, INTERRUPTED, UNHEALTHY, USAGE, UserError
+from .errors import INTERNAL, INTERRUPTED, UNHEALTHY, USAGE, InputError, UserError
 
 if TYPE_CHECKING:
     from .ops.status import ClientStatus
@@ -104,6 +104,11 @@ def _install_all(force: bool, dry_run: bool, with_deps: bool, as_json: bool, qui
     if force:
         raise UserError("FORCE=true with ALL=true would set a new password for every client: "
                         "rotate them one by one (make pgvector-rotate CLIENT_ID=...).")
+    from .spec import PoolSettings
+
+    if PoolSettings.from_env() != PoolSettings():
+        raise InputError("POOL_MODE, POOL_SIZE and POOL_MAX_CONNECTIONS set one client's pool: drop them with ALL=true "
+                        "(each client keeps its recorded settings), or run make pgvector CLIENT_ID=... with them.")
     outcomes = install_all(dry_run=dry_run, with_deps=with_deps)
     if not outcomes:
         raise UserError("No client is installed under AGENCY_STACK_ROOT: run make pgvector CLIENT_ID=... first.")

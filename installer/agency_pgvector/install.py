@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -323,8 +323,9 @@ def installed_spec(client_id: str, **flags) -> Spec:
     from . import spec as specs
 
     env = envfile.read(specs.Paths(specs.root_from_env(), client_id).env_file)
-    return specs.build(client_id, env.get("DOMAIN", ""), env.get("ADMIN_EMAIL", ""), require_contact=False,
-                       enable_cloud="PGVECTOR_TLS_SHA256" in env, **flags)  # pool settings: as recorded in the .env
+    spec = specs.build(client_id, env.get("DOMAIN", ""), env.get("ADMIN_EMAIL", ""), require_contact=False,
+                       enable_cloud="PGVECTOR_TLS_SHA256" in env, **flags)
+    return replace(spec, pool=specs.PoolSettings())  # as recorded in the .env
 
 
 def install_all(*, dry_run: bool, with_deps: bool) -> list[tuple[str, Result | None, str]]:
