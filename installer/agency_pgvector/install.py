@@ -55,6 +55,7 @@ def _install(spec: Spec, batch: Batch | None = None) -> Result:
     engine = engines.get(spec, existing.get("PGVECTOR_ENGINE"), existing.get("PGVECTOR_SERVER"))
     tenant = Tenant.for_client(spec.client_id, engine.capabilities.shared)
     settings = pooler.resolve(spec.pool, existing, tenant.connection_limit)
+    pooler.preflight(spec.with_deps)
     report = Report(dry_run=spec.dry_run)
     key = engine.server_id()
     if batch is not None and key in batch.servers:

@@ -112,6 +112,13 @@ def binary() -> str | None:
     return shutil.which("pgbouncer", path=f"{os.environ.get('PATH', '')}:/usr/sbin:/usr/local/sbin")
 
 
+def preflight(with_deps: bool) -> None:
+    """Refused before anything is created: every client gets a pool, so PgBouncer must be there or be installed."""
+    if not with_deps and binary() is None:
+        raise UserError("PgBouncer is not installed: add WITH_DEPS=true to install it "
+                        "(apt-get install pgbouncer), or install it yourself, then re-run.")
+
+
 @dataclass
 class Seen:
     binary: str | None
@@ -167,9 +174,7 @@ class Pooler:
             return self._plan_removal(seen)
         steps: list[Step] = []
         if seen.binary is None:
-            if not self.with_deps:
-                raise UserError("PgBouncer is not installed: add WITH_DEPS=true to install it "
-                                "(apt-get install pgbouncer), or install it yourself, then re-run.")
+            preflight(self.with_deps)
             steps.append(Step("pgbouncer package", CREATE, "Debian's pgbouncer (system OpenSSL)", run=install_package))
         if seen.user is None:
             steps.append(Step("pooler user", CREATE, lay.os_user, run=self._make_user))
