@@ -77,8 +77,8 @@ def test_same_client_four_times_at_once(fresh_root):
     text = log.read_text()
     assert text.count("created server: ") == 1 and text.count("created role vectoruser") == 1
     assert text.count("created database vectordb") == 1 and text.count("created extension vector") == 1
-    ports = list((fresh_root / "pgvector" / "ports").iterdir())
-    assert len(ports) == 1 and ports[0].read_text().strip() == "conc-same"
+    ports = sorted(p.read_text().strip() for p in (fresh_root / "pgvector" / "ports").iterdir())
+    assert ports == ["conc-same", "conc-same/pool"]  # one server, one pooler
     _env_matches_role(fresh_root, "conc-same", EmbeddedEngine(Spec(client_id="conc-same", root=fresh_root)))
 
 
@@ -94,8 +94,8 @@ def test_four_clients_on_one_shared_server_at_once(fresh_root):
     for client in clients:
         assert text.count(f"created role vectoruser_{client.replace('-', '_')}:") == 1
         _env_matches_role(fresh_root, client, engine)
-    ports = list((fresh_root / "pgvector" / "ports").iterdir())
-    assert [p.read_text().strip() for p in ports] == ["_shared"]
+    ports = sorted(p.read_text().strip() for p in (fresh_root / "pgvector" / "ports").iterdir())
+    assert ports == ["_shared", "_shared/pool"]  # one shared server, one pooler for its clients
 
 
 def test_three_dedicated_clients_at_once_on_a_fresh_host(fresh_root):
@@ -107,7 +107,7 @@ def test_three_dedicated_clients_at_once_on_a_fresh_host(fresh_root):
     runtime = fresh_root / "pgvector" / "runtime"
     assert [p.name for p in runtime.iterdir() if ".tmp" in p.name] == []
     ports = {p.read_text().strip(): p.name for p in (fresh_root / "pgvector" / "ports").iterdir()}
-    assert sorted(ports) == clients and len(set(ports.values())) == 3
+    assert sorted(ports) == sorted(clients + [f"{c}/pool" for c in clients]) and len(set(ports.values())) == 6
     for client in clients:
         _env_matches_role(fresh_root, client, EmbeddedEngine(Spec(client_id=client, root=fresh_root)))
 

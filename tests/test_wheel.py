@@ -88,7 +88,7 @@ def test_the_wheel_carries_the_templates_and_exactly_the_samples_a_client_gets(w
     templates = {f"agency_pgvector/templates/{p.name}": p for p in (REPO / "templates").glob("*.j2")}
     samples = {f"agency_pgvector/samples/{rel.as_posix()}": REPO / "samples" / rel for rel in _sample_files()}
     assert "agency_pgvector/samples/migrations/versions/0002_add_embedding_hnsw.py" in samples
-    assert len(templates) == 5 and "agency_pgvector/templates/pg_hba.conf.j2" in templates
+    assert len(templates) == 8 and "agency_pgvector/templates/pgbouncer.ini.j2" in templates
     assert set(data) == templates.keys() | samples.keys()
     for name, path in {**templates, **samples}.items():
         assert data[name] == path.read_bytes(), name

@@ -274,12 +274,9 @@ class Pooler:
 
     def console(self, port: int | None = None):
         """root's session on PgBouncer's console (peer, over the 0700 socket directory)."""
-        import psycopg2
+        from .sessions import pooler_console
 
-        conn = psycopg2.connect(host=str(self.layout.run_dir), port=port or self.port(), user="root", dbname=CONSOLE,
-                                connect_timeout=3, application_name="agency-pgvector")
-        conn.autocommit = True
-        return conn
+        return pooler_console(self.layout.run_dir, port or self.port())
 
     def running(self, port: int | None = None) -> bool:
         try:
@@ -323,13 +320,19 @@ class Pooler:
 
     def reload(self, end: str | None = None) -> None:
         """RELOAD re-reads the files; `end`: a database whose open sessions must go (a new password, a removed client)."""
+        import psycopg2
+
         conn = self.console()
         try:
             with conn.cursor() as cur:
                 cur.execute("RELOAD")
                 if end and re.fullmatch(r"[a-z0-9_]+", end):
-                    cur.execute(f"KILL {end}")
-                    cur.execute(f"RESUME {end}")
+                    try:  # a removed client's pool is gone with the reload: nothing left to end
+                        cur.execute(f"KILL {end}")
+                        cur.execute(f"RESUME {end}")
+                    except psycopg2.Error as exc:
+                        if "no such database" not in str(exc):
+                            raise
         finally:
             conn.close()
 

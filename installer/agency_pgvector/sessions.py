@@ -1,4 +1,4 @@
-"""Every database session the installer opens, of two kinds only.
+"""Every database session the installer opens: two kinds on PostgreSQL, and two on a pooler.
 
 operator(engine, dbname)  the server's superuser, for what only a superuser can do (roles, databases,
                           CREATE/ALTER EXTENSION, catalog reads). A tenant owns its database and may
@@ -14,6 +14,8 @@ tenant(env, dbname)       the tenant's own login from its .env, for everything t
                           content (sizes, vector columns, row counts, backup, restore, the self test): code the
                           tenant planted runs with the tenant's rights only. The same pinning keeps the
                           installer's own queries predictable (the tenant's settings cannot stall them).
+pooled(...)               the tenant's own login through its pool (a plain SELECT 1: the installer's login check)
+pooler_console(...)       root on a PgBouncer console (peer over the pooler's 0700 socket directory)
 
 Tools (pg_dump, pg_restore) get the same options through PGOPTIONS in their environment (tool_env).
 """
@@ -117,6 +119,17 @@ def pooled(role: str, password: str, dbname: str, port: int, host: str = "127.0.
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute("SELECT 1")
+    return conn
+
+
+def pooler_console(run_dir, port: int | None):
+    """root's session on a PgBouncer console: peer over the pooler's 0700 socket directory, no password exists.
+    The console speaks the simple query protocol only and takes no `options`."""
+    import psycopg2
+
+    conn = psycopg2.connect(host=str(run_dir), port=port, user="root", dbname="pgbouncer", connect_timeout=3,
+                            application_name=APPLICATION)
+    conn.autocommit = True
     return conn
 
 

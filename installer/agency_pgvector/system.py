@@ -85,9 +85,13 @@ def chown_tree(path: Path, uid: int, gid: int) -> None:
 
 
 def run(argv: list[str], user: pwd.struct_passwd | None = None, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    """Run a command (as `user` when given); never put a secret in argv."""
+    """Run a command (as `user` when given); never put a secret in argv. A command run as another user gets a clean
+    environment, not the CLI's: ADMIN_URL and the like would otherwise sit in the /proc/PID/environ of a server or
+    pooler process that user owns for as long as it runs."""
     if user is not None and os.geteuid() == user.pw_uid:
         user = None
+    if user is not None and "env" not in kwargs:
+        kwargs["env"] = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
     result = subprocess.run(
         argv,
         capture_output=True,
