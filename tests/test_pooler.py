@@ -223,3 +223,20 @@ def test_bad_pool_settings_exit_2_with_one_sentence_and_create_nothing(cli, stac
 def _poolers(root: Path) -> list:
     folder = root / "pgvector" / "poolers"
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def test_pool_filter_drops_a_connection_line_whose_login_name_it_cannot_read():
+    """Anyone reaching the port picks the login name PgBouncer writes after the connection id: a space in it must not
+    make the line everyone's."""
+    keep = PoolFilter("vectoruser_acme", "vectordb_acme").keep
+    assert not keep(connection("C", "(nodb)/vectoruser_beta x", "login attempt: db=vectordb_beta user=vectoruser_beta x"))
+
+
+def test_pool_filter_gives_a_continuation_line_to_the_connection_it_continues():
+    """A newline in a login name starts a TAB-led line in PgBouncer's log: it belongs to the line before, as in
+    SessionFilter."""
+    keep = PoolFilter("vectoruser_acme", "vectordb_acme").keep
+    assert not keep(connection("C", "(nodb)/vectoruser_beta", "login attempt"))
+    assert not keep("\tvectordb_beta@127.0.0.1:60456 login attempt: db=vectordb_beta user=vectoruser_beta")
+    assert keep(LOG[1])
+    assert keep("\ta continuation of acme's own line")
