@@ -359,17 +359,22 @@ def test_container_that_exits_shows_its_last_log_lines(cli, docker_client):
 
 # -- cloud, removal ---------------------------------------------------------------------------------------
 
-def test_enable_cloud_is_refused_and_creates_nothing_then_loopback_install_works(cli, docker_client):
-    """Published on all interfaces, the image's own pg_hba would decide (plain text allowed): not TLS-only."""
+def test_enable_cloud_opens_the_pool_never_the_container(cli, docker_client):
+    """Published on all interfaces, the image's own pg_hba would decide (plain text allowed): remote access goes
+    through the client's pooler (TLS only, tests/test_security_tls.py), the container stays on loopback."""
     result = docker_install(cli, "dk-cloud", WITH_DEPS="true", ENABLE_CLOUD="true", PORT=str(free_port()))
-    refused = "ENABLE_CLOUD=true (remote logins over TLS) is not available"
-    assert result.returncode == 3 and refused in result.stderr and "its docker server" in result.stderr, result.stderr
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert_nothing_created(docker_client, "dk-cloud")
-    result = docker_install(cli, "dk-cloud", WITH_DEPS="true")
     assert result.returncode == 0, result.stderr + result.stdout
     binding = docker_client.containers.get("postgres-dk-cloud").attrs["HostConfig"]["PortBindings"]["5432/tcp"][0]
     assert binding["HostIp"] == "127.0.0.1"
+    paths = client_paths("dk-cloud")
+    env = envfile.read(paths.env_file)
+    assert env["PGVECTOR_TLS_CA"] and env["PGVECTOR_REMOTE_SSLMODE"] == "verify-full"
+    ini = (paths.state_dir / "poolers" / "dk-cloud" / "pgbouncer.ini").read_text()
+    assert "listen_addr = *" in ini and "client_tls_sslmode = allow" in ini
+    result = docker_install(cli, "dk-cloud", WITH_DEPS="true")  # off again: the pooler back on loopback
+    assert result.returncode == 0, result.stderr + result.stdout
+    ini = (paths.state_dir / "poolers" / "dk-cloud" / "pgbouncer.ini").read_text()
+    assert "listen_addr = 127.0.0.1" in ini and "PGVECTOR_TLS_CA" not in envfile.read(paths.env_file)
 
 
 def test_remove_server_removes_container_volume_network_secret_and_port(docker_client):

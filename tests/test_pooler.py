@@ -69,7 +69,9 @@ def test_resolve_refuses_a_pool_larger_than_its_cap():
     with pytest.raises(InputError, match="POOL_SIZE 21 is larger than POOL_MAX_CONNECTIONS 20"):
         pooler.resolve(PoolSettings(size=21), {}, 50)
     with pytest.raises(InputError, match="POOL_SIZE 10 is larger than POOL_MAX_CONNECTIONS 5"):
-        pooler.resolve(PoolSettings(), {"PGVECTOR_POOL_MAX_CONNECTIONS": "5"}, 50)
+        pooler.resolve(PoolSettings(), {"PGVECTOR_POOL_MAX_CONNECTIONS": "5", "PGVECTOR_POOL_SIZE": "10"}, 50)
+    # a cap alone, below the default size: the pool is as large as the cap
+    assert pooler.resolve(PoolSettings(max_connections=5), {}, 50)["size"] == 5
 
 
 # -- render: the three files ------------------------------------------------------------------------------------

@@ -46,8 +46,11 @@ def resolve(given: PoolSettings, recorded: dict, limit: int) -> dict:
     `limit`: the role's CONNECTION LIMIT, which the server enforces on the pool's connections too."""
     kept = PoolSettings(recorded.get("PGVECTOR_POOL_MODE") if recorded.get("PGVECTOR_POOL_MODE") in POOL_MODES else None,
                         *(_recorded(recorded.get(f"PGVECTOR_POOL_{name}")) for name in ("SIZE", "MAX_CONNECTIONS")))
-    out = {name: next(v for v in (getattr(given, name), getattr(kept, name), DEFAULTS[name]) if v is not None)
-           for name in DEFAULTS}
+    out: dict[str, Any] = {name: next((v for v in (getattr(given, name), getattr(kept, name)) if v is not None), None)
+                           for name in DEFAULTS}
+    out["mode"] = out["mode"] or DEFAULTS["mode"]
+    out["max_connections"] = out["max_connections"] or DEFAULTS["max_connections"]
+    out["size"] = out["size"] or min(DEFAULTS["size"], out["max_connections"])  # POOL_MAX_CONNECTIONS=5 alone: a pool of 5
     if out["max_connections"] > limit:
         raise InputError(f"POOL_MAX_CONNECTIONS {out['max_connections']} is above the {limit} connections the "
                         f"tenant's role may open: use at most {limit}.")
@@ -58,7 +61,7 @@ def resolve(given: PoolSettings, recorded: dict, limit: int) -> dict:
 
 
 def _recorded(text: str | None) -> int | None:
-    return int(text) if text and text.isdigit() and 1 <= int(text) <= 1000 else None
+    return int(text) if text and len(text) <= 4 and text.isascii() and text.isdigit() and 1 <= int(text) <= 1000 else None
 
 
 @dataclass(frozen=True)
@@ -356,7 +359,8 @@ class Pooler:
         systemd.remove(lay.unit_path)
         port = self.port()
         shutil.rmtree(lay.directory, ignore_errors=True)
-        remove_user(lay.os_user)
+        if not lay.key.startswith("_"):  # apgb_shared is one name for every root on the host, like apg_shared: kept
+            remove_user(lay.os_user)
         if port:
             ports.release(self.state_dir, port)
 

@@ -189,7 +189,7 @@ def _count(name: str) -> int | None:
     text = os.environ.get(name) or ""
     if not text:
         return None
-    if not text.isdigit() or not 1 <= int(text) <= 1000:
+    if len(text) > 4 or not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 1000:
         raise InputError(f"{name} {_show(text)} is not valid: use a whole number from 1 to 1000.")
     return int(text)
 

@@ -46,17 +46,25 @@ class SessionFilter:
 
 
 class PoolFilter:
-    """Keeps the pooler log lines of one tenant on a shared pooler: a connection's line names `database/user@`
-    right after its C-0x.../S-0x... id; lines of no connection (start, stats, reloads) are everyone's."""
+    """Keeps the pooler log lines of one tenant on a shared pooler. PgBouncer starts a connection's line with its
+    C-0x.../S-0x... id and `database/user@address`, both as the client sent them: a line is the tenant's only when
+    exactly its own `database/role@` follows the id. Lines of no connection (start, stats, reloads) are everyone's;
+    a line that does not start with PgBouncer's timestamp (a newline inside a login name) goes with the one before."""
 
-    _CONNECTION = re.compile(r"\S+ \S+ \S+ \[\d+\] \S+ [CS]-0x[0-9a-f]+: (\S*?)/(\S*?)@")
+    _LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \S+ \[\d+\] [A-Z]+ ")
+    _CONNECTION = re.compile(r"[CS]-0x[0-9a-f]+: ")
 
     def __init__(self, role: str, database: str):
-        self.pair = (database, role)
+        self.mine = f"{database}/{role}@"
+        self.kept = True
 
     def keep(self, line: str) -> bool:
-        found = self._CONNECTION.match(line)
-        return found is None or (found.group(1), found.group(2)) == self.pair
+        start = self._LINE.match(line)
+        if start is None:
+            return self.kept
+        connection = self._CONNECTION.match(line, start.end())
+        self.kept = connection is None or line.startswith(self.mine, connection.end())
+        return self.kept
 
 
 def component_lines(text: str, client_id: str) -> list[str]:
