@@ -38,9 +38,12 @@ class ProcSampler:
                 if not pid.isdigit() or pid == me:
                     continue
                 for name in ("cmdline", "environ"):
-                    try:
+                    try:  # the owner before and after the read: a process that exec'd and changed user between is
+                        before = os.stat(f"/proc/{pid}").st_uid  # sampled again on the next round
                         with open(f"/proc/{pid}/{name}", "rb") as handle:
-                            self.seen.add((name, os.stat(f"/proc/{pid}").st_uid, handle.read()))
+                            content = handle.read()
+                        if os.stat(f"/proc/{pid}").st_uid == before:
+                            self.seen.add((name, before, content))
                     except OSError:
                         pass
             self.samples += 1

@@ -56,6 +56,8 @@ def _install(spec: Spec, batch: Batch | None = None) -> Result:
     tenant = Tenant.for_client(spec.client_id, engine.capabilities.shared)
     settings = pooler.resolve(spec.pool, existing, tenant.connection_limit)
     pooler.preflight(spec.with_deps)
+    if spec.enable_cloud:  # the CA, the pooler's certificate and their checks are openssl commands
+        tls.need_openssl()
     report = Report(dry_run=spec.dry_run)
     key = engine.server_id()
     if batch is not None and key in batch.servers:

@@ -22,20 +22,19 @@ def leftovers(paths: Paths, layout: Layout) -> list[tuple[str, Path]]:
     found = [("server TLS certificate", layout.tls_dir)]
     if not layout.key.startswith("_"):
         found.append(("client's certificate copy", paths.component_dir / "server-ca.crt"))
-    found += [("OpenSSL 1.1.1 server build", path) for path in sorted((paths.state_dir / "runtime").glob(NPM_RUNTIME))]
+    if not [conf for conf in _ssl_servers(paths.state_dir) if conf != layout.config_file]:  # this one is converged now
+        found += [("OpenSSL 1.1.1 server build", path) for path in sorted((paths.state_dir / "runtime").glob(NPM_RUNTIME))]
     return [(what, path) for what, path in found if path.exists()]
 
 
 def steps(found: list[tuple[str, Path]]) -> list[Step]:
-    """Each removed after the server runs the new config (the steps come last); the npm build only once no server
-    under the root still has ssl on (other clients' servers are converged by their own runs, or ALL=true)."""
+    """Each removed after the server runs the new config (the steps come last); the npm build is listed only when no
+    other server under the root still has ssl on (theirs are converged by their own runs, or ALL=true)."""
     return [Step(what, CHANGE, f"{path} removed (remote access is the pooler's now)", run=functools.partial(_remove, path))
             for what, path in found]
 
 
 def _remove(path: Path) -> None:
-    if path.name.startswith("embedded-postgres") and _ssl_servers(path.parent.parent):
-        return
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     else:
