@@ -242,3 +242,17 @@ def test_pool_filter_gives_a_continuation_line_to_the_connection_it_continues():
     assert not keep("\tvectordb_beta@127.0.0.1:60456 login attempt: db=vectordb_beta user=vectoruser_beta")
     assert keep(LOG[1])
     assert keep("\ta continuation of acme's own line")
+
+
+def test_the_unit_runs_pgbouncer_as_the_poolers_own_user_and_reloads_with_a_signal(tmp_path):
+    text = Pooler("acme", tmp_path).unit_text("/usr/sbin/pgbouncer")
+    assert "User=apgb-acme" in text and "Group=apgb-acme" in text
+    assert f"ExecStart=/usr/sbin/pgbouncer {tmp_path}/poolers/acme/pgbouncer.ini" in text
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in text and "Restart=on-failure" in text and "Type=notify" in text
+
+
+def test_pgbouncer_missing_without_with_deps_is_refused_before_anything(monkeypatch):
+    monkeypatch.setattr(pooler, "binary", lambda: None)
+    with pytest.raises(pooler.UserError, match="^PgBouncer is not installed: add WITH_DEPS=true"):
+        pooler.preflight(with_deps=False)
+    pooler.preflight(with_deps=True)  # WITH_DEPS installs it (install_package)
