@@ -86,19 +86,18 @@ def chown_tree(path: Path, uid: int, gid: int) -> None:
 
 def run(argv: list[str], user: pwd.struct_passwd | None = None, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
     """Run a command (as `user` when given); never put a secret in argv. A command run as another user gets a clean
-    environment, not the CLI's (ADMIN_URL and the like would sit in /proc/PID/environ of a server or pooler process
-    that user owns for as long as it runs), and setpriv switches to that user only after the exec that cleaned it:
-    a child forked and switched in Python would carry the CLI's environment block until its own exec."""
+    environment, not the CLI's: ADMIN_URL and the like would otherwise sit in /proc/PID/environ of a server or pooler
+    process that user owns for as long as it runs. (Between fork and exec the child still shows the CLI's block there,
+    but it is no longer dumpable once it changed user: only root can read it.)"""
     if user is not None and os.geteuid() == user.pw_uid:
         user = None
     if user is not None:
         kwargs.setdefault("env", {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"})
-        argv = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--", *argv]
-    result = subprocess.run(argv, capture_output=True, text=True, cwd="/", **kwargs)
+    result = subprocess.run(argv, capture_output=True, text=True, cwd="/", user=user.pw_uid if user else None,
+                            group=user.pw_gid if user else None, extra_groups=[] if user else None, **kwargs)
     if check and result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-        name = Path(argv[6] if user is not None else argv[0]).name
-        raise UserError(f"`{name}` failed ({result.returncode}): {' / '.join(tail) or 'no output'}.")
+        raise UserError(f"`{Path(argv[0]).name}` failed ({result.returncode}): {' / '.join(tail) or 'no output'}.")
     return result
 
 
