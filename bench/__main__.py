@@ -116,9 +116,10 @@ POOL_HOW = [
     "of it (POOL_MODE=session, POOL_SIZE 10; then the same client re-run with POOL_MODE=transaction), and measures,",
     "in turns, direct to PostgreSQL (DATABASE_URL's port) and through the pool (DATABASE_POOL_URL's), both TCP on",
     "127.0.0.1 with the tenant's own SCRAM login: `pgbench -n -C -S -c 8 -j 2` (the runtime's pgbench; a new connection",
-    "per transaction, scale 1), and 4 persistent psycopg 3 sessions running `ORDER BY embedding <=> $1 LIMIT 10` on",
-    "50k x 384 clustered unit vectors with an HNSW index (cosine, default m and ef_construction, ef_search 40). CPU per",
-    "transaction is read from /proc for the server's and the pooler's system users, and from getrusage for the client.",
+    "per transaction, scale 1), one open connection's round trip (`pgbench -n -S -c 1`), and 4 persistent psycopg 3",
+    "sessions running `ORDER BY embedding <=> $1 LIMIT 10` on 50k x 384 clustered unit vectors with an HNSW index",
+    "(cosine, default m and ef_construction, ef_search 40). CPU per transaction is read from /proc for the server's and",
+    "the pooler's system users, and from getrusage for the client.",
 ]
 
 
