@@ -5,6 +5,7 @@
     python -m bench --only provisioning,vectors   some sections (provisioning runs whenever density or vectors do:
                                                   they use its floors)
     python -m bench --quick --only converge       ALL=true against separate runs, on 20 clients (100 in full mode)
+    python -m bench --only pool                   PgBouncer against direct: short connections, HNSW queries
     python -m bench --explore       also build HNSW under a grid of maintenance_work_mem / worker counts
 
 Everything runs under a throw-away AGENCY_STACK_ROOT in /tmp; every server it starts is stopped at the end,
@@ -26,10 +27,10 @@ from pathlib import Path
 from agency_pgvector import tuning
 from agency_pgvector.system import systemd_running
 
-from . import cliprofile, converge, density, provisioning, vectors
+from . import cliprofile, converge, density, pool, provisioning, vectors
 from .common import PROJECT, Row, machine, stop_all
 
-SECTIONS = ("provisioning", "density", "vectors", "profile", "converge")
+SECTIONS = ("provisioning", "density", "vectors", "profile", "converge", "pool")
 
 
 def main() -> int:
@@ -73,6 +74,9 @@ def main() -> int:
             if "profile" in only:
                 profile += cliprofile.run_all(base / "converge", base)
             stop_all(base / "converge")
+        if "pool" in only:  # also before the long sections: the pool's ratios need the host as quiet as it gets
+            later += pool.run(base, args.quick, servers)
+            stop_all(base / "pool")
         if "density" in only:
             rows += density.run(base, args.quick, floors, servers)
         if "vectors" in only:
@@ -104,6 +108,18 @@ CONVERGE_HOW = [
     "provision.read_state over one operator session opened beforehand, in the benchmark's own process; and, once, N",
     "separate `make pgvector` re-runs of the same clients. Every ALL=true run and every re-run must report no change.",
     "The installer's bytecode is compiled before anything is timed, as an installed package has it.",
+]
+
+
+POOL_HOW = [
+    "Pool (section 6) installs one client with its own embedded server and the PgBouncer the installer puts in front",
+    "of it (POOL_MODE=session, POOL_SIZE 10; then the same client re-run with POOL_MODE=transaction), and measures,",
+    "in turns, direct to PostgreSQL (DATABASE_URL's port) and through the pool (DATABASE_POOL_URL's), both TCP on",
+    "127.0.0.1 with the tenant's own SCRAM login: `pgbench -n -C -S -c 8 -j 2` (the runtime's pgbench; a new connection",
+    "per transaction, scale 1), one open connection's round trip (`pgbench -n -S -c 1`), and 4 persistent psycopg 3",
+    "sessions running `ORDER BY embedding <=> $1 LIMIT 10` on 50k x 384 clustered unit vectors with an HNSW index",
+    "(cosine, default m and ef_construction, ef_search 40). CPU per transaction is read from /proc for the server's and",
+    "the pooler's system users, and from getrusage for the client.",
 ]
 
 
@@ -167,6 +183,8 @@ def write(path: Path, host: dict, table: str, notes: list[str], profile: list[st
         "from 5433 up and can take a port between the installer's check and its server's start.",
         "",
         *CONVERGE_HOW,
+        "",
+        *POOL_HOW,
         "",
         "## Tuning choices (installer/agency_pgvector/tuning.py)",
         "",

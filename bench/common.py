@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agency_pgvector.engines.embedded import EmbeddedEngine, SharedEmbeddedEngine
+from agency_pgvector.pooler import Pooler
 from agency_pgvector.spec import Spec
 from agency_pgvector.system import run, server_user
 
@@ -110,7 +111,14 @@ def engine_for(root: Path, client_id: str, shared: bool = False) -> EmbeddedEngi
 
 
 def stop_all(root: Path) -> None:
-    """Stop every embedded server the installer made under `root` (dedicated ones and the shared one)."""
+    """Stop every embedded server the installer made under `root` (dedicated ones and the shared one), and the
+    PgBouncer in front of each."""
+    poolers = root / "pgvector" / "poolers"
+    for key in sorted(folder.name for folder in poolers.iterdir()) if poolers.is_dir() else []:
+        try:
+            Pooler(key, root / "pgvector").stop()
+        except Exception as exc:  # noqa: BLE001 - keep stopping the others
+            print(f"warning: could not stop the pooler {poolers / key}: {exc}", file=sys.stderr)
     clients = root / "clients"
     names = [client.name for client in clients.iterdir()] if clients.exists() else []
     for engine in [engine_for(root, name) for name in names] + [engine_for(root, "x", shared=True)]:
