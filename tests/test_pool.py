@@ -504,3 +504,21 @@ def test_shared_pooler_logs_hide_other_connections_whatever_their_login_name(cli
     assert result.returncode == 0, result.stderr + result.stdout
     assert f"{a['PGDATABASE']}/{a['PGUSER']}@" in result.stdout
     assert b["PGUSER"] not in result.stdout and b["PGDATABASE"] not in result.stdout, result.stdout
+
+
+def test_a_run_killed_between_writing_the_files_and_the_reload_is_finished_by_the_next(cli, stack_root):
+    """The files are written, then the pooler reloads: killed in between, the files are right and the running pooler
+    still has the old ones. The marker written before the files makes the next run reload anyway."""
+    env = setup(cli, "pool-pending", "dedicated")
+    pool = pool_of("pool-pending")
+    pool.layout.pending.touch()  # what a kill after _write leaves
+    result = cli("install", "--json", CLIENT_ID="pool-pending", DOMAIN="example.com", ADMIN_EMAIL="ops@example.com",
+                 ENGINE="embedded")
+    assert result.returncode == 0, result.stderr
+    rows = {item["item"]: item for item in json.loads(result.stdout)["items"]}
+    assert rows["pooler process"]["status"] == "changed" and rows["pooler process"]["detail"].startswith("reloaded")
+    assert not pool.layout.pending.exists()
+    pooled(env).close()
+    again = cli("install", "--json", CLIENT_ID="pool-pending", DOMAIN="example.com", ADMIN_EMAIL="ops@example.com",
+                ENGINE="embedded")
+    assert not json.loads(again.stdout)["changed"]

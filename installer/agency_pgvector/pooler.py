@@ -106,6 +106,7 @@ class Layout:
     unit_path = property(lambda self: systemd.unit_path(f"agency-pgbouncer-{self.key.strip('_')}"))
     port_owner = property(lambda self: f"{self.key}/pool")
     lock = property(lambda self: self.state_dir / "locks" / f"pool-{self.key}.lock")
+    pending = property(lambda self: self.directory / ".reload-pending")  # written before the files, gone once read
 
     def files(self) -> dict[str, Path]:
         return {name: self.directory / name for name in ("pgbouncer.ini", "pgbouncer_hba.conf", "userlist.txt")}
@@ -132,6 +133,7 @@ class Seen:
     unit: str | None
     running: bool
     cert_names: list | None  # the names of a current certificate (valid, signed by today's CA), None without one
+    pending: bool = False  # files were written and the running pooler has not read them yet (a run killed between)
 
 
 class Pooler:
@@ -158,7 +160,7 @@ class Pooler:
         user = system_user(lay.os_user, "", create=False)
         unit = lay.unit_path.read_text() if lay.unit_path.exists() else None
         return Seen(binary(), user, entries, files, port, unit, port is not None and self.running(port),
-                    tls.current_names(lay.tls_dir, self.state_dir))
+                    tls.current_names(lay.tls_dir, self.state_dir), lay.pending.exists())
 
     def _names(self, entries) -> list[str]:
         domains = [entry.domain for entry in entries if entry.cloud]
@@ -216,7 +218,7 @@ class Pooler:
         elif restart:
             steps.append(Step("pooler process", CHANGE, "restarted to apply the new [pgbouncer] settings",
                               run=self.restart))
-        elif changed or cert_changed or entry is None:
+        elif changed or cert_changed or entry is None or seen.pending:
             gone = old.database if entry is None and old else entry.database if rotated and entry else None
             steps.append(Step("pooler process", CHANGE, "reloaded" + (f"; {gone}'s open sessions ended" if gone else ""),
                               run=lambda: self.reload(end=gone)))
@@ -261,6 +263,7 @@ class Pooler:
         own_dir(lay.directory, 0o750, 0, user.pw_gid)
         for folder in (lay.run_dir, lay.log_file.parent):
             own_dir(folder, 0o700, user.pw_uid, user.pw_gid)
+        lay.pending.touch()
         for name, text in self.render(entries, port, with_tls).items():
             write_group_file(lay.directory / name, text, user.pw_gid)
 
@@ -299,6 +302,7 @@ class Pooler:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.running():
+                lay.pending.unlink(missing_ok=True)
                 return
             time.sleep(0.05)
         raise UserError(f"PgBouncer for server {lay.key} did not start: {' / '.join(self.log_tail(2)) or 'no log'} "
@@ -336,6 +340,7 @@ class Pooler:
                     except psycopg2.Error as exc:
                         if "no such database" not in str(exc):
                             raise
+            self.layout.pending.unlink(missing_ok=True)
         finally:
             conn.close()
 
