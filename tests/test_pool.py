@@ -15,8 +15,6 @@ import os
 import pwd
 import signal
 import stat
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -32,7 +30,7 @@ from agency_pgvector.spec import Spec
 
 import hostile
 from conftest import DOMAIN, EMAIL, client_paths
-from servers import free_port, start_server, wheel_bin_dir
+from servers import docker_with_image, free_port, start_server, wheel_bin_dir
 
 IMAGE = "agency-test/pgvector:pg18"
 DOCKER_ID = "pool-dk"
@@ -52,18 +50,7 @@ def external_server(stack_root):
 @pytest.fixture(scope="module")
 def docker_engine(stack_root):
     """The real Docker engine with the test image; no engine is a failure (.ci/setup.d/docker.sh), not a skip."""
-    import docker
-
-    try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means no usable engine
-        pytest.fail(f"no Docker engine answers ({str(exc)[:100]}): run .ci/setup.d/docker.sh", pytrace=False)
-    try:
-        client.images.get(IMAGE)
-    except docker.errors.ImageNotFound:
-        subprocess.run(["bash", str(Path(__file__).parent / "docker" / "build_images.sh")], check=True,
-                       env={**os.environ, "PYTHON": sys.executable}, timeout=1200)
+    client = docker_with_image(IMAGE)
     with open("/tmp/agency-pgvector-pool-docker.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two sessions running this file would share the container's name
         _purge(client)
@@ -167,12 +154,7 @@ def assert_vector_works_through_the_pool(client: str, env: dict) -> None:
         assert cur.fetchone() == (7,)
         cur.execute("SELECT current_user, current_database()")
         assert cur.fetchone() == (env["PGUSER"], env["PGDATABASE"])
-    console = pool_of(client).console()
-    with console.cursor() as cur:
-        cur.execute("SHOW CLIENTS")
-        names = [column.name for column in cur.description]
-        clients = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-    console.close()
+    clients = pool_of(client).show("CLIENTS")
     conn.close()
     assert any(c["database"] == env["PGDATABASE"] and c["user"] == env["PGUSER"] for c in clients), clients
 

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +35,7 @@ from agency_pgvector.spec import Spec
 
 import hostile
 from conftest import DOMAIN, EMAIL, client_paths
-from servers import free_port, start_server, wheel_bin_dir
+from servers import docker_with_image, free_port, start_server, wheel_bin_dir
 
 IMAGE = "agency-test/pgvector:pg18"
 DOCKER_IDS = ("hx-dk-evil", "hx-dk-good")
@@ -80,18 +78,7 @@ def external_server(stack_root):
 @pytest.fixture(scope="module")
 def docker_engine(stack_root):
     """The Docker engine with the test image; no skip: a missing engine is a failure (see .ci/setup.d/docker.sh)."""
-    import docker
-
-    try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except Exception as exc:  # noqa: BLE001
-        pytest.fail(f"no Docker engine answers ({str(exc)[:100]}): run .ci/setup.d/docker.sh", pytrace=False)
-    try:
-        client.images.get(IMAGE)
-    except docker.errors.ImageNotFound:
-        subprocess.run(["bash", str(Path(__file__).parent / "docker" / "build_images.sh")], check=True,
-                       env={**os.environ, "PYTHON": sys.executable}, timeout=1200)
+    client = docker_with_image(IMAGE)
     with open("/tmp/agency-pgvector-hx-docker.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # two sessions running this file would share these names
         _purge(client)

@@ -370,19 +370,24 @@ class Pooler:
             ports.release(self.state_dir, port)
 
     # -- day 2 ----------------------------------------------------------------------------------------------
+    def show(self, what: str) -> list[dict]:
+        """A SHOW command of the console (POOLS, DATABASES, CLIENTS, ...) as one dict per row."""
+        assert re.fullmatch(r"[A-Z_]+", what), what
+        conn = self.console()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"SHOW {what}")
+                names = [column.name for column in cur.description]
+                return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        finally:
+            conn.close()
+
     def pools(self, database: str) -> dict | None:
         """The client's line of SHOW POOLS (clients active/waiting, server connections), None when not answering."""
         try:
-            conn = self.console()
-        except Exception:  # noqa: BLE001
+            rows = self.show("POOLS")
+        except Exception:  # noqa: BLE001 - a pooler that does not answer: the caller says so
             return None
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SHOW POOLS")
-                names = [column.name for column in cur.description]
-                rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-        finally:
-            conn.close()
         mine = [row for row in rows if row["database"] == database]
         keys = ("cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used", "maxwait")
         return {key: sum(int(row.get(key) or 0) for row in mine) for key in keys}
