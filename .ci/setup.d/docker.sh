@@ -15,8 +15,25 @@ fi
 
 answers() { timeout 5 docker version >/dev/null 2>&1; }
 
+# A pid file left by a daemon that is gone (a machine image taken while dockerd ran, a killed
+# daemon) makes a new dockerd refuse to start; drop it only when no live dockerd owns it.
+stale_pid_file() {
+  local file=$1 name=$2 pid
+  [[ -f $file ]] || return 1
+  pid=$(cat "$file" 2>/dev/null || true)
+  [[ $pid =~ ^[0-9]+$ ]] || return 0
+  [[ $(ps -p "$pid" -o comm= 2>/dev/null) != "$name" ]]
+}
+
 if ! answers; then
   log=/var/log/dockerd.log
+  if stale_pid_file /var/run/docker.pid dockerd; then
+    echo "removing stale /var/run/docker.pid (no dockerd runs under its pid)"
+    rm -f /var/run/docker.pid
+  fi
+  if stale_pid_file /var/run/docker/containerd/containerd.pid containerd; then
+    rm -f /var/run/docker/containerd/containerd.pid
+  fi
   setsid -f dockerd >"$log" 2>&1 </dev/null
   for _ in $(seq 120); do
     answers && break
