@@ -5,16 +5,56 @@ PYTHON ?= python3
 VENV ?= .venv
 CLI := "$$VENV/bin/agency-pgvector"
 
-CLIENT_ID ?= default
 ENGINE ?= auto
 AGENCY_STACK_ROOT ?= /opt/agency_stack
 AGENCY_STACK_LOG ?= /var/log/agency_stack/components/pgvector.log
+# CLIENT_ID has no default here: the CLI uses client `default` when it is not given, and says so on stderr.
 
 # What the recipes read from their environment: the CLI's variables, and PYTHON and VENV for the venv.
 VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE ADMIN_URL PORT DRY_RUN \
         JSON QUIET ALL LINES FOLLOW YES NO_BACKUP KEEP_DATA REMOVE_SERVER FILE TARGET_CLIENT SAMPLES \
         PGVECTOR_IMAGE PGVECTOR_PORT_RANGE SERVER POOL_MODE POOL_SIZE POOL_MAX_CONNECTIONS POOLER \
-        AGENCY_STACK_ROOT AGENCY_STACK_LOG PYTHON VENV
+        AGENCY_STACK_ROOT AGENCY_STACK_LOG PYTHON VENV SAMPLES_EMBEDDER
+
+# `make help` lists every variable from these lines, `#: NAME meaning` (tests/test_make.py: one per name in VARS).
+#: CLIENT_ID            the client: 1-32 of a-z 0-9 - (not given: client default, said on stderr)
+#: DOMAIN               the client's domain (make pgvector: required)
+#: ADMIN_EMAIL          operator contact (make pgvector: required)
+#: ENGINE               auto | embedded | external | docker (default auto)
+#: SERVER               embedded engine: dedicated (default) or shared (one server, many clients)
+#: ADMIN_URL            superuser URL of an existing server (ENGINE=external; never printed)
+#: PORT                 host port for a new server (default: first free in PGVECTOR_PORT_RANGE)
+#: PGVECTOR_PORT_RANGE  where new servers' ports come from (default 5433-6432)
+#: PGVECTOR_IMAGE       Docker engine: the pgvector image for a new container
+#: WITH_DEPS            create what is missing: the server, its system user, packages
+#: FORCE                set a new password (old sessions end) and repair drift
+#: ENABLE_CLOUD         remote logins through the client's pool, over verified TLS only
+#: POOL_MODE            the client's PgBouncer pool: session (default) or transaction
+#: POOL_SIZE            server connections the pool keeps (default 10)
+#: POOL_MAX_CONNECTIONS at most this many server connections for the pool (default 20)
+#: POOLER               make pgvector-logs: the pooler's (PgBouncer's) log instead
+#: ALL                  every client installed under AGENCY_STACK_ROOT
+#: DRY_RUN              show the plan, change nothing
+#: VERBOSE              details for every item
+#: JSON                 one JSON document instead of a table (docs/json.md)
+#: QUIET                print nothing but errors (for cron)
+#: YES                  do not ask for confirmation (scripts; no terminal)
+#: LINES                make pgvector-logs: how many lines (default 100)
+#: FOLLOW               make pgvector-logs: keep printing new lines
+#: NO_BACKUP            make pgvector-uninstall: skip the backup taken first
+#: KEEP_DATA            make pgvector-uninstall: keep the database, remove access only
+#: REMOVE_SERVER        make pgvector-uninstall: also remove the client's server
+#: FILE                 make pgvector-restore: the .dump to restore
+#: TARGET_CLIENT        make pgvector-restore: restore into this client instead
+#: SAMPLES              make pgvector-test: also run the client's samples
+#: SAMPLES_EMBEDDER     model: the samples' real text model (installs torch, ~3 min, 1.3 GB)
+#: AGENCY_STACK_ROOT    where client trees live (default /opt/agency_stack)
+#: AGENCY_STACK_LOG     the component log
+#: PYTHON               the Python that creates the virtualenv (default python3)
+#: VENV                 the installer's virtualenv (default .venv)
+# Flags (FORCE, WITH_DEPS, ...) are switched on with true. Also read from the environment, not listed:
+# PG_<SETTING> (one server setting), the samples' knobs, PYTEST_ARGS and BENCH_ARGS (make test, make bench).
+ALSO_READ := PG_% SAMPLES_% BULK_% BENCH_% HF_% TRANSFORMERS_% PYTEST_ARGS BENCH_ARGS DOCKER_HOST TMPDIR
 
 # make would expand a value from its command line or the environment wherever the value is used, and
 # exports every command-line variable to the recipes, expanded. So each one is made literal here
@@ -22,26 +62,48 @@ VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE
 # a simply-expanded variable is exported as it is. `VAR:=...` and `VAR!=...` on the command line are
 # expanded before this file is read, and MAKEFLAGS is make's own: a script passing a client's input
 # writes VAR=value, or better, sets VAR in the environment.
+GIVEN := $(foreach var,$(.VARIABLES),$(if $(filter command,$(firstword $(origin $(var)))),$(var)))  # before: override
 literal = $(eval override $1 := $$(value $1))
 $(foreach var,$(VARS) PYTEST_ARGS BENCH_ARGS,$(if $(filter environment,$(firstword $(origin $(var)))),$(call literal,$(var))))
 $(foreach var,$(.VARIABLES),$(if $(filter command,$(firstword $(origin $(var)))),$(call literal,$(var))$(eval export $(var))))
 
 export $(VARS)
 
+# Names given on make's command line that no target reads (a typo: CLIENTID=acme for CLIENT_ID would act on
+# client default). The CLI refuses to run with any (it names the close match: it knows VARS); the targets
+# that do not run the CLI warn. In the environment, any name is fine: it holds much more than make's variables.
+UNKNOWN := $(filter-out $(VARS) $(ALSO_READ),$(GIVEN))
+override export AGENCY_MAKE_UNKNOWN := $(UNKNOWN)
+override export AGENCY_MAKE_VARS := $(VARS)
+ifneq ($(UNKNOWN),)
+ifneq ($(filter-out pgvector%,$(or $(MAKECMDGOALS),help)),)
+$(warning no target reads $(UNKNOWN) (typo? make help lists the variables))
+endif
+endif
+
 .DEFAULT_GOAL := help
 .PHONY: help pgvector pgvector-status pgvector-logs pgvector-restart pgvector-test pgvector-uninstall \
         pgvector-backup pgvector-restore pgvector-rotate pgvector-upgrade lint test bench
 
+# Each entry as "  name  text", the text wrapped to fit 80 columns under its own column.
+columns = awk -F'\t' '{ line = sprintf("  %-20s", $$1); n = split($$2, w, " "); \
+  for (i = 1; i <= n; i++) { if (length(line) + 1 + length(w[i]) > 80 && length(line) > 22) \
+  { print line; line = sprintf("%22s", "") } line = line " " w[i] } print line }'
+
 help: ## Show the targets and the variables they take
-	@echo "make pgvector DOMAIN=example.com ADMIN_EMAIL=ops@example.com CLIENT_ID=acme WITH_DEPS=true"
+	@echo "make pgvector DOMAIN=example.com ADMIN_EMAIL=ops@example.com CLIENT_ID=acme \\"
+	@echo "              WITH_DEPS=true"
 	@echo
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 22
+	@echo "Targets:"
+	@sed -nE 's/^([a-z0-9-]+):.*## (.*)/\1\t\2/p' $(MAKEFILE_LIST) | $(columns)
 	@echo
-	@echo "Variables: CLIENT_ID (default: default) DOMAIN ADMIN_EMAIL ENGINE=auto|embedded|external|docker"
-	@echo "  ADMIN_URL (external) PORT FORCE WITH_DEPS ENABLE_CLOUD VERBOSE DRY_RUN JSON QUIET (true to switch on)"
-	@echo "  POOL_MODE=session|transaction POOL_SIZE POOL_MAX_CONNECTIONS (the client's PgBouncer pool); POOLER=true (logs)"
-	@echo "  AGENCY_STACK_ROOT=$$AGENCY_STACK_ROOT AGENCY_STACK_LOG=$$AGENCY_STACK_LOG"
-	@echo "Details: docs/operator.md, docs/runbook.md; every command: $$VENV/bin/agency-pgvector --help"
+	@echo "Variables (flags: true to switch on):"
+	@sed -nE 's/^#: ([A-Z0-9_]+) +(.*)/\1\t\2/p' $(MAKEFILE_LIST) | $(columns)
+	@echo
+	@echo "Now: AGENCY_STACK_ROOT=$$AGENCY_STACK_ROOT"
+	@echo "     AGENCY_STACK_LOG=$$AGENCY_STACK_LOG"
+	@echo "Details: docs/operator.md, docs/runbook.md; every command:"
+	@echo "  $$VENV/bin/agency-pgvector --help"
 
 $(VENV)/.installed: pyproject.toml
 	@"$$PYTHON" -m venv "$$VENV" 2>/dev/null || { \

@@ -25,7 +25,34 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain help: importing rich's markdown renderer alone costs more than the whole --help budget
 )
 
-ClientOpt = typer.Option("default", "--client-id", envvar="CLIENT_ID", help="Client (tenant) id: 1-32 of a-z 0-9 -.")
+
+
+def _client_given(ctx: typer.Context, param: typer.CallbackParam, value: str) -> str:
+    """Say so on stderr when the client is `default` only because CLIENT_ID was not given (forgotten, or a typo such
+    as CLIENTID=acme): the command would otherwise act on client default without a word."""
+    from typer._click.core import ParameterSource
+
+    if ctx.resilient_parsing or ctx.get_parameter_source(param.name or "") is not ParameterSource.DEFAULT:
+        return value
+    if not any(_flag(ctx, name) for name in ("everyone", "quiet", "target_client")):  # ALL, QUIET, TARGET_CLIENT
+        print(f"warning: no CLIENT_ID given: acting on client {value}", file=sys.stderr)
+    return value
+
+
+def _flag(ctx: typer.Context, name: str) -> bool:
+    """Whether the command's parameter `name` is set (on the command line or in its variable), before it is parsed."""
+    param = next((p for p in ctx.command.params if p.name == name), None)
+    if param is None:
+        return False
+    raw = ctx.params[name] if name in ctx.params else param.consume_value(ctx, {})[0]
+    try:
+        return bool(param.type_cast_value(ctx, raw))
+    except TyperException:  # a bad value: the command's own parsing says so
+        return False
+
+
+ClientOpt = typer.Option("default", "--client-id", envvar="CLIENT_ID", callback=_client_given,
+                         help="Client (tenant) id: 1-32 of a-z 0-9 -.")
 AllOpt = typer.Option(False, "--all", envvar="ALL", help="Every client installed under AGENCY_STACK_ROOT.")
 JsonOpt = typer.Option(False, "--json", envvar="JSON", help="Print stable JSON instead of a table (docs/json.md).")
 QuietOpt = typer.Option(False, "--quiet", "-q", envvar="QUIET", help="Print nothing but errors (for cron).")
@@ -39,6 +66,26 @@ def _print_json(document: dict) -> None:
 @app.callback()
 def _group() -> None:
     """Provision and operate PostgreSQL + pgvector tenants for AgencyStack clients (one command per make target)."""
+    _refuse_unknown_make_variables()
+
+
+def _refuse_unknown_make_variables() -> None:
+    """make names what its command line gave that no target reads (AGENCY_MAKE_UNKNOWN; AGENCY_MAKE_VARS is its
+    VARS): a typo there would silently act on something else, e.g. CLIENTID=acme on client default."""
+    import difflib
+
+    unknown = os.environ.get("AGENCY_MAKE_UNKNOWN", "").split()
+    if not unknown:
+        return
+    known = os.environ.get("AGENCY_MAKE_VARS", "").split()
+
+    def hint(name: str) -> str:
+        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
+        return f"{name} (did you mean {close[0]}?)" if close else name
+
+    raise InputError(f"make was given {', '.join(hint(n) for n in unknown)}, which no target reads: nothing was done. "
+                     "Fix the name (make help lists the variables), or pass a value meant for something else in the "
+                     "environment.")
 
 
 @app.command("install")
