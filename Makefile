@@ -83,7 +83,7 @@ endif
 
 .DEFAULT_GOAL := help
 .PHONY: help pgvector pgvector-status pgvector-logs pgvector-restart pgvector-test pgvector-uninstall \
-        pgvector-backup pgvector-restore pgvector-rotate pgvector-upgrade lint test bench
+        pgvector-backup pgvector-restore pgvector-rotate pgvector-upgrade lint test-setup test bench
 
 # Each entry as "  name  text", the text wrapped to fit 80 columns under its own column.
 columns = awk -F'\t' '{ line = sprintf("  %-20s", $$1); n = split($$2, w, " "); \
@@ -173,9 +173,20 @@ lint: $(VENV)/.installed-test ## Lint (ruff) and type-check (mypy) the code
 	@"$$VENV/bin/ruff" check --quiet .
 	@"$$VENV/bin/mypy"
 
+# What the tests need on this machine (apt packages, a Docker engine and the test images): one script, shared
+# with CI's .ci/run; it only checks once everything is in place (under a second).
+test-setup: ## Install what the tests need: PostgreSQL 15, PgBouncer, Docker, test images
+	@bash .ci/setup.sh
+
+# The wall time of the whole of make test (set-up, venv, lint, suite), taken when make reads this file.
+ifneq ($(filter test,$(MAKECMDGOALS)),)
+override export TEST_STARTED := $(shell date +%s)
+endif
+
 # PYTEST_ARGS and BENCH_ARGS are the developer's own arguments, parsed by the shell on purpose.
-test: $(VENV)/.installed-test lint ## Run the lint gate, then the test suite (real PostgreSQL servers; needs root)
-	@"$$VENV/bin/python" -m pytest $(PYTEST_ARGS)
+test: test-setup $(VENV)/.installed-test lint ## Set up, lint, then run the test suite (real servers; needs root)
+	@"$$VENV/bin/python" -m pytest $(PYTEST_ARGS); status=$$?; \
+	  echo "make test: $$(( $$(date +%s) - TEST_STARTED )) s in all (set-up, lint, suite)"; exit $$status
 
 bench: $(VENV)/.installed-test ## Run the benchmarks and write docs/benchmarks.md
 	@"$$VENV/bin/python" -m bench $(BENCH_ARGS)

@@ -118,7 +118,8 @@ def small_disk(stack_root):
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m,mode=0711", "tmpfs", str(target)], capture_output=True,
                              text=True)
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+        pytest.fail(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): this test needs root with the right to mount "
+                    "(CAP_SYS_ADMIN; a container without it cannot run the suite)", pytrace=False)
     yield client
     _engine(client).stop()
     subprocess.run(["umount", "-l", str(target)], check=False)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# CI hook (.ci/run runs it before `make test`): a real Docker Engine and the locally built test images.
+# Test set-up hook, run by .ci/setup.sh (make test-setup, which make test runs first; CI's .ci/run):
+# a real Docker Engine and the locally built test images.
 # Idempotent: installs only what is missing, starts dockerd only when nothing answers, builds only missing tags.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# CI hook (.ci/run runs it before `make test`): what the pooler and ENABLE_CLOUD tests need.
+# Test set-up hook, run by .ci/setup.sh (make test-setup, which make test runs first; CI's .ci/run):
+# what the pooler and ENABLE_CLOUD tests need.
 # PgBouncer (Debian's, linked against the system's OpenSSL), openssl (the installation's CA and the poolers'
 # certificates), iproute2 (network namespaces for the remote-client tests). Idempotent: installs only what is missing.
 set -euo pipefail
