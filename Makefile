@@ -83,7 +83,8 @@ endif
 
 .DEFAULT_GOAL := help
 .PHONY: help pgvector pgvector-status pgvector-logs pgvector-restart pgvector-test pgvector-uninstall \
-        pgvector-backup pgvector-restore pgvector-rotate pgvector-upgrade lint test-setup test bench
+        pgvector-backup pgvector-restore pgvector-rotate pgvector-upgrade pgvector-completion lint test-setup \
+        test bench
 
 # Each entry as "  name  text", the text wrapped to fit 80 columns under its own column.
 columns = awk -F'\t' '{ line = sprintf("  %-20s", $$1); n = split($$2, w, " "); \
@@ -167,6 +168,12 @@ pgvector-rotate: $(VENV)/.installed ## New password: role and .env together, old
 
 pgvector-upgrade: $(VENV)/.installed ## ALTER EXTENSION vector UPDATE in the client's database(s)
 	@$(CLI) upgrade
+
+# Completion for the CLI typed by name (the venv's bin/ on PATH) or by path; new shells pick it up.
+pgvector-completion: $(VENV)/.installed ## Bash completion for agency-pgvector (/etc/bash_completion.d/)
+	@mkdir -p /etc/bash_completion.d && $(CLI) completion bash >/etc/bash_completion.d/agency-pgvector.new && \
+	  mv /etc/bash_completion.d/agency-pgvector.new /etc/bash_completion.d/agency-pgvector && \
+	  echo "Installed /etc/bash_completion.d/agency-pgvector: new bash shells complete agency-pgvector."
 
 # The gate make test runs first; both tools read their settings from pyproject.toml.
 lint: $(VENV)/.installed-test ## Lint (ruff) and type-check (mypy) the code

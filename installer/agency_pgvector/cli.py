@@ -88,6 +88,22 @@ def _refuse_unknown_make_variables() -> None:
                      "environment.")
 
 
+PROG = "agency-pgvector"
+COMPLETE_VAR = "_AGENCY_PGVECTOR_COMPLETE"  # typer's protocol: the completion script runs the CLI with it set
+
+
+@app.command("completion")
+def completion_cmd(shell: str = typer.Argument("bash", help="bash, zsh or fish.")) -> None:
+    """Print the shell completion script: `. <(agency-pgvector completion bash)`, or make pgvector-completion
+    (installs it for bash in /etc/bash_completion.d/). It completes commands and options when the CLI is typed
+    by name (on PATH) or by path."""
+    from typer.completion import get_completion_script
+
+    if shell not in ("bash", "zsh", "fish"):
+        raise InputError(f"No completion for shell {shell[:20]!r}: use bash, zsh or fish.")
+    print(get_completion_script(prog_name=PROG, complete_var=COMPLETE_VAR, shell=shell))
+
+
 @app.command("install")
 def install_cmd(
     domain: str = typer.Option("", "--domain", envvar="DOMAIN", help="The client's domain (RFC 1123 host name). Required."),
@@ -490,8 +506,12 @@ def main() -> None:
     """Run one command and turn its outcome into an exit code (errors.py): 0 ok, 1 unhealthy or a failed check,
     2 usage, 3 the operator must act, 70 a bug, 75 busy, 130 interrupted."""
     os.umask(0o077)  # first: whatever this process creates is private unless given a mode on purpose
+    if os.environ.get(COMPLETE_VAR):  # a shell asking for completions: typer's own formats (only then: --help stays fast)
+        from typer.completion import completion_init
+
+        completion_init()
     try:
-        code = app(standalone_mode=False)  # a typer.Exit raised by a command comes back as its code
+        code = app(standalone_mode=False, prog_name=PROG)  # a typer.Exit raised by a command comes back as its code
     except TyperException as exc:  # the command line's own errors: an unknown option, a bad value for one
         _error(f"{exc.format_message()} (see --help)")
         code = USAGE
