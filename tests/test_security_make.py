@@ -19,7 +19,7 @@ from conftest import DOMAIN, EMAIL
 
 PROJECT = Path(__file__).resolve().parents[1]
 VENV = Path(sys.prefix)  # the venv running these tests: the CLI make calls
-STAMPS = (".installed", ".installed-samples", ".installed-test")
+STAMPS = (".installed", ".installed-samples", ".installed-model", ".installed-test")
 
 # Each payload runs `touch {marker}` if make expands it or a shell parses it.
 PAYLOADS = [
@@ -113,11 +113,15 @@ def test_with_deps_is_not_spliced_into_the_venv_recipe(sandbox, payload, where):
 
 
 def test_any_command_line_variable_stays_text(sandbox):
-    """make exports every command-line variable to the recipe, not only the ones the Makefile names."""
+    """make exports every command-line variable to the recipe, not only the ones the Makefile names: one the CLI
+    reads beside VARS (PG_<SETTING>), and one nothing reads (which the CLI refuses, by name, value unread)."""
     marker = sandbox / "m"
-    result = make(sandbox, "pgvector-status", {"CLIENT_ID": "mk-none", "UNRELATED": f"$(shell touch {marker})"}, {})
+    result = make(sandbox, "pgvector-status", {"CLIENT_ID": "mk-none", "PG_WORK_MEM": f"$(shell touch {marker})"}, {})
     assert_refused(result, sandbox, marker)
     assert "Client mk-none is not installed" in result.stderr
+    result = make(sandbox, "pgvector-status", {"CLIENT_ID": "mk-none", "UNRELATED": f"$(shell touch {marker})"}, {})
+    assert_refused(result, sandbox, marker)
+    assert "make was given UNRELATED, which no target reads" in result.stderr
 
 
 @pytest.mark.parametrize("where", ["command line", "environment"])
@@ -128,7 +132,7 @@ def test_help_prints_the_root_as_text(sandbox, where):
         result = make(sandbox, "help", *split("AGENCY_STACK_ROOT", value, {}, where))
         assert result.returncode == 0, result.stderr
         assert not marker.exists(), payload
-        assert f"AGENCY_STACK_ROOT={value} AGENCY_STACK_LOG=" in result.stdout
+        assert f"AGENCY_STACK_ROOT={value}\n" in result.stdout
 
 
 def test_plain_values_and_defaults_still_reach_the_cli(sandbox):
@@ -137,13 +141,13 @@ def test_plain_values_and_defaults_still_reach_the_cli(sandbox):
     assert result.stderr.startswith("error: Client mk-none is not installed here"), result.stderr
     result = make(sandbox, "pgvector-status", {}, {"CLIENT_ID": "mk-none"})
     assert "error: Client mk-none is not installed here" in result.stderr
-    result = make(sandbox, "pgvector-status", {}, {})  # CLIENT_ID ?= default
+    result = make(sandbox, "pgvector-status", {}, {})  # no CLIENT_ID: the CLI's default, said on stderr
     assert "error: Client default is not installed here" in result.stderr
     assert str(sandbox / "root") in result.stderr  # AGENCY_STACK_ROOT from the environment
     environ = clean_environ("AGENCY_STACK_ROOT", "AGENCY_STACK_LOG")
     help_text = subprocess.run(["make", "-s", "-C", str(PROJECT), "help"], capture_output=True, text=True, env=environ,
                                timeout=60)
     assert help_text.returncode == 0
-    assert "AGENCY_STACK_ROOT=/opt/agency_stack AGENCY_STACK_LOG=/var/log/agency_stack/components/pgvector.log" \
-        in help_text.stdout
+    assert "AGENCY_STACK_ROOT=/opt/agency_stack\n" in help_text.stdout
+    assert "AGENCY_STACK_LOG=/var/log/agency_stack/components/pgvector.log\n" in help_text.stdout
     assert "pgvector-status" in help_text.stdout
