@@ -51,6 +51,10 @@ def _flag(ctx: typer.Context, name: str) -> bool:
         return False
 
 
+PROG = "agency-pgvector"
+COMPLETE_VAR = "_AGENCY_PGVECTOR_COMPLETE"  # typer's protocol: the completion script runs the CLI with it set
+
+
 ClientOpt = typer.Option("default", "--client-id", envvar="CLIENT_ID", callback=_client_given,
                          help="Client (tenant) id: 1-32 of a-z 0-9 -.")
 AllOpt = typer.Option(False, "--all", envvar="ALL", help="Every client installed under AGENCY_STACK_ROOT.")
@@ -86,22 +90,6 @@ def _refuse_unknown_make_variables() -> None:
     raise InputError(f"make was given {', '.join(hint(n) for n in unknown)}, which no target reads: nothing was done. "
                      "Fix the name (make help lists the variables), or pass a value meant for something else in the "
                      "environment.")
-
-
-PROG = "agency-pgvector"
-COMPLETE_VAR = "_AGENCY_PGVECTOR_COMPLETE"  # typer's protocol: the completion script runs the CLI with it set
-
-
-@app.command("completion")
-def completion_cmd(shell: str = typer.Argument("bash", help="bash, zsh or fish.")) -> None:
-    """Print the shell completion script: `. <(agency-pgvector completion bash)`, or make pgvector-completion
-    (installs it for bash in /etc/bash_completion.d/). It completes commands and options when the CLI is typed
-    by name (on PATH) or by path."""
-    from typer.completion import get_completion_script
-
-    if shell not in ("bash", "zsh", "fish"):
-        raise InputError(f"No completion for shell {shell[:20]!r}: use bash, zsh or fish.")
-    print(get_completion_script(prog_name=PROG, complete_var=COMPLETE_VAR, shell=shell))
 
 
 @app.command("install")
@@ -465,6 +453,19 @@ def upgrade_cmd(client_id: str = ClientOpt, everyone: bool = AllOpt, as_json: bo
         first = run.errors[0]
         raise UserError(f"ALTER EXTENSION vector UPDATE failed in {len(run.errors)} "
                         f"database(s): {first.database}: {first.error}.")
+
+
+@app.command("completion")
+def completion_cmd(shell: str = typer.Argument("bash", help="bash, zsh or fish.")) -> None:
+    """Print the shell completion script (make pgvector-completion installs bash's in /etc/bash_completion.d/).
+
+    Or load it in the current shell: . <(agency-pgvector completion bash). It completes commands and options
+    when the CLI is typed by name (the venv's bin/ on PATH) or by path."""
+    from typer.completion import get_completion_script
+
+    if shell not in ("bash", "zsh", "fish"):
+        raise InputError(f"No completion for shell {shell[:20]!r}: use bash, zsh or fish.")
+    print(get_completion_script(prog_name=PROG, complete_var=COMPLETE_VAR, shell=shell))
 
 
 def _error(message: str) -> None:
