@@ -14,7 +14,7 @@ AGENCY_STACK_LOG ?= /var/log/agency_stack/components/pgvector.log
 VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE ADMIN_URL PORT DRY_RUN \
         JSON QUIET ALL LINES FOLLOW YES NO_BACKUP KEEP_DATA REMOVE_SERVER FILE TARGET_CLIENT SAMPLES \
         PGVECTOR_IMAGE PGVECTOR_PORT_RANGE SERVER POOL_MODE POOL_SIZE POOL_MAX_CONNECTIONS POOLER \
-        AGENCY_STACK_ROOT AGENCY_STACK_LOG PYTHON VENV SAMPLES_EMBEDDER
+        AGENCY_STACK_ROOT AGENCY_STACK_LOG PYTHON VENV SAMPLES_EMBEDDER BACKUP_KEEP SCHEDULE
 
 # `make help` lists every variable from these lines, `#: NAME meaning` (tests/test_make.py: one per name in VARS).
 #: CLIENT_ID            the client: 1-32 of a-z 0-9 - (not given: client default, said on stderr)
@@ -46,6 +46,8 @@ VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE
 #: REMOVE_SERVER        make pgvector-uninstall: also remove the client's server
 #: FILE                 make pgvector-restore: the .dump to restore
 #: TARGET_CLIENT        make pgvector-restore: restore into this client instead
+#: BACKUP_KEEP          backups kept per client, newest first (default 7; 0: all)
+#: SCHEDULE             make pgvector-backup-schedule: hourly|daily|weekly|off
 #: SAMPLES              make pgvector-test: also run the client's samples
 #: SAMPLES_EMBEDDER     model: the samples' real text model (installs torch: ~2 min, 1.4 GB)
 #: AGENCY_STACK_ROOT    where client trees live (default /opt/agency_stack)
@@ -84,7 +86,7 @@ endif
 
 .DEFAULT_GOAL := help
 .PHONY: help pgvector pgvector-status pgvector-logs pgvector-restart pgvector-test pgvector-uninstall \
-        pgvector-backup pgvector-restore pgvector-rotate pgvector-upgrade pgvector-completion lint test-setup \
+        pgvector-backup pgvector-restore pgvector-rotate pgvector-upgrade pgvector-completion pgvector-backup-schedule pgvector-logrotate lint test-setup \
         test bench
 
 # Each entry as "  name  text", the text wrapped to fit 80 columns under its own column.
@@ -158,8 +160,14 @@ pgvector-test: $(VENV)/.installed $(SAMPLES_DEPS) ## End-to-end check with the t
 pgvector-uninstall: $(VENV)/.installed ## Remove the tenant (backup first; KEEP_DATA, NO_BACKUP, REMOVE_SERVER, YES)
 	@$(CLI) uninstall
 
-pgvector-backup: $(VENV)/.installed ## pg_dump -Fc of the tenant into the client's backups/
+pgvector-backup: $(VENV)/.installed ## pg_dump -Fc into backups/ (ALL=true; BACKUP_KEEP)
 	@$(CLI) backup
+
+pgvector-backup-schedule: $(VENV)/.installed ## Cron job backing up every client (SCHEDULE)
+	@$(CLI) backup-schedule
+
+pgvector-logrotate: $(VENV)/.installed ## (Re)write /etc/logrotate.d/agency-pgvector
+	@$(CLI) logrotate
 
 pgvector-restore: $(VENV)/.installed ## Restore FILE=... into the client (or TARGET_CLIENT=...)
 	@$(CLI) restore

@@ -16,6 +16,7 @@ packages=()
 [ -x /usr/lib/postgresql/15/bin/postgres ] || packages+=(postgresql-15)   # "existing server without pgvector"
 command -v psql >/dev/null || packages+=(postgresql-client-15)
 command -v make >/dev/null || packages+=(make)
+command -v logrotate >/dev/null || packages+=(logrotate)   # the log rotation test runs it
 if ((${#packages[@]})); then
   echo "installing ${packages[*]} (apt)"
   apt-get update -qq

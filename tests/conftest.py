@@ -29,6 +29,8 @@ def stack_root():
     root = base / "root"
     os.environ["AGENCY_STACK_ROOT"] = str(root)
     os.environ["AGENCY_STACK_LOG"] = str(base / "log" / "pgvector.log")
+    os.environ["AGENCY_LOGROTATE_DIR"] = str(base / "etc" / "logrotate.d")  # not the host's: installs write there
+    os.environ["AGENCY_CRON_DIR"] = str(base / "etc" / "cron.d")
     # Each session its own port range, so concurrent sessions on one machine (each with its own root and
     # registry) do not hand the same port to two servers.
     first = 10000 + (os.getpid() % 100) * 200

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -329,24 +330,69 @@ def test_cmd(
 
 
 @app.command("backup")
-def backup_cmd(client_id: str = ClientOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
-    """pg_dump -Fc of the tenant's database into the client's backups/ (make pgvector-backup)."""
-    from .ops.backup import backup
-    from .ops.common import load
+def backup_cmd(client_id: str = ClientOpt, everyone: bool = AllOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
+    """pg_dump -Fc of the tenant's database into the client's backups/, keeping the newest BACKUP_KEEP (7; 0: all)
+    (make pgvector-backup; ALL=true: every client, the others still backed up when one fails)."""
+    from .ops.backup import backup, keep_from_env
+    from .ops.common import load_many
+    from .text import clean
     from .ui import progress
 
-    client = load(client_id)
-    with progress(quiet or as_json)(f"dumping {client.tenant.database}"):
-        done = backup(client)
+    keep = keep_from_env()
+    done, failed = [], []
+    for client in load_many(client_id, everyone):
+        try:
+            with progress(quiet or as_json)(f"dumping {client.tenant.database}"):
+                result = backup(client, keep)
+        except UserError as exc:
+            if not everyone:
+                raise
+            failed.append((client.id, str(exc)))
+            continue
+        done.append(result)
+        if not (quiet or as_json):
+            gone = f"; {len(result.pruned)} older removed (BACKUP_KEEP={keep})" if result.pruned else ""
+            print(clean(f"Backup of {result.client_id}: {result.file} ({result.size_bytes} bytes; "
+                        f"row counts in {result.manifest.name}{gone})"))
     if as_json:
-        _print_json(done.to_json())
-    elif not quiet:
-        print(f"Backup of {done.client_id}: {done.file} ({done.size_bytes} bytes; row counts in {done.manifest.name})")
+        _print_json(done[0].to_json() if not everyone else {
+            "ok": not failed, "backups": [d.to_json() for d in done],
+            "failed": [{"client_id": c, "error": e} for c, e in failed]})
+    if failed:
+        raise UserError(f"{len(failed)} of {len(failed) + len(done)} backups failed:\n"
+                        + "\n".join(f"  {c}: {' '.join(e.split())}" for c, e in failed))
+
+
+@app.command("backup-schedule")
+def backup_schedule_cmd(
+    when: str = typer.Option("daily", "--schedule", envvar="SCHEDULE", help="hourly | daily | weekly | off (removes it)."),
+) -> None:
+    """A cron job backing up every client, keeping the newest BACKUP_KEEP each (make pgvector-backup-schedule)."""
+    from .ops.backup import keep_from_env
+    from .ops.schedule import backup_schedule
+
+    written = backup_schedule(when.strip().lower(), keep_from_env())
+    if written is None:
+        print("The backup schedule is removed (there was nothing to do if there was none).")
+        return
+    print(f"Every client is backed up {when} by {written}; it calls the CLI directly, so failures keep their exit code "
+          "and land in the component log." + ("" if Path("/usr/sbin/cron").exists() else
+                                              " No cron daemon is installed here: apt-get install cron."))
+
+
+@app.command("logrotate")
+def logrotate_cmd() -> None:
+    """(Re)write /etc/logrotate.d/agency-pgvector for the component log and every server's and pooler's log
+    (make pgvector-logrotate; make pgvector rewrites it too)."""
+    from .ops.schedule import write_logrotate
+
+    path, _ = write_logrotate()
+    print(f"Log rotation for the component log and every server's and pooler's log: {path}.")
 
 
 @app.command("restore")
 def restore_cmd(
-    file: str = typer.Option(..., "--file", envvar="FILE", help="A .dump written by backup."),
+    file: str = typer.Option("", "--file", envvar="FILE", show_default=False, help="A .dump written by backup (required)."),
     client_id: str = ClientOpt,
     target_client: str = typer.Option("", "--target-client", envvar="TARGET_CLIENT",
                                       help="Restore into this (installed) client instead."),
@@ -358,18 +404,27 @@ def restore_cmd(
     from pathlib import Path
 
     from .ops.backup import restore
-    from .ops.common import load
+    from .ops.common import installed_clients, load
+    from .text import clean
     from .ui import progress
 
+    if target_client and target_client not in installed_clients():
+        raise InputError(f"TARGET_CLIENT={clean(target_client)} is not a client installed here: pick one of "
+                         f"{', '.join(installed_clients()) or 'none (install one first: make pgvector CLIENT_ID=...)'}.")
     client = load(target_client or client_id)
+    if not file:
+        raise InputError(f"FILE is required: the .dump to restore, e.g. make pgvector-restore CLIENT_ID={client.id} "
+                         f"FILE={client.spec.paths.backups_dir}/<name>.dump (ls that folder to list them).")
     _confirm(yes, f"Replace database {client.tenant.database} of client {client.id} with {file}?")
     with progress(quiet or as_json)(f"restoring into {client.tenant.database}"):
         done = restore(client, Path(file))
     if as_json:
         _print_json(done.to_json())
     elif not quiet:
-        print(f"Restored {done.file.name} into {done.client_id}/{done.database}: "
-              f"{len(done.row_counts)} tables, {sum(done.row_counts.values())} rows, counts verified.")
+        checked = ("row counts verified against its manifest" if done.verified else
+                   f"row counts NOT compared: no manifest {done.file.with_suffix('.json').name} beside the file")
+        print(clean(f"Restored {done.file.name} into {done.client_id}/{done.database}: "
+                    f"{len(done.row_counts)} tables, {sum(done.row_counts.values())} rows; {checked}."))
 
 
 @app.command("uninstall")

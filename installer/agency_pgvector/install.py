@@ -90,6 +90,7 @@ def _install(spec: Spec, batch: Batch | None = None) -> Result:
         return Result(report, env, engine.name)
     _write_env(paths, env, report)
     _drop_samples(spec, report, env)
+    _log_rotation(report)
     if batch is not None and not report.changed:
         report.add("tenant login", OK, "password matches the role; nothing changed, so the login is as checked before")
     else:
@@ -246,6 +247,14 @@ def _write_env(paths, env: dict, report: Report) -> None:
     for leftover in (pending, *paths.component_dir.glob(f".{PENDING}.*.tmp")):  # and a write of it a kill cut short
         leftover.unlink(missing_ok=True)
     report.add(".env", action, f"{paths.env_file} (0600)")
+
+
+def _log_rotation(report: Report) -> None:
+    """/etc/logrotate.d/agency-pgvector names every server's and pooler's log: a new one joins it here."""
+    from .ops.schedule import write_logrotate
+
+    path, changed = write_logrotate()
+    report.add("log rotation", CHANGE if changed else OK, str(path))
 
 
 def _client_dirs(paths) -> None:

@@ -11,14 +11,14 @@ import secrets
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from psycopg2 import sql
 
 from .. import envfile, log, scram, sessions
 from ..engines import client_tools
-from ..errors import UserError
+from ..errors import InputError, UserError
 from ..provision import EXTENSION_SCHEMA, State, apply, database_steps, terminate
 from ..report import CHANGE
 from ..runner import Step, operation
@@ -83,6 +83,7 @@ class Backup:
     file: Path
     size_bytes: int
     row_counts: dict[str, int]  # schema.table -> rows, as in the manifest
+    pruned: list[Path] = field(default_factory=list)  # older dumps removed under BACKUP_KEEP
 
     @property
     def manifest(self) -> Path:
@@ -90,7 +91,8 @@ class Backup:
 
     def to_json(self) -> dict:
         return {"client_id": self.client_id, "database": self.database, "file": str(self.file),
-                "manifest": str(self.manifest), "size_bytes": self.size_bytes, "row_counts": self.row_counts}
+                "manifest": str(self.manifest), "size_bytes": self.size_bytes, "row_counts": self.row_counts,
+                "pruned": [str(p) for p in self.pruned]}
 
 
 @dataclass
@@ -100,19 +102,61 @@ class Restored:
     client_id: str
     database: str
     file: Path
-    row_counts: dict[str, int]  # verified in the restored database
+    row_counts: dict[str, int]  # counted in the restored database
+    verified: bool = True  # compared with the backup's manifest (False: no manifest beside the archive)
 
     def to_json(self) -> dict:
         return {"client_id": self.client_id, "database": self.database, "file": str(self.file),
-                "row_counts": self.row_counts}
+                "row_counts": self.row_counts, "verified": self.verified}
 
 
-def backup(client: Client) -> Backup:
-    """pg_dump -Fc of the tenant's database plus its manifest, under the client's lock."""
+KEEP_DEFAULT = 7  # BACKUP_KEEP: the newest dumps kept per client after a successful backup; 0 keeps every one
+
+
+def keep_from_env() -> int:
+    value = os.environ.get("BACKUP_KEEP", "").strip()
+    if not value:
+        return KEEP_DEFAULT
+    if not value.isdigit() or len(value) > 6:
+        raise InputError(f"BACKUP_KEEP must be a whole number of backups to keep (0 keeps every one), not {value!r}: "
+                         f"e.g. BACKUP_KEEP={KEEP_DEFAULT}.")
+    return int(value)
+
+
+def backup(client: Client, keep: int = KEEP_DEFAULT) -> Backup:
+    """pg_dump -Fc of the tenant's database plus its manifest, under the client's lock; then only the newest
+    `keep` dumps (with their manifests) stay (0: all)."""
+    import psycopg2
+
     with operation(client.spec, "backup"):
-        done = _backup(client)
+        try:
+            done = _backup(client)
+        except psycopg2.OperationalError as exc:  # the server is down or refuses the installer's own session
+            raise UserError(f"The server of client {client.id} cannot be reached ({first_line(exc)}): no backup was "
+                            f"taken; see make pgvector-status CLIENT_ID={client.id}.") from None
         log.event(f"backup written: {done.file}")
+        done.pruned = prune(client, keep)
+        for gone in done.pruned:
+            log.event(f"old backup removed (BACKUP_KEEP={keep}): {gone}")
     return done
+
+
+def dumps(client_id: str, folder: Path) -> list[Path]:
+    """The dumps backup wrote for the client, oldest first (the name holds the UTC time); nothing else."""
+    pattern = re.compile(rf"{re.escape(client_id)}-[0-9]{{8}}T[0-9]{{6}}Z\.dump")
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name) and p.is_file() and not p.is_symlink())
+
+
+def prune(client: Client, keep: int) -> list[Path]:
+    if keep <= 0:
+        return []
+    old = dumps(client.id, client.spec.paths.backups_dir)[:-keep]
+    for path in old:
+        path.unlink(missing_ok=True)
+        path.with_suffix(".json").unlink(missing_ok=True)
+    return old
 
 
 def _backup(client: Client) -> Backup:
@@ -143,8 +187,10 @@ def restore(client: Client, archive: Path) -> Restored:
     """Restore `archive` into the client's database, under the client's lock."""
     with operation(client.spec, "restore"):
         counts = _restore(client, archive)
-        log.event(f"restored {archive} into {client.tenant.database}: {sum(counts.values())} rows in {len(counts)} tables")
-    return Restored(client.id, client.tenant.database, archive, counts)
+        verified = archive.with_suffix(".json").exists()
+        log.event(f"restored {archive} into {client.tenant.database}: {sum(counts.values())} rows in {len(counts)} "
+                  f"tables{'' if verified else ' (no manifest: counts not compared)'}")
+    return Restored(client.id, client.tenant.database, archive, counts, verified)
 
 
 def _restore(client: Client, archive: Path) -> dict[str, int]:
