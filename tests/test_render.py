@@ -43,9 +43,12 @@ def host(stack_root):
 
 
 def fits(text: str, *whole: str) -> None:
-    """No line wider than 80 (a long path on its own line excepted), and each of `whole` on one line, unbroken."""
+    """No line wider than 80 (but a table's note or a sentence ending in a path or address longer than the rest
+    of the line: printed whole, outside any table), and each of `whole` on one line, unbroken."""
     for line in text.splitlines():
-        assert len(line) <= WIDTH or not any(mark in line for mark in BORDER), (len(line), line, text)
+        last = line.split()[-1] if line.split() else ""
+        whole_word = not any(mark in line for mark in BORDER) and len(last) >= 30 and ("/" in last or "@" in last)
+        assert len(line) <= WIDTH or whole_word, (len(line), line, text)
     for value in whole:
         assert value in text, (value, text)
 
@@ -85,6 +88,7 @@ def test_a_shared_servers_restart_names_the_other_clients_and_asks(host):
     assert refused.stderr.count("\n") == 1 and refused.stdout == ""
     done = host.run("restart", CLIENT_ID="st-b", YES="true")
     assert done.returncode == 0 and "Restarted st-b" in done.stdout, done.stderr + done.stdout
+    fits(done.stdout)
 
 
 def test_with_the_shared_server_down_status_shows_unknown_and_names_the_clients_once_even_quiet(host):
@@ -97,6 +101,7 @@ def test_with_the_shared_server_down_status_shows_unknown_and_names_the_clients_
         everyone = host.run("status", ALL="true")
         quiet = host.run("status", ALL="true", QUIET="true")
         check = host.run("test", ALL="true", QUIET="true")
+        people = host.run("test", CLIENT_ID="st-a")
     finally:
         assert host.run("restart", CLIENT_ID="st-a", YES="true").returncode == 0
     assert one.returncode == 1
@@ -110,5 +115,9 @@ def test_with_the_shared_server_down_status_shows_unknown_and_names_the_clients_
     assert "server not reachable" not in everyone.stdout
     assert quiet.returncode == 1 and quiet.stdout == "" and "Traceback" not in quiet.stderr
     assert quiet.stderr.count("shared server down (st-a, st-b)") == 1, quiet.stderr
+    fits(one.stdout)
+    fits(everyone.stdout)
+    assert people.returncode == 1 and "st-a: FAIL" in people.stdout
+    fits(people.stdout, "CLIENT_ID=st-a")
     assert check.returncode == 1 and check.stdout == ""
     assert "  st-a: login failed with the .env" in check.stderr and "  st-b: login" in check.stderr, check.stderr

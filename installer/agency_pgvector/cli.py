@@ -147,6 +147,18 @@ def status_cmd(client_id: str = ClientOpt, everyone: bool = AllOpt, as_json: boo
     raise typer.Exit(0 if result.healthy else UNHEALTHY)
 
 
+def _say(text: str, indent: str = "") -> None:
+    """A line of the CLI's own on stdout, wrapped between words to the terminal's width (COLUMNS): a path or an
+    address is never broken, a word longer than the width stays whole on its line."""
+    import shutil
+    import textwrap
+
+    from .text import clean
+
+    width = shutil.get_terminal_size().columns
+    print(textwrap.fill(clean(text), width, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False))
+
+
 def _size(value: float | None) -> str:
     if value is None:
         return "-"
@@ -179,11 +191,11 @@ def _print_status(results: list[ClientStatus], everyone: bool) -> None:
                  _size(r.database.size_bytes)] for r in results]
         rows_table("pgvector clients", ["client", "health", "engine", "endpoint", "pg/vec", "size"], rows, wrap=0)
         if down:
-            print(f"shared server down ({', '.join(down)}): make pgvector-logs CLIENT_ID={down[0]}, "
-                  f"then make pgvector-restart CLIENT_ID={down[0]}")
+            _say(f"shared server down ({', '.join(down)}): make pgvector-logs CLIENT_ID={down[0]}, "
+                 f"then make pgvector-restart CLIENT_ID={down[0]}", "  ")
         for r in results:
             for problem in _problems(r, down):
-                print(c(f"{r.client_id}: {' '.join(problem.split())}"))
+                _say(f"{r.client_id}: {' '.join(problem.split())}", "  ")
         return
     r = results[0]
     vec, up = r.pgvector, r.server.reachable
@@ -285,8 +297,8 @@ def restart_cmd(client_id: str = ClientOpt, as_json: bool = JsonOpt, quiet: bool
         _print_json(done.to_json())
     elif not quiet:
         pool = {"started": " The pooler was down and is running again.", "running": " The pooler was running."}
-        print(f"Restarted {done.client_id} ({done.engine}): {done.role} can log in again after {done.seconds:.2f} s."
-              f"{pool.get(done.pooler, '')}")
+        _say(f"Restarted {done.client_id} ({done.engine}): {done.role} can log in again after {done.seconds:.2f} s."
+             f"{pool.get(done.pooler, '')}")
 
 
 @app.command("test")
@@ -301,7 +313,6 @@ def test_cmd(
     (make pgvector-test)."""
     from .ops import selftest
     from .ops.common import load_many
-    from .text import clean
     from .ui import progress
 
     silent = quiet or as_json
@@ -314,7 +325,7 @@ def test_cmd(
         results.append(result)
         if not silent:
             for what, outcome in result.steps:
-                print(clean(f"  {client.id}: {what:15s} {outcome}"))
+                _say(f"  {client.id}: {what:15s} {' '.join(outcome.split())}", " " * (len(client.id) + 20))
             print(f"{client.id}: {'PASS' if result.ok else 'FAIL'}")
     run = selftest.Run(results)
     if as_json:
