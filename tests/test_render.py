@@ -89,6 +89,15 @@ def test_a_shared_servers_restart_names_the_other_clients_and_asks(host):
     done = host.run("restart", CLIENT_ID="st-b", YES="true")
     assert done.returncode == 0 and "Restarted st-b" in done.stdout, done.stderr + done.stdout
     fits(done.stdout)
+    converged = host.run("install", ALL="true")
+    assert converged.returncode == 0, converged.stderr + converged.stdout
+    fits(converged.stdout)
+    assert {"client", "engine", "result", "detail", "st-a", "st-b"} <= set(cells(converged.stdout))
+    host.install("st-u")
+    gone = host.run("uninstall", CLIENT_ID="st-u", YES="true")
+    assert gone.returncode == 0, gone.stderr + gone.stdout
+    fits(gone.stdout)
+    assert {"item", "status", "detail"} <= set(cells(gone.stdout))
 
 
 def test_with_the_shared_server_down_status_shows_unknown_and_names_the_clients_once_even_quiet(host):
