@@ -51,7 +51,8 @@ NULL, NUMBER = type(None), (int, float)  # a type or a tuple of types, matched e
 ITEM = {"item": str, "status": str, "detail": str}
 CLIENT_STATUS = {
     "client_id": str, "engine": (str, NULL), "healthy": bool,
-    "server": {"where": str, "reachable": bool, "postgres_version": (str, NULL), "host": (str, NULL), "port": (int, NULL)},
+    "server": {"where": str, "reachable": bool, "postgres_version": (str, NULL), "host": (str, NULL), "port": (int, NULL),
+               "shared": bool},
     "pgvector": {"installed": (str, NULL), "available": (str, NULL), "update_available": bool, "schema": (str, NULL)},
     "database": {"name": (str, NULL), "size_bytes": (int, NULL)},
     "role": {"name": (str, NULL), "connections": (int, NULL), "connection_limit": (int, NULL)},
@@ -59,8 +60,8 @@ CLIENT_STATUS = {
     "pool": {"port": (int, NULL), "mode": (str, NULL), "size": (int, NULL), "max_connections": (int, NULL),
              "running": bool, "login": (bool, NULL), "clients_active": (int, NULL), "clients_waiting": (int, NULL),
              "servers_active": (int, NULL), "servers_idle": (int, NULL), "max_wait_seconds": (int, NULL)},
-    "vector_columns": [{"table": str, "column": str, "type": str, "indexes": [{"name": str, "method": str}]}],
-    "settings": MapOf(str), "drift": [str], "unexpected_roles": [str], "problems": [str],
+    "vector_columns": ([{"table": str, "column": str, "type": str, "indexes": [{"name": str, "method": str}]}], NULL),
+    "settings": (MapOf(str), NULL), "drift": ([str], NULL), "unexpected_roles": ([str], NULL), "problems": [str],
 }
 SCHEMA = {
     "install": {"client_id": str, "engine": str, "dry_run": bool, "changed": bool, "env_file": str,
@@ -82,7 +83,12 @@ SCHEMA = {
 
 
 def mismatches(value, schema, where: str = "$") -> list[str]:
-    """Where `value` differs from `schema`: a missing or undocumented key, a wrong type. [] when it conforms."""
+    """Where `value` differs from `schema`: a missing or undocumented key, a wrong type. [] when it conforms.
+    A tuple is one of its types; `([str], NULL)` is an array of strings or null."""
+    if isinstance(schema, tuple) and not all(isinstance(kind, type) for kind in schema):
+        if value is None and NULL in schema:
+            return []
+        return mismatches(value, next(kind for kind in schema if kind is not NULL), where)
     if isinstance(schema, dict):
         if type(value) is not dict:
             return [f"{where}: {type(value).__name__}, not an object"]
@@ -112,6 +118,8 @@ def test_the_schema_check_finds_a_missing_an_extra_and_a_mistyped_key():
     assert mismatches({"a": "x", "b": [{"c": None}, {"c": 3}], "d": {"t": 1}}, schema) == []
     assert mismatches({"a": "x", "b": [{"c": True}], "d": {}, "z": 1}, schema) == ["$: undocumented key 'z'",
                                                                                    "$.b[0].c: bool True, not int/NoneType"]
+    assert mismatches(None, ([str], NULL)) == [] and mismatches(["x"], ([str], NULL)) == []
+    assert mismatches([1], ([str], NULL)) == ["$[0]: int 1, not str"]
     assert mismatches({"b": [], "d": {"t": "1"}, "e": 1}, schema) == ["$: missing key 'a'", "$.d.t: str '1', not int",
                                                                       "$.e: int 1, not bool"]
 

@@ -194,7 +194,21 @@ def status_cmd(client_id: str = ClientOpt, everyone: bool = AllOpt, as_json: boo
         _print_json(result.to_json())
     elif not quiet:
         _print_status(result.clients, everyone)
+    if not result.healthy:
+        _unhealthy_to_stderr(result.clients)
     raise typer.Exit(0 if result.healthy else UNHEALTHY)
+
+
+def _say(text: str, indent: str = "") -> None:
+    """A line of the CLI's own on stdout, wrapped between words to the terminal's width (COLUMNS): a path or an
+    address is never broken, a word longer than the width stays whole on its line."""
+    import shutil
+    import textwrap
+
+    from .text import clean
+
+    width = shutil.get_terminal_size().columns
+    print(textwrap.fill(clean(text), width, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False))
 
 
 def _size(value: float | None) -> str:
@@ -208,44 +222,85 @@ def _size(value: float | None) -> str:
 
 
 def _print_status(results: list[ClientStatus], everyone: bool) -> None:
-    """Every value shown is plain text (ui.styled): names and texts from the server are never markup."""
+    """Every value shown is plain text (ui.styled): names and texts from the server are never markup. What could not
+    be read (the server down, the tenant's login refused) shows as "unknown", never as a false fact."""
     from .text import clean as c
-    from .ui import joined, key_values, rows_table, styled
+    from .ui import joined, key_values, long_values, rows_table, styled
 
     def health(r: ClientStatus):
         return styled("healthy", "green") if r.healthy else styled("UNHEALTHY", "red")
 
-    if everyone:
-        rows = [[c(r.client_id), health(r), c(r.engine), f"{c(r.server.host)}:{c(r.server.port)}",
-                 c(r.server.postgres_version or "-"), c(r.pgvector.installed or "-"),
-                 _size(r.database.size_bytes), joined(r.problems, "; ") if r.problems else "-"] for r in results]
-        rows_table("pgvector clients", ["client", "health", "engine", "endpoint", "postgres", "pgvector", "size", "problems"],
-                   rows)
+    def known(value, text: str | None = None) -> str:
+        return "unknown" if value is None else c(text if text is not None else value)
+
+    if everyone:  # 80 columns: two-line cells for engine and versions, the problems under the table
+        down = _shared_down(results)
+        rows = [[c(r.client_id), health(r),
+                 f"{known(r.engine)}\n{known(r.shared, 'shared' if r.shared else 'dedicated')}",
+                 f"{known(r.server.host)}:{known(r.server.port)}",
+                 f"{known(r.server.postgres_version)}\n"
+                 + known(r.pgvector.installed if r.server.reachable else None, r.pgvector.installed or "missing"),
+                 _size(r.database.size_bytes)] for r in results]
+        rows_table("pgvector clients", ["client", "health", "engine", "endpoint", "pg/vec", "size"], rows, wrap=0)
+        if down:
+            _say(f"shared server down ({', '.join(down)}): make pgvector-logs CLIENT_ID={down[0]}, "
+                 f"then make pgvector-restart CLIENT_ID={down[0]}", "  ")
+        for r in results:
+            for problem in _problems(r, down):
+                _say(f"{r.client_id}: {' '.join(problem.split())}", "  ")
         return
     r = results[0]
-    vec = r.pgvector
+    vec, up = r.pgvector, r.server.reachable
     columns = [f"{c(col.table)}.{c(col.column)} {c(col.type)} "
                f"[{', '.join(c(i.method) for i in col.indexes) or 'no index'}]"
                for col in r.vector_columns]
     password = {True: styled("valid"), False: styled("INVALID", "red"), None: styled("unchecked")}[r.env_file.password_valid]
+    pgvector = "unknown" if not up else c(vec.installed or "missing") + (
+        f" ({c(vec.available)} available: make pgvector-upgrade)" if vec.update_available else "")
+    connections = ("unknown" if r.role.connections is None else
+                   f"{c(r.role.connections)} of {known(r.role.connection_limit)}") + f" ({known(r.role.name)})"
     fields = [
         ("health", health(r)),
-        ("engine", f"{c(r.engine)}: {c(r.server.where)}"),
-        ("server", joined([f"{c(r.server.host)}:{c(r.server.port)}",
-                           styled("reachable") if r.server.reachable else styled("not reachable", "red")], " ")),
-        ("postgres", c(r.server.postgres_version or "-")),
-        ("pgvector", c(vec.installed or "missing")
-                     + (f" ({c(vec.available)} available: make pgvector-upgrade)" if vec.update_available else "")),
-        ("database", f"{c(r.database.name)}, {_size(r.database.size_bytes)}"),
-        ("connections", f"{c(r.role.connections)} of {c(r.role.connection_limit)} ({c(r.role.name)})"),
+        ("engine", f"{known(r.engine)}: {c(r.server.where) or 'unknown'}"
+                   + ("" if r.engine is None else " (shared)" if r.server.shared else " (dedicated)")),
+        ("server", joined([f"{known(r.server.host)}:{known(r.server.port)}",
+                           styled("reachable") if up else styled("not reachable", "red")], " ")),
+        ("postgres", known(r.server.postgres_version)),
+        ("pgvector", pgvector),
+        ("database", f"{known(r.database.name)}, {_size(r.database.size_bytes)}"),
+        ("connections", connections),
         ("pool", _pool_line(r)),
-        (".env", joined([f"{c(r.env_file.path)} mode {c(r.env_file.mode)}, password", password], " ")),
-        ("vector columns", joined(columns) if columns else "none yet"),
-        ("settings", ", ".join(f"{c(k)}={c(v)}" for k, v in r.settings.items()) or "-"),
-        ("drift", joined(r.drift) if r.drift else "none"),
+        (".env", joined([f"mode {known(r.env_file.mode)}, password", password], " ")),
+        ("vector columns", joined(columns) if columns else "none yet" if r.database.size_bytes is not None else "unknown"),
+        ("settings", ", ".join(f"{c(k)}={c(v)}" for k, v in r.settings.items()) or ("-" if up else "unknown")),
+        ("drift", joined(r.drift) if r.drift else "none" if up else "unknown"),
         ("problems", joined([styled(c(p), "red") for p in r.problems]) if r.problems else "none"),
     ]
     key_values(f"pgvector status: client {c(r.client_id)}", fields)
+    long_values([(".env", r.env_file.path)])
+
+
+def _shared_down(results: list[ClientStatus]) -> list[str]:
+    """The clients of a shared server that could not be reached (reported once, not once per client)."""
+    down = [r.client_id for r in results if r.shared and not r.server.reachable and r.server.where]
+    return down if len(down) > 1 else []
+
+
+def _problems(r: ClientStatus, down: list[str]) -> list[str]:
+    """A client's problems, less the server's being down when that is reported once for its shared server."""
+    if r.client_id in down:
+        return [p for p in r.problems if not p.startswith("server not reachable")]
+    return r.problems
+
+
+def _unhealthy_to_stderr(results: list[ClientStatus]) -> None:
+    """For cron (QUIET=true, JSON=true): which clients are unhealthy and why, on stderr."""
+    bad = [r for r in results if not r.healthy]
+    down = _shared_down(results)
+    lines = [f"  shared server down ({', '.join(down)})"] if down else []
+    lines += [f"  {r.client_id}: {'; '.join(' '.join(p.split()) for p in _problems(r, down))}"
+              for r in bad if _problems(r, down)]
+    _error(f"{len(bad)} of {len(results)} clients unhealthy:\n" + "\n".join(lines))
 
 
 def _pool_line(r: ClientStatus) -> str:
@@ -277,21 +332,25 @@ def logs_cmd(
 
 
 @app.command("restart")
-def restart_cmd(client_id: str = ClientOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
-    """Graceful restart; waits until the tenant can log in and says how long it took (make pgvector-restart)."""
+def restart_cmd(client_id: str = ClientOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt, yes: bool = YesOpt) -> None:
+    """Graceful restart; waits until the tenant can log in and says how long it took (make pgvector-restart).
+    A shared server: names the other clients whose sessions it ends and asks (YES=true for scripts)."""
     from .ops.common import load
-    from .ops.restart import restart
+    from .ops.restart import restart, sharing
     from .ui import progress
 
     client = load(client_id)
+    others = sharing(client)
+    if others:
+        _confirm(yes, f"Restarting the shared server ends every session of {', '.join(others)} too: restart it?")
     with progress(quiet or as_json)(f"restarting the server for {client.id}"):
         done = restart(client)
     if as_json:
         _print_json(done.to_json())
     elif not quiet:
         pool = {"started": " The pooler was down and is running again.", "running": " The pooler was running."}
-        print(f"Restarted {done.client_id} ({done.engine}): {done.role} can log in again after {done.seconds:.2f} s."
-              f"{pool.get(done.pooler, '')}")
+        _say(f"Restarted {done.client_id} ({done.engine}): {done.role} can log in again after {done.seconds:.2f} s."
+             f"{pool.get(done.pooler, '')}")
 
 
 @app.command("test")
@@ -306,7 +365,6 @@ def test_cmd(
     (make pgvector-test)."""
     from .ops import selftest
     from .ops.common import load_many
-    from .text import clean
     from .ui import progress
 
     silent = quiet or as_json
@@ -319,11 +377,16 @@ def test_cmd(
         results.append(result)
         if not silent:
             for what, outcome in result.steps:
-                print(clean(f"  {client.id}: {what:15s} {outcome}"))
+                _say(f"  {client.id}: {what:15s} {' '.join(outcome.split())}", " " * (len(client.id) + 20))
             print(f"{client.id}: {'PASS' if result.ok else 'FAIL'}")
     run = selftest.Run(results)
     if as_json:
         _print_json(run.to_json())
+    if not run.ok and silent:  # cron: the steps were not printed, so the failing one goes to stderr
+        _error(f"The end-to-end check failed for {', '.join(run.failed)}:\n" + "\n".join(
+            f"  {r.client_id}: " + "; ".join(f"{what} {' '.join(outcome.split())}" for what, outcome in r.steps)
+            for r in run.clients if not r.ok))
+        raise typer.Exit(UNHEALTHY)
     if not run.ok:
         _error(f"The end-to-end check failed for {', '.join(run.failed)}: its steps say why; then make pgvector-status.")
         raise typer.Exit(UNHEALTHY)

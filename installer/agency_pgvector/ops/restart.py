@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .. import log, pooler
+from .. import envfile, log, pooler
 from ..engines import require
 from ..errors import UserError
 from ..runner import operation
-from .common import Client, first_line, tenant_connect
+from .common import Client, first_line, installed_clients, tenant_connect
 
 
 @dataclass
@@ -44,6 +44,24 @@ def restart(client: Client, timeout: float = 60.0) -> Restarted:
         seconds = time.monotonic() - started
         log.event(f"restarted server; tenant login after {seconds:.2f} s; pooler {state}")
     return Restarted(client.id, client.engine.name, client.tenant.role, seconds, state)
+
+
+def sharing(client: Client) -> list[str]:
+    """The other installed clients on the client's server when it is a shared one: a restart ends their sessions too."""
+    from .. import spec as specs
+
+    if not client.engine.capabilities.shared:
+        return []
+    server = (client.env.get("PGVECTOR_ENGINE"), client.env.get("PGVECTOR_SERVER"))
+    out = []
+    for name in installed_clients(client.spec.root):
+        try:
+            env = envfile.read(specs.Paths(client.spec.root, name).env_file)
+        except UserError:  # that client's own status says what is wrong with its tree
+            continue
+        if name != client.id and (env.get("PGVECTOR_ENGINE"), env.get("PGVECTOR_SERVER")) == server:
+            out.append(name)
+    return out
 
 
 def wait_for_tenant(client: Client, timeout: float = 60.0) -> None:

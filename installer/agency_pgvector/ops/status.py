@@ -41,6 +41,7 @@ class Server:
     postgres_version: str | None = None
     host: str | None = None  # from .env
     port: int | None = None
+    shared: bool = False  # a server several clients share (embedded SERVER=shared)
 
 
 @dataclass
@@ -125,8 +126,20 @@ class ClientStatus:
     def healthy(self) -> bool:
         return not self.problems
 
+    @property
+    def shared(self) -> bool | None:
+        """On a server shared with other clients (None: the client could not even be loaded)."""
+        return None if self.engine is None else self.server.shared
+
     def to_json(self) -> dict:
-        return {**asdict(self), "healthy": self.healthy}
+        """What could not be read is null, never an empty list that would read as "none": drift, settings and
+        unexpected_roles need the server; vector_columns the tenant's own login (read with the size)."""
+        out = {**asdict(self), "healthy": self.healthy}
+        if not self.server.reachable:
+            out.update(drift=None, settings=None, unexpected_roles=None)
+        if self.database.size_bytes is None:
+            out["vector_columns"] = None
+        return out
 
 
 @dataclass
@@ -186,6 +199,7 @@ def check(client: Client) -> ClientStatus:
     env_file = client.spec.paths.env_file
     mode = stat.S_IMODE(env_file.lstat().st_mode) if env_file.exists() else None
     out = _blank(client.id, client.engine.name, client.tenant.database, client.tenant.role, client.env, env_file, mode)
+    out.server.shared = client.engine.capabilities.shared
     problems = out.problems
     if mode is not None and mode != 0o600:
         problems.append(f".env is mode {mode:04o}, not 0600: run chmod 600 {env_file}")
