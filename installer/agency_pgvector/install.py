@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import engines, envfile, pooler, ports, scram, tls
+from . import engines, envfile, pooler, ports, registry, scram, tls
 from .engines.base import ServerPlan
 from .errors import UserError
 from .provision import State, Tenant, apply as apply_sql, lock, plan, read_state, record
@@ -90,6 +90,7 @@ def _install(spec: Spec, batch: Batch | None = None) -> Result:
         return Result(report, env, engine.name)
     _write_env(paths, env, report)
     _drop_samples(spec, report, env)
+    registry.client_installed(spec.root, env, report)  # AgencyStack's component registry (registry.py)
     if batch is not None and not report.changed:
         report.add("tenant login", OK, "password matches the role; nothing changed, so the login is as checked before")
     else:
