@@ -59,7 +59,8 @@ def _update(root: Path, change) -> str:
         data, info = _read(target)
         entry = data.setdefault("components", {}).setdefault(CATEGORY, {}).get(COMPONENT)
         entry = entry if isinstance(entry, dict) else {}
-        clients = entry.get("clients") if isinstance(entry.get("clients"), dict) else {}
+        clients = entry.get("clients")
+        clients = clients if isinstance(clients, dict) else {}
         before = json.dumps(entry, sort_keys=True)
         change(clients)
         entry.update({"name": "pgvector", "component_id": COMPONENT, "category": "Database", "version": __version__,
@@ -90,8 +91,11 @@ def _read(target: Path) -> tuple[dict, os.stat_result | None]:
         raw = handle.read()
     try:
         data = json.loads(raw)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise UserError(f"Refusing to update {target}: it is not valid JSON ({exc.msg} at line {exc.lineno}): "
+                        "fix or move it, then re-run.") from None
+    except ValueError:  # not UTF-8
+        raise UserError(f"Refusing to update {target}: it is not valid JSON (not UTF-8 text): "
                         "fix or move it, then re-run.") from None
     if not isinstance(data, dict) or not isinstance(data.get("components", {}), dict) or not isinstance(
             data.get("components", {}).get(CATEGORY, {}), dict):
