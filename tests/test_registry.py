@@ -7,11 +7,12 @@ import json
 import multiprocessing
 import os
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from agency_pgvector import registry
+from agency_pgvector import registry, tls
 from agency_pgvector.errors import UserError
 from agency_pgvector.report import Report
 
@@ -151,6 +152,16 @@ def test_a_directory_another_user_controls_is_refused(stack_root):
             os.chown(folder, 0, 0)
             os.chmod(folder, 0o755)
     registry.path(_root()).unlink(missing_ok=True)
+
+
+def test_the_installation_ca_names_the_admin_email_as_its_contact(install, cli):
+    install("rg-tls", SERVER="shared", ENABLE_CLOUD="true", ADMIN_EMAIL="pg+ca@example.com")
+    ca = tls.ca_cert(_root() / "pgvector")
+    shown = subprocess.run(["openssl", "x509", "-in", str(ca), "-noout", "-email", "-subject"], capture_output=True,
+                           text=True, check=True).stdout
+    assert shown.splitlines()[0] == "pg+ca@example.com" and "CN = agency-pgvector CA" in shown
+    assert _entry()["clients"]["rg-tls"]["admin_email"] == "pg+ca@example.com"
+    assert cli("uninstall", CLIENT_ID="rg-tls", YES="true", NO_BACKUP="true").returncode == 0
 
 
 def _add(client_id: str) -> None:

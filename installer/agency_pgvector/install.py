@@ -82,6 +82,8 @@ def _install(spec: Spec, batch: Batch | None = None) -> Result:
     finally:
         if batch is None:
             conn.close()
+    if spec.enable_cloud and not spec.dry_run:  # the CA's contact is the ADMIN_EMAIL of the install that makes it
+        tls.make_ca(spec.paths.state_dir, spec.admin_email)
     pool_port = _converge_pool(spec, engine, tenant, state.role["rolpassword"] if state.role else "", settings, report)
     ca_copy = _ca_copy(spec, report)
     env = env_values(spec, engine, tenant, new_password or password, state, pool_port, settings, ca_copy)
