@@ -14,6 +14,7 @@ AGENCY_STACK_LOG ?= /var/log/agency_stack/components/pgvector.log
 VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE ADMIN_URL PORT DRY_RUN \
         JSON QUIET ALL LINES FOLLOW YES NO_BACKUP KEEP_DATA REMOVE_SERVER FILE TARGET_CLIENT SAMPLES \
         PGVECTOR_IMAGE PGVECTOR_PORT_RANGE SERVER POOL_MODE POOL_SIZE POOL_MAX_CONNECTIONS POOLER \
+        METRICS_FILE \
         AGENCY_STACK_ROOT AGENCY_STACK_LOG PYTHON VENV
 
 # make would expand a value from its command line or the environment wherever the value is used, and
@@ -30,7 +31,7 @@ export $(VARS)
 
 .DEFAULT_GOAL := help
 .PHONY: help pgvector pgvector-status pgvector-logs pgvector-restart pgvector-test pgvector-uninstall \
-        pgvector-backup pgvector-restore pgvector-rotate pgvector-upgrade lint test bench
+        pgvector-backup pgvector-restore pgvector-rotate pgvector-upgrade pgvector-metrics lint test bench
 
 help: ## Show the targets and the variables they take
 	@echo "make pgvector DOMAIN=example.com ADMIN_EMAIL=ops@example.com CLIENT_ID=acme WITH_DEPS=true"
@@ -40,6 +41,7 @@ help: ## Show the targets and the variables they take
 	@echo "Variables: CLIENT_ID (default: default) DOMAIN ADMIN_EMAIL ENGINE=auto|embedded|external|docker"
 	@echo "  ADMIN_URL (external) PORT FORCE WITH_DEPS ENABLE_CLOUD VERBOSE DRY_RUN JSON QUIET (true to switch on)"
 	@echo "  POOL_MODE=session|transaction POOL_SIZE POOL_MAX_CONNECTIONS (the client's PgBouncer pool); POOLER=true (logs)"
+	@echo "  METRICS_FILE=/path/x.prom (pgvector-metrics: write for node_exporter's textfile collector)"
 	@echo "  AGENCY_STACK_ROOT=$$AGENCY_STACK_ROOT AGENCY_STACK_LOG=$$AGENCY_STACK_LOG"
 	@echo "Details: docs/operator.md, docs/runbook.md; every command: $$VENV/bin/agency-pgvector --help"
 
@@ -92,6 +94,9 @@ pgvector-rotate: $(VENV)/.installed ## New password: role and .env together, old
 
 pgvector-upgrade: $(VENV)/.installed ## ALTER EXTENSION vector UPDATE in the client's database(s)
 	@$(CLI) upgrade
+
+pgvector-metrics: $(VENV)/.installed ## Prometheus text (ALL=true: every client; METRICS_FILE=x.prom)
+	@$(CLI) metrics
 
 # The gate make test runs first; both tools read their settings from pyproject.toml.
 lint: $(VENV)/.installed-test ## Lint (ruff) and type-check (mypy) the code

@@ -293,6 +293,24 @@ def backup_cmd(client_id: str = ClientOpt, as_json: bool = JsonOpt, quiet: bool 
         print(f"Backup of {done.client_id}: {done.file} ({done.size_bytes} bytes; row counts in {done.manifest.name})")
 
 
+@app.command("metrics")
+def metrics_cmd(
+    client_id: str = ClientOpt,
+    everyone: bool = AllOpt,
+    metrics_file: str = typer.Option("", "--metrics-file", envvar="METRICS_FILE",
+                                     help="Write to this .prom file (atomically, for node_exporter) instead of stdout."),
+) -> None:
+    """Prometheus text for the client, or every client with ALL=true (make pgvector-metrics). Exit 0 once written,
+    clients that are down included (pgvector_up 0)."""
+    from .ops.metrics import metrics, write
+
+    text, _clients = metrics(client_id, everyone)
+    if metrics_file:
+        write(metrics_file, text)
+    else:
+        print(text, end="")
+
+
 @app.command("restore")
 def restore_cmd(
     file: str = typer.Option(..., "--file", envvar="FILE", help="A .dump written by backup."),
