@@ -16,11 +16,23 @@ from agency_pgvector.ops import metrics as m
 from agency_pgvector.ops.status import ClientStatus, Database, EnvFile, Pgvector, Role, Server
 from agency_pgvector.spec import Spec
 
-from conftest import tenant_connect
+from conftest import stop_all, tenant_connect
 
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 _LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
 _SAMPLE = re.compile(rf"({_NAME})\{{({_LABEL}(?:,{_LABEL})*)\}} (-?[0-9]+(?:\.[0-9]+)?(?:e[+-]?[0-9]+)?)")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_root(stack_root):
+    """A root of this module's own: ALL=true here means this module's clients, whatever else the session installed."""
+    root = stack_root.parent / "rg-met" / "root"
+    root.parent.mkdir(mode=0o755)
+    before = os.environ["AGENCY_STACK_ROOT"]
+    os.environ["AGENCY_STACK_ROOT"] = str(root)
+    yield root
+    os.environ["AGENCY_STACK_ROOT"] = before
+    stop_all(root)
 
 
 def parse(text: str) -> dict[str, dict[tuple, float]]:

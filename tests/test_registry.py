@@ -16,6 +16,8 @@ from agency_pgvector import registry, tls
 from agency_pgvector.errors import UserError
 from agency_pgvector.report import Report
 
+from conftest import stop_all
+
 OTHERS = {
     "schema_version": "1.0.0",
     "last_updated": "2025-04-05T03:11:30-05:00",
@@ -27,12 +29,24 @@ OTHERS = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def own_root(stack_root):
+    """A root of this module's own: ALL=true here means this module's clients, whatever else the session installed."""
+    root = stack_root.parent / "rg-reg" / "root"
+    root.parent.mkdir(mode=0o755)
+    before = os.environ["AGENCY_STACK_ROOT"]
+    os.environ["AGENCY_STACK_ROOT"] = str(root)
+    yield root
+    os.environ["AGENCY_STACK_ROOT"] = before
+    stop_all(root)
+
+
 @pytest.fixture(autouse=True)
-def _fresh_registry(stack_root):
+def _fresh_registry(own_root):
     """Each test starts without a registry file and leaves none behind."""
-    registry.path(stack_root).unlink(missing_ok=True)
+    registry.path(own_root).unlink(missing_ok=True)
     yield
-    registry.path(stack_root).unlink(missing_ok=True)
+    registry.path(own_root).unlink(missing_ok=True)
 
 
 def _root() -> Path:

@@ -93,8 +93,8 @@ def _uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_serve
     if remove_server:
         client.engine.remove_server()
         report.add("server", CHANGE, "removed with its data")
+    registry.client_removed(client.spec.root, client.id, report)  # AgencyStack's registry; before .env goes (registry.py)
     _archive(client, report)
-    registry.client_removed(client.spec.root, client.id, report)  # AgencyStack's component registry (registry.py)
     return report
 
 
