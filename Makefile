@@ -41,7 +41,7 @@ help: ## Show the targets and the variables they take
 	@echo "Variables: CLIENT_ID (default: default) DOMAIN ADMIN_EMAIL ENGINE=auto|embedded|external|docker"
 	@echo "  ADMIN_URL (external) PORT FORCE WITH_DEPS ENABLE_CLOUD VERBOSE DRY_RUN JSON QUIET (true to switch on)"
 	@echo "  POOL_MODE=session|transaction POOL_SIZE POOL_MAX_CONNECTIONS (the client's PgBouncer pool); POOLER=true (logs)"
-	@echo "  METRICS_FILE=/path/x.prom (pgvector-metrics: write for node_exporter's textfile collector)"
+	@echo "  METRICS_FILE=/dir/x.prom (pgvector-metrics: a file for node_exporter)"
 	@echo "  AGENCY_STACK_ROOT=$$AGENCY_STACK_ROOT AGENCY_STACK_LOG=$$AGENCY_STACK_LOG"
 	@echo "Details: docs/operator.md, docs/runbook.md; every command: $$VENV/bin/agency-pgvector --help"
 
@@ -95,7 +95,7 @@ pgvector-rotate: $(VENV)/.installed ## New password: role and .env together, old
 pgvector-upgrade: $(VENV)/.installed ## ALTER EXTENSION vector UPDATE in the client's database(s)
 	@$(CLI) upgrade
 
-pgvector-metrics: $(VENV)/.installed ## Prometheus text (ALL=true: every client; METRICS_FILE=x.prom)
+pgvector-metrics: $(VENV)/.installed ## Prometheus text (ALL=true: every client; METRICS_FILE)
 	@$(CLI) metrics
 
 # The gate make test runs first; both tools read their settings from pyproject.toml.
