@@ -183,12 +183,14 @@ def _add(client_id: str) -> None:
 
 
 def test_concurrent_writers_lose_nothing(stack_root):
-    _seed(OTHERS)
+    target = _seed(OTHERS)
+    (target.parent / f".{target.name}.killed.tmp").write_text("{")  # what a run killed mid-write leaves
     names = [f"rg-p{i}" for i in range(12)]
     with multiprocessing.get_context("fork").Pool(6) as pool:
         pool.map(_add, names)
     assert set(names) <= set(_entry()["clients"])
     assert _others(json.loads(registry.path(_root()).read_text())) == _others(OTHERS)
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
     for name in names:
         registry.client_removed(_root(), name, Report())
     registry.path(_root()).unlink()

@@ -106,6 +106,8 @@ def _read(target: Path) -> tuple[dict, os.stat_result | None]:
 
 def _write(target: Path, text: str, info: os.stat_result | None) -> None:
     require_trusted(target.parent)
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):  # a run killed mid-write (we hold the lock)
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o644 if info is None else stat.S_IMODE(info.st_mode))
