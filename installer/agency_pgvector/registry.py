@@ -56,6 +56,8 @@ def _update(root: Path, change) -> str:
     target = path(root)
     with client_lock(root / "pgvector" / "locks" / "registry.lock"):
         ensure_dir(target.parent, 0o755)  # AgencyStack's directory: root's, nobody else can swap it (system.py)
+        for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a run killed mid-write
+            stale.unlink(missing_ok=True)
         data, info = _read(target)
         entry = data.setdefault("components", {}).setdefault(CATEGORY, {}).get(COMPONENT)
         entry = entry if isinstance(entry, dict) else {}
@@ -106,8 +108,6 @@ def _read(target: Path) -> tuple[dict, os.stat_result | None]:
 
 def _write(target: Path, text: str, info: os.stat_result | None) -> None:
     require_trusted(target.parent)
-    for stale in target.parent.glob(f".{target.name}.*.tmp"):  # a run killed mid-write (we hold the lock)
-        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o644 if info is None else stat.S_IMODE(info.st_mode))
