@@ -14,7 +14,8 @@ AGENCY_STACK_LOG ?= /var/log/agency_stack/components/pgvector.log
 VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE ADMIN_URL PORT DRY_RUN \
         JSON QUIET ALL LINES FOLLOW YES NO_BACKUP KEEP_DATA REMOVE_SERVER FILE TARGET_CLIENT SAMPLES \
         PGVECTOR_IMAGE PGVECTOR_PORT_RANGE SERVER POOL_MODE POOL_SIZE POOL_MAX_CONNECTIONS POOLER \
-        AGENCY_STACK_ROOT AGENCY_STACK_LOG PYTHON VENV SAMPLES_EMBEDDER BACKUP_KEEP SCHEDULE
+        AGENCY_STACK_ROOT AGENCY_STACK_LOG PYTHON VENV SAMPLES_EMBEDDER BACKUP_KEEP SCHEDULE \
+        METRICS_FILE
 
 # `make help` lists every variable from these lines, `#: NAME meaning` (tests/test_make.py: one per name in VARS).
 #: CLIENT_ID            the client: 1-32 of a-z 0-9 - (not given: client default, said on stderr)
@@ -48,6 +49,7 @@ VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE
 #: TARGET_CLIENT        make pgvector-restore: restore into this client instead
 #: BACKUP_KEEP          backups kept per client, newest first (default 7; 0: all)
 #: SCHEDULE             make pgvector-backup-schedule: hourly|daily|weekly|off
+#: METRICS_FILE         make pgvector-metrics: write to this .prom file (node_exporter)
 #: SAMPLES              make pgvector-test: also run the client's samples
 #: SAMPLES_EMBEDDER     model: the samples' real text model (installs torch: ~2 min, 1.4 GB)
 #: AGENCY_STACK_ROOT    where client trees live (default /opt/agency_stack)
@@ -86,7 +88,8 @@ endif
 
 .DEFAULT_GOAL := help
 .PHONY: help pgvector pgvector-status pgvector-logs pgvector-restart pgvector-test pgvector-uninstall \
-        pgvector-backup pgvector-restore pgvector-rotate pgvector-upgrade pgvector-completion pgvector-backup-schedule pgvector-logrotate lint test-setup \
+        pgvector-backup pgvector-restore pgvector-rotate pgvector-upgrade pgvector-completion pgvector-backup-schedule pgvector-logrotate \
+        pgvector-metrics lint test-setup \
         test bench
 
 # Each entry as "  name  text", the text wrapped to fit 80 columns under its own column.
@@ -177,6 +180,9 @@ pgvector-rotate: $(VENV)/.installed ## New password: role and .env together, old
 
 pgvector-upgrade: $(VENV)/.installed ## ALTER EXTENSION vector UPDATE in the client's database(s)
 	@$(CLI) upgrade
+
+pgvector-metrics: $(VENV)/.installed ## Prometheus text (ALL=true: every client; METRICS_FILE)
+	@$(CLI) metrics
 
 # Completion for the CLI typed by name (the venv's bin/ on PATH) or by path; new shells pick it up.
 pgvector-completion: $(VENV)/.installed ## Bash completion for agency-pgvector (/etc/bash_completion.d/)

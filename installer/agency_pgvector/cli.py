@@ -453,6 +453,24 @@ def logrotate_cmd() -> None:
     print(f"Log rotation for the component log and every server's and pooler's log: {path}.")
 
 
+@app.command("metrics")
+def metrics_cmd(
+    client_id: str = ClientOpt,
+    everyone: bool = AllOpt,
+    metrics_file: str = typer.Option("", "--metrics-file", envvar="METRICS_FILE",
+                                     help="Write to this .prom file (atomically, for node_exporter) instead of stdout."),
+) -> None:
+    """Prometheus text for the client, or every client with ALL=true (make pgvector-metrics). Exit 0 once written,
+    clients that are down included (pgvector_up 0)."""
+    from .ops.metrics import metrics, write
+
+    text, _clients = metrics(client_id, everyone)
+    if metrics_file:
+        write(metrics_file, text)
+    else:
+        print(text, end="")
+
+
 @app.command("restore")
 def restore_cmd(
     file: str = typer.Option("", "--file", envvar="FILE", show_default=False, help="A .dump written by backup (required)."),

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import engines, envfile, pooler, ports, scram, tls
+from . import engines, envfile, pooler, ports, registry, scram, tls
 from .engines.base import ServerPlan
 from .errors import UserError
 from .provision import State, Tenant, apply as apply_sql, lock, plan, read_state, record
@@ -82,6 +82,8 @@ def _install(spec: Spec, batch: Batch | None = None) -> Result:
     finally:
         if batch is None:
             conn.close()
+    if spec.enable_cloud and not spec.dry_run:  # the CA's contact is the ADMIN_EMAIL of the install that makes it
+        tls.make_ca(spec.paths.state_dir, spec.admin_email)
     pool_port = _converge_pool(spec, engine, tenant, state.role["rolpassword"] if state.role else "", settings, report)
     ca_copy = _ca_copy(spec, report)
     env = env_values(spec, engine, tenant, new_password or password, state, pool_port, settings, ca_copy)
@@ -91,6 +93,7 @@ def _install(spec: Spec, batch: Batch | None = None) -> Result:
     _write_env(paths, env, report)
     _drop_samples(spec, report, env)
     _log_rotation(report)
+    registry.client_installed(spec.root, env, report)  # AgencyStack's component registry (registry.py)
     if batch is not None and not report.changed:
         report.add("tenant login", OK, "password matches the role; nothing changed, so the login is as checked before")
     else:

@@ -45,9 +45,10 @@ def ca_ready(state_dir: Path) -> bool:
     return (folder / "ca.key").exists() and (folder / "ca.crt").exists() and _valid(folder / "ca.crt")
 
 
-def make_ca(state_dir: Path) -> None:
+def make_ca(state_dir: Path, contact: str = "") -> None:
     """The installation's CA, made in a staging directory renamed into place (a concurrent run's CA wins and is kept:
-    os.rename onto a non-empty directory fails)."""
+    os.rename onto a non-empty directory fails). `contact` (the ADMIN_EMAIL of the install that makes it, checked by
+    spec.email) is the subject's emailAddress: whom a client who sees this issuer should ask about it."""
     if ca_ready(state_dir):
         return
     need_openssl()
@@ -57,8 +58,9 @@ def make_ca(state_dir: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     ensure_dir(staging, 0o700)
     run(["openssl", "req", "-x509", "-new", *_KEY, "-days", str(CERT_DAYS), "-subj",
-         f"/CN=agency-pgvector CA {_safe(socket.gethostname())}", "-addext", "basicConstraints=critical,CA:TRUE",
-         "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-keyout", str(staging / "ca.key"),
+         f"/CN=agency-pgvector CA {_safe(socket.gethostname())}{_contact(contact)}",
+         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+         "-keyout", str(staging / "ca.key"),
          "-out", str(staging / "ca.crt")])
     os.chmod(staging / "ca.key", 0o600)
     os.chmod(staging / "ca.crt", 0o644)
@@ -105,6 +107,12 @@ def issue(tls_dir: Path, state_dir: Path, names: list[str], gid: int) -> None:
         os.chmod(path, mode)
     shutil.rmtree(tls_dir, ignore_errors=True)
     os.replace(staging, tls_dir)
+
+
+def _contact(email: str) -> str:
+    """The subject's emailAddress part. A validated address (spec.email: letters, digits, . _ % + - and @) has no '/'
+    or '=' that could start another field; '+' (a multi-valued name in -subj) is escaped."""
+    return "/emailAddress=" + email.replace("+", "\\+") if email else ""
 
 
 def fingerprint(cert: Path) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from psycopg2 import sql
 
-from .. import pooler, spec as specs
+from .. import pooler, registry, spec as specs
 from ..engines import require
 from ..provision import lock, terminate
 from ..report import CHANGE, OK, Report
@@ -93,6 +93,7 @@ def _uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_serve
     if remove_server:
         client.engine.remove_server()
         report.add("server", CHANGE, "removed with its data")
+    registry.client_removed(client.spec.root, client.id, report)  # AgencyStack's registry; before .env goes (registry.py)
     _archive(client, report)
     return report
 
