@@ -30,7 +30,8 @@ export $(VARS)
 
 .DEFAULT_GOAL := help
 .PHONY: help pgvector pgvector-status pgvector-logs pgvector-restart pgvector-test pgvector-uninstall \
-        pgvector-backup pgvector-restore pgvector-rotate pgvector-upgrade lint test bench
+        pgvector-backup pgvector-restore pgvector-rotate pgvector-upgrade lint test bench \
+        pgvector-list pgvector-suspend pgvector-resume pgvector-remove-shared-server
 
 help: ## Show the targets and the variables they take
 	@echo "make pgvector DOMAIN=example.com ADMIN_EMAIL=ops@example.com CLIENT_ID=acme WITH_DEPS=true"
@@ -80,6 +81,18 @@ pgvector-test: $(VENV)/.installed $(if $(filter true,$(SAMPLES)),$(VENV)/.instal
 
 pgvector-uninstall: $(VENV)/.installed ## Remove the tenant (backup first; KEEP_DATA, NO_BACKUP, REMOVE_SERVER, YES)
 	@$(CLI) uninstall
+
+pgvector-suspend: $(VENV)/.installed ## Same as pgvector-uninstall KEEP_DATA=true: data kept, no login
+	@KEEP_DATA=true $(CLI) uninstall
+
+pgvector-resume: $(VENV)/.installed ## Resume a suspended client (same as make pgvector; DOMAIN from record)
+	@$(CLI) install
+
+pgvector-list: $(VENV)/.installed ## Every client under the root: installed, suspended, half-installed
+	@$(CLI) list
+
+pgvector-remove-shared-server: $(VENV)/.installed ## Remove the shared embedded server once no client is on it
+	@$(CLI) remove-shared-server
 
 pgvector-backup: $(VENV)/.installed ## pg_dump -Fc of the tenant into the client's backups/
 	@$(CLI) backup
