@@ -82,16 +82,16 @@ pgvector-test: $(VENV)/.installed $(if $(filter true,$(SAMPLES)),$(VENV)/.instal
 pgvector-uninstall: $(VENV)/.installed ## Remove the tenant (backup first; KEEP_DATA, NO_BACKUP, REMOVE_SERVER, YES)
 	@$(CLI) uninstall
 
-pgvector-suspend: $(VENV)/.installed ## Same as pgvector-uninstall KEEP_DATA=true: data kept, no login
+pgvector-suspend: $(VENV)/.installed ## Uninstall KEEP_DATA=true: data kept, no login
 	@KEEP_DATA=true $(CLI) uninstall
 
-pgvector-resume: $(VENV)/.installed ## Resume a suspended client (same as make pgvector; DOMAIN from record)
+pgvector-resume: $(VENV)/.installed ## Resume a suspended client (= make pgvector)
 	@$(CLI) install
 
-pgvector-list: $(VENV)/.installed ## Every client under the root: installed, suspended, half-installed
+pgvector-list: $(VENV)/.installed ## Every client and its state (JSON=true)
 	@$(CLI) list
 
-pgvector-remove-shared-server: $(VENV)/.installed ## Remove the shared embedded server once no client is on it
+pgvector-remove-shared-server: $(VENV)/.installed ## Remove the empty shared server (YES)
 	@$(CLI) remove-shared-server
 
 pgvector-backup: $(VENV)/.installed ## pg_dump -Fc of the tenant into the client's backups/
