@@ -145,3 +145,18 @@ def test_a_half_installed_client_is_listed_and_uninstall_cleans_it_up(install, c
     assert not paths.server_dir.exists() and not paths.client_dir.exists() and "lf-half" not in _listed(cli)
     registry = Path(os.environ["AGENCY_STACK_ROOT"]) / "pgvector" / "ports"
     assert not any(p.read_text().strip().startswith("lf-half") for p in registry.iterdir())
+
+
+def test_resuming_a_client_whose_database_was_dropped_names_that_and_creates_nothing(install, cli):
+    install("lf-lost")
+    assert cli("uninstall", CLIENT_ID="lf-lost", YES="true", KEEP_DATA="true", NO_BACKUP="true").returncode == 0
+    conn = admin("lf-lost")
+    conn.autocommit = True
+    conn.cursor().execute("DROP DATABASE vectordb")
+    result = cli("install", CLIENT_ID="lf-lost")
+    assert result.returncode != 0 and "database vectordb is no longer on the recorded server" in result.stderr
+    assert "Traceback" not in result.stderr and not client_paths("lf-lost").env_file.exists()
+    cur = conn.cursor()
+    cur.execute("SELECT count(*) FROM pg_database WHERE datname = 'vectordb'")
+    assert cur.fetchone() == (0,)
+    conn.close()

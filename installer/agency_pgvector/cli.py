@@ -74,11 +74,12 @@ def install_cmd(
 
     if everyone:
         return _install_all(force, dry_run, with_deps, as_json, quiet)
-    if not (domain and admin_email):  # resuming a suspended client: its record has them
-        from .ops.common import read_suspended
+    from .ops.common import read_suspended
 
-        record = read_suspended(specs.Paths(specs.root_from_env(), specs.client_id(client_id)))
+    record = read_suspended(specs.Paths(specs.root_from_env(), specs.client_id(client_id)))
+    if record:  # resuming a suspended client: as recorded, unless given now
         domain, admin_email = domain or record.get("DOMAIN", ""), admin_email or record.get("ADMIN_EMAIL", "")
+        enable_cloud = enable_cloud or "PGVECTOR_TLS_SHA256" in record
     spec = specs.build(client_id, domain, admin_email, engine_=engine, server_=server, admin_url_=admin_url, port_=port,
                        with_deps=with_deps, force=force, enable_cloud=enable_cloud, dry_run=dry_run)
     result = install(spec)

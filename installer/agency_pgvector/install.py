@@ -52,11 +52,13 @@ def _install(spec: Spec, batch: Batch | None = None) -> Result:
     paths = spec.paths
     require_trusted(paths.component_dir)  # the client's tree, as far as it exists, before anything in it is read
     existing = envfile.read(paths.env_file)
+    resuming = False
     if not existing:  # a client suspended by KEEP_DATA=true: its record names its server; the resume sets a new password
         from .ops.common import read_suspended
 
         existing = read_suspended(paths)
-        if existing:
+        resuming = bool(existing)
+        if resuming:
             spec = replace(spec, force=True)
     engine = engines.get(spec, existing.get("PGVECTOR_ENGINE"), existing.get("PGVECTOR_SERVER"))
     tenant = Tenant.for_client(spec.client_id, engine.capabilities.shared)
@@ -84,6 +86,8 @@ def _install(spec: Spec, batch: Batch | None = None) -> Result:
         if batch is not None:
             batch.sessions[key] = conn
     try:
+        if resuming:
+            _require_kept_database(conn, spec, tenant)
         password, new_password, state = _converge(spec, engine, tenant, conn, existing, report)
     finally:
         if batch is None:
@@ -120,6 +124,17 @@ def converge_server(engine, spec: Spec, report: Report) -> ServerPlan:
                 return server
     raise UserError(f"The {engine.name} server for {spec.client_id} did not settle after four rounds: "
                     f"check make pgvector-status CLIENT_ID={spec.client_id}, then re-run.")
+
+
+def _require_kept_database(conn, spec: Spec, tenant: Tenant) -> None:
+    """A resume brings back the data KEEP_DATA kept: an empty new database in its place would hide its loss."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s", (tenant.database,))
+        if cur.fetchone() is None:
+            raise UserError(f"Client {spec.client_id} is suspended, but its database {tenant.database} is no longer on "
+                            f"the recorded server: nothing was created. Restore it from the archived backup after a "
+                            f"fresh install (remove {spec.paths.component_dir}/suspended.json, make pgvector, "
+                            "make pgvector-restore FILE=...).")
 
 
 def _preflight_ports(engine, spec: Spec, new_server: bool) -> None:
