@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 from agency_pgvector import envfile
+from agency_pgvector.spec import Spec
 
-from conftest import admin, client_paths, tenant_connect
+from conftest import admin, client_paths, stop_all, tenant_connect
 
 
 def _json(result):
@@ -88,33 +91,45 @@ def test_status_names_a_revoked_connect_and_a_nologin_role(install, cli):
     assert _json(cli("status", "--json", CLIENT_ID="lf-cn"))["healthy"] is True
 
 
-def test_shared_clients_remove_server_refused_and_the_shared_server_removed_when_empty(install, cli):
-    env = install("lf-sh1", SERVER="shared")
-    _fill(env)
-    paths = client_paths("lf-sh1")
-    refused = cli("uninstall", CLIENT_ID="lf-sh1", YES="true", REMOVE_SERVER="true", NO_BACKUP="true")
-    assert refused.returncode != 0 and "remove-shared-server" in refused.stderr and "Traceback" not in refused.stderr
-    assert paths.env_file.exists() and _rows(env) == 2  # nothing was touched
+def test_shared_clients_remove_server_refused_and_the_shared_server_removed_when_empty(cli, stack_root):
+    # a root of its own: in a full run other files' clients live on the session root's shared server
+    base = Path(tempfile.mkdtemp(prefix="agency-lf-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    root = base / "root"
+    here = {"AGENCY_STACK_ROOT": str(root), "AGENCY_STACK_LOG": str(base / "pgvector.log")}
+    paths = Spec(client_id="lf-sh1", root=root).paths
+    try:
+        made = cli("install", CLIENT_ID="lf-sh1", DOMAIN="example.com", ADMIN_EMAIL="ops@example.com",
+                   ENGINE="embedded", SERVER="shared", WITH_DEPS="true", **here)
+        assert made.returncode == 0, made.stderr + made.stdout
+        env = envfile.read(paths.env_file)
+        _fill(env)
+        refused = cli("uninstall", CLIENT_ID="lf-sh1", YES="true", REMOVE_SERVER="true", NO_BACKUP="true", **here)
+        assert refused.returncode != 0 and "remove-shared-server" in refused.stderr and "Traceback" not in refused.stderr
+        assert paths.env_file.exists() and _rows(env) == 2  # nothing was touched
 
-    shared = Path(os.environ["AGENCY_STACK_ROOT"]) / "pgvector" / "shared"
-    busy = cli("remove-shared-server", YES="true")
-    assert busy.returncode != 0 and "lf-sh1" in busy.stderr and shared.exists()
+        shared = root / "pgvector" / "shared"
+        busy = cli("remove-shared-server", YES="true", **here)
+        assert busy.returncode != 0 and "lf-sh1" in busy.stderr and shared.exists()
 
-    # suspended on the shared server, then resumed without SERVER=shared (the record says where it lives)
-    assert cli("uninstall", CLIENT_ID="lf-sh1", YES="true", KEEP_DATA="true").returncode == 0
-    assert _listed(cli)["lf-sh1"]["server"] == "shared"
-    still = cli("remove-shared-server", YES="true")
-    assert still.returncode != 0 and "lf-sh1" in still.stderr and shared.exists()
-    resumed = cli("install", CLIENT_ID="lf-sh1")
-    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
-    assert _rows(envfile.read(paths.env_file)) == 2
+        # suspended on the shared server, then resumed without SERVER=shared (the record says where it lives)
+        assert cli("uninstall", CLIENT_ID="lf-sh1", YES="true", KEEP_DATA="true", **here).returncode == 0
+        assert _json(cli("list", "--json", **here))["shared_server"]["tenants"] == ["lf-sh1"]
+        still = cli("remove-shared-server", YES="true", **here)
+        assert still.returncode != 0 and "lf-sh1" in still.stderr and shared.exists()
+        resumed = cli("install", CLIENT_ID="lf-sh1", **here)
+        assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+        assert _rows(envfile.read(paths.env_file)) == 2
 
-    gone = cli("uninstall", CLIENT_ID="lf-sh1", YES="true", NO_BACKUP="true")
-    assert gone.returncode == 0, gone.stderr
-    assert "REMOVE_SERVER" not in gone.stdout  # not advertised where it cannot apply
-    removed = cli("remove-shared-server", YES="true")
-    assert removed.returncode == 0, removed.stderr
-    assert not shared.exists() and _json(cli("list", "--json"))["shared_server"]["exists"] is False
+        gone = cli("uninstall", CLIENT_ID="lf-sh1", YES="true", NO_BACKUP="true", **here)
+        assert gone.returncode == 0, gone.stderr
+        assert "REMOVE_SERVER" not in gone.stdout  # not advertised where it cannot apply
+        removed = cli("remove-shared-server", YES="true", **here)
+        assert removed.returncode == 0, removed.stderr
+        assert not shared.exists() and _json(cli("list", "--json", **here))["shared_server"]["exists"] is False
+    finally:
+        stop_all(root)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_a_short_port_range_refuses_before_anything_is_created(install, cli):
