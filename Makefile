@@ -88,9 +88,9 @@ endif
 
 .DEFAULT_GOAL := help
 .PHONY: help pgvector pgvector-status pgvector-logs pgvector-restart pgvector-test pgvector-uninstall \
-        pgvector-backup pgvector-restore pgvector-rotate pgvector-upgrade pgvector-completion pgvector-backup-schedule pgvector-logrotate \
-        pgvector-metrics lint test-setup \
-        test bench
+        pgvector-backup pgvector-restore pgvector-rotate pgvector-upgrade pgvector-completion pgvector-backup-schedule \
+        pgvector-logrotate pgvector-metrics pgvector-list pgvector-suspend pgvector-resume \
+        pgvector-remove-shared-server lint test-setup test bench
 
 # Each entry as "  name  text", the text wrapped to fit 80 columns under its own column.
 columns = awk -F'\t' '{ line = sprintf("  %-20s", $$1); n = split($$2, w, " "); \
@@ -162,6 +162,18 @@ pgvector-test: $(VENV)/.installed $(SAMPLES_DEPS) ## End-to-end check with the t
 
 pgvector-uninstall: $(VENV)/.installed ## Remove the tenant (backup first; KEEP_DATA, NO_BACKUP, REMOVE_SERVER, YES)
 	@$(CLI) uninstall
+
+pgvector-suspend: $(VENV)/.installed ## Uninstall KEEP_DATA=true: data kept, no login
+	@KEEP_DATA=true $(CLI) uninstall
+
+pgvector-resume: $(VENV)/.installed ## Resume a suspended client (= make pgvector)
+	@$(CLI) install
+
+pgvector-list: $(VENV)/.installed ## Every client and its state (JSON=true)
+	@$(CLI) list
+
+pgvector-remove-shared-server: $(VENV)/.installed ## Remove the empty shared server (YES)
+	@$(CLI) remove-shared-server
 
 pgvector-backup: $(VENV)/.installed ## pg_dump -Fc into backups/ (ALL=true; BACKUP_KEEP)
 	@$(CLI) backup

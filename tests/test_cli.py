@@ -67,7 +67,8 @@ SCHEMA = {
     "install": {"client_id": str, "engine": str, "dry_run": bool, "changed": bool, "env_file": str,
                 "items": [{**ITEM, "statements": Maybe([str])}]},
     "install ALL=true": {"ok": bool, "dry_run": bool, "clients": [{"client_id": str, "result": str, "engine": (str, NULL),
-                                                                   "error": (str, NULL), "changed": [str]}]},
+                                                                   "error": (str, NULL), "changed": [str]}],
+                         "suspended": [str]},
     "status": {"healthy": bool, "clients": [CLIENT_STATUS]},
     "test": {"ok": bool, "clients": [{"client_id": str, "ok": bool, "recall_at_10": NUMBER, "steps": MapOf(str),
                                       "samples_ok": (bool, NULL)}]},
@@ -79,6 +80,9 @@ SCHEMA = {
                                            "error": (str, NULL)}]},
     "uninstall": {"client_id": str, "interrupted": bool, "keep_data": bool, "server_removed": bool, "server_kept": bool,
                   "items": [ITEM]},
+    "list": {"clients": [{"client_id": str, "state": str, "engine": (str, NULL), "server": (str, NULL),
+                          "endpoint": (str, NULL), "detail": str}],
+             "shared_server": {"exists": bool, "port": (int, NULL), "tenants": [str]}},
 }
 
 
@@ -218,6 +222,8 @@ def test_every_json_document_has_exactly_the_documented_keys_and_types(host):
     assert document(host.run("rotate", "--json", CLIENT_ID="hc-json"), "rotate")["rotated"] is True
     assert host.paths("hc-json").env_file.read_text() != before
 
+    listed = document(host.run("list", JSON="true"), "list")
+    assert {"client_id": "hc-json", "state": "installed"}.items() <= listed["clients"][-1].items()
     gone = document(host.run("uninstall", "--json", CLIENT_ID="hc-json", YES="true", REMOVE_SERVER="true"), "uninstall")
     assert gone["server_removed"] and not gone["server_kept"] and not gone["interrupted"]
     assert {item["item"] for item in gone["items"]} >= {"backup", "database vectordb", "server", "files"}

@@ -126,6 +126,12 @@ def install_cmd(
 
     if everyone:
         return _install_all(force, dry_run, with_deps, as_json, quiet)
+    from .ops.common import read_suspended
+
+    record = read_suspended(specs.Paths(specs.root_from_env(), specs.client_id(client_id)))
+    if record:  # resuming a suspended client: as recorded, unless given now
+        domain, admin_email = domain or record.get("DOMAIN", ""), admin_email or record.get("ADMIN_EMAIL", "")
+        enable_cloud = enable_cloud or "PGVECTOR_TLS_SHA256" in record
     spec = specs.build(client_id, domain, admin_email, engine_=engine, server_=server, admin_url_=admin_url, port_=port,
                        with_deps=with_deps, force=force, enable_cloud=enable_cloud, dry_run=dry_run)
     result = install(spec)
@@ -162,7 +168,10 @@ def _install_all(force: bool, dry_run: bool, with_deps: bool, as_json: bool, qui
         raise InputError("POOL_MODE, POOL_SIZE and POOL_MAX_CONNECTIONS set one client's pool: drop them with ALL=true "
                         "(each client keeps its recorded settings), or run make pgvector CLIENT_ID=... with them.")
     outcomes = install_all(dry_run=dry_run, with_deps=with_deps)
-    if not outcomes:
+    from .ops.common import suspended_clients
+
+    suspended = suspended_clients()  # kept as they are: nobody can log in until make pgvector CLIENT_ID=... resumes one
+    if not outcomes and not suspended:
         raise UserError("No client is installed under AGENCY_STACK_ROOT: run make pgvector CLIENT_ID=... first.")
     failed = [(client, error) for client, result, error in outcomes if result is None]
     state = lambda r: "failed" if r is None else (  # noqa: E731
@@ -170,8 +179,8 @@ def _install_all(force: bool, dry_run: bool, with_deps: bool, as_json: bool, qui
     if as_json:
         print(json.dumps({"ok": not failed, "dry_run": dry_run, "clients": [
             {"client_id": c, "result": state(r), "engine": r.engine if r else None, "error": e or None,
-             "changed": [row.item for row in r.report.rows if row.action != "ok"] if r else []} for c, r, e in outcomes]},
-                         indent=2))
+             "changed": [row.item for row in r.report.rows if row.action != "ok"] if r else []} for c, r, e in outcomes],
+                          "suspended": suspended}, indent=2))
     elif not quiet:
         from .ui import rows_table
 
@@ -179,6 +188,8 @@ def _install_all(force: bool, dry_run: bool, with_deps: bool, as_json: bool, qui
                    [[c, r.engine if r else "-", state(r),
                      e or ", ".join(row.item for row in (r.report.rows if r else []) if row.action != "ok") or "-"]
                     for c, r, e in outcomes])
+        if suspended:
+            print(f"Suspended, left as they are (make pgvector CLIENT_ID=<id> resumes one): {', '.join(suspended)}")
     if failed:
         raise UserError(f"{len(failed)} of {len(outcomes)} clients could not be converged:\n"
                         + "\n".join(f"  {client}: {' '.join(error.split())}" for client, error in failed))
@@ -531,6 +542,22 @@ def uninstall_cmd(
         elif not quiet:
             print(f"Finished an interrupted uninstall of {done.client_id}: its last files are gone.")
         return
+    from .ops.listing import state_of
+
+    if state_of(client_id) == "half-installed":  # a failed install: no .env, but a server, files or ports
+        from .ops.uninstall import remove_half_installed
+
+        _confirm(yes, f"Remove what a failed install of client {client_id} left (embedded server and its data, "
+                      "registered ports, files)?")
+        done = remove_half_installed(client_id)
+        if done is not None:
+            if as_json:
+                _print_json(done.to_json())
+            elif not quiet:
+                from .ui import report_table
+
+                report_table(done.report, f"removed the leftovers of client {client_id}")
+            return
     client = load(client_id)
     what = "remove access to" if keep_data else "DROP"
     _confirm(yes, f"{what} database {client.tenant.database} and role {client.tenant.role} of client {client.id}?")
@@ -547,6 +574,41 @@ def uninstall_cmd(
         report_table(done.report, f"uninstalled client {done.client_id}")
         if done.server_kept and not keep_data:
             print(f"The server ({client.engine.where()}) was kept: REMOVE_SERVER=true removes it.")
+        if keep_data:
+            print(f"Client {done.client_id} is suspended: make pgvector CLIENT_ID={done.client_id} resumes it.")
+
+
+@app.command("list")
+def list_cmd(as_json: bool = JsonOpt) -> None:
+    """Every client under AGENCY_STACK_ROOT and its state, from files only (make pgvector-list)."""
+    from .ops.listing import listing, to_json
+
+    rows = listing()
+    if as_json:
+        _print_json(to_json(rows))
+        return
+    if not rows:
+        print("No client under AGENCY_STACK_ROOT.")
+        return
+    from .text import clean as c
+    from .ui import rows_table
+
+    rows_table("pgvector: every client under the root", ["client", "state", "engine", "server", "endpoint"],
+               [[c(r.client_id), r.state, c(r.engine or "-"), c(r.server or "-"), c(r.endpoint or "-")] for r in rows])
+    for r in rows:
+        if r.state != "installed":
+            print(f"{c(r.client_id)}: {c(r.detail)}")
+
+
+@app.command("remove-shared-server")
+def remove_shared_server_cmd(yes: bool = YesOpt, quiet: bool = QuietOpt) -> None:
+    """Remove the shared embedded server with its data, once no client is on it (make pgvector-remove-shared-server)."""
+    from .ops.uninstall import remove_shared_server
+
+    _confirm(yes, "Remove the shared embedded server and its data?")
+    report = remove_shared_server()
+    if not quiet:
+        print(report.rows[-1].detail)
 
 
 def _confirm(yes: bool, question: str) -> None:

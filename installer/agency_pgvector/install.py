@@ -52,6 +52,14 @@ def _install(spec: Spec, batch: Batch | None = None) -> Result:
     paths = spec.paths
     require_trusted(paths.component_dir)  # the client's tree, as far as it exists, before anything in it is read
     existing = envfile.read(paths.env_file)
+    resuming = False
+    if not existing:  # a client suspended by KEEP_DATA=true: its record names its server; the resume sets a new password
+        from .ops.common import read_suspended
+
+        existing = read_suspended(paths)
+        resuming = bool(existing)
+        if resuming:
+            spec = replace(spec, force=True)
     engine = engines.get(spec, existing.get("PGVECTOR_ENGINE"), existing.get("PGVECTOR_SERVER"))
     tenant = Tenant.for_client(spec.client_id, engine.capabilities.shared)
     settings = pooler.resolve(spec.pool, existing, tenant.connection_limit)
@@ -78,6 +86,8 @@ def _install(spec: Spec, batch: Batch | None = None) -> Result:
         if batch is not None:
             batch.sessions[key] = conn
     try:
+        if resuming:
+            _require_kept_database(conn, spec, tenant)
         password, new_password, state = _converge(spec, engine, tenant, conn, existing, report)
     finally:
         if batch is None:
@@ -91,6 +101,10 @@ def _install(spec: Spec, batch: Batch | None = None) -> Result:
         report.add(".env", _file_action(paths.env_file, envfile.render(env, HEADER)), str(paths.env_file))
         return Result(report, env, engine.name)
     _write_env(paths, env, report)
+    resumed = paths.component_dir / "suspended.json"
+    if resumed.exists():  # after the .env that replaces it: a run killed in between is resumed again
+        resumed.unlink()
+        report.add("resume", CHANGE, "suspended client resumed: LOGIN, CONNECT/TEMPORARY and a new password")
     _drop_samples(spec, report, env)
     _log_rotation(report)
     registry.client_installed(spec.root, env, report)  # AgencyStack's component registry (registry.py)
@@ -105,13 +119,46 @@ def converge_server(engine, spec: Spec, report: Report) -> ServerPlan:
     """observe -> plan -> apply for the server, again while a step reveals more (a container must run before its
     pgvector can be asked for). A dry run stops after the first plan: its rows are what the real run starts with."""
     with engine.server_lock():
-        for _ in range(4):
+        for round_ in range(4):
             server = engine.plan_server(engine.observe(), create=spec.with_deps)
+            if round_ == 0:
+                _preflight_ports(engine, spec, server.new)
             apply(server.steps, report, spec.dry_run)
             if spec.dry_run or not server.again:
                 return server
     raise UserError(f"The {engine.name} server for {spec.client_id} did not settle after four rounds: "
                     f"check make pgvector-status CLIENT_ID={spec.client_id}, then re-run.")
+
+
+def _require_kept_database(conn, spec: Spec, tenant: Tenant) -> None:
+    """A resume brings back the data KEEP_DATA kept: an empty new database in its place would hide its loss."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_catalog.pg_database WHERE datname = %s", (tenant.database,))
+        if cur.fetchone() is None:
+            raise UserError(f"Client {spec.client_id} is suspended, but its database {tenant.database} is no longer on "
+                            f"the recorded server: nothing was created. Restore it from the archived backup after a "
+                            f"fresh install (remove {spec.paths.component_dir}/suspended.json, make pgvector, "
+                            "make pgvector-restore FILE=...).")
+
+
+def _preflight_ports(engine, spec: Spec, new_server: bool) -> None:
+    """Before anything is created: a new server and its pooler each need a port of their own from the range (the
+    server's may be PORT=...). Found short only after initdb, a run would leave a server no command lists."""
+    state = spec.paths.state_dir
+    wanted = 1 if ports.owned(state, f"{engine.pool_key()}/pool") is None else 0
+    if new_server and engine.capabilities.owns_server and not spec.port:
+        wanted += 1
+    if not wanted:
+        return
+    first, last = ports.port_range()
+    free = 0
+    for port in range(first, last + 1):
+        if port != spec.port and not (ports.registry(state) / str(port)).exists() and ports.port_is_free(port):
+            free += 1
+            if free == wanted:
+                return
+    raise UserError(f"{free} free port(s) between {first} and {last} on this host, {wanted} needed (the server and "
+                    "its pooler): nothing was created. Free some, or widen PGVECTOR_PORT_RANGE.")
 
 
 def _preview_tenant(spec: Spec, tenant: Tenant, new_server: bool, report: Report) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +29,39 @@ class Client:
         return self.env.get("PGVECTOR_DB_PASS")
 
 
+SUSPENDED = "suspended.json"  # <component_dir>/suspended.json: what outlives .env after KEEP_DATA=true (docs/runbook.md)
+SECRET_KEYS = ("PGVECTOR_DB_PASS", "PGPASSWORD", "DATABASE_URL", "DATABASE_POOL_URL", "DATABASE_REMOTE_URL")
+
+
+def suspended_file(paths: specs.Paths) -> Path:
+    return paths.component_dir / SUSPENDED
+
+
+def write_suspended(paths: specs.Paths, env: dict) -> None:
+    """The .env without its password: engine, server kind, endpoint, database, role, pool, domain, contact.
+    Root's, 0600, written atomically (temp file + rename) like the .env."""
+    kept = {k: v for k, v in env.items() if k not in SECRET_KEYS}
+    envfile.write_atomic(suspended_file(paths), json.dumps(kept, indent=2, sort_keys=True) + "\n")
+
+
+def read_suspended(paths: specs.Paths) -> dict:
+    """The record of a suspended client ({} when there is none)."""
+    data = envfile.read_bytes(suspended_file(paths))
+    if data is None:
+        return {}
+    try:
+        record = json.loads(data)
+    except ValueError:
+        raise UserError(f"{suspended_file(paths)} is not valid JSON: restore it from the archive or remove it.") from None
+    return {str(k): str(v) for k, v in record.items()} if isinstance(record, dict) else {}
+
+
 def load(client_id: str, **flags) -> Client:
     spec = specs.build(client_id, require_contact=False, **flags)
     env = envfile.read(spec.paths.env_file)
+    if not env.get("PGVECTOR_ENGINE") and suspended_file(spec.paths).exists():
+        raise UserError(f"Client {client_id} is suspended (uninstalled with KEEP_DATA=true; its database is kept, "
+                        f"nobody can log in): make pgvector CLIENT_ID={client_id} resumes it.")
     if not env.get("PGVECTOR_ENGINE"):
         raise UserError(
             f"Client {client_id} is not installed here ({spec.paths.env_file} is missing): "
@@ -56,6 +87,16 @@ def installed_clients(root: Path | None = None) -> list[str]:
     if not clients.is_dir():
         return []
     return sorted(d.name for d in clients.iterdir() if (d / "pgvector" / ".env").exists())
+
+
+def suspended_clients(root: Path | None = None) -> list[str]:
+    """Clients uninstalled with KEEP_DATA=true: a record and no .env (ALL=true skips them; make pgvector-list shows them)."""
+    root = root or specs.root_from_env()
+    clients = root / "clients"
+    if not clients.is_dir():
+        return []
+    return sorted(d.name for d in clients.iterdir()
+                  if (d / "pgvector" / SUSPENDED).exists() and not (d / "pgvector" / ".env").exists())
 
 
 def tenant_connect(client: Client, dbname: str | None = None, password: str | None = None):

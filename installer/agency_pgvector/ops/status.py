@@ -281,6 +281,12 @@ def _inspect(client: Client, conn, out: ClientStatus):
         out.drift = [f"{s.item}: {s.detail}" for s in steps if s.action != OK and s.item != "password"]
     except UserError as exc:
         problems.append(str(exc))
+    found = state.databases.get(tenant.database)
+    if state.role and not state.role["rolcanlogin"]:  # named apart from the drift: the tenant cannot log in at all
+        problems.append(f"role {tenant.role} cannot log in (NOLOGIN): re-run make pgvector CLIENT_ID={client.id}")
+    if state.role and found is not None and not found["tenant_connect"]:
+        problems.append(f"role {tenant.role} has no CONNECT on database {tenant.database}, so the tenant cannot log in: "
+                        f"re-run make pgvector CLIENT_ID={client.id}")
     if out.drift:
         problems.append(f"drift from what was provisioned ({len(out.drift)} "
                         f"items): re-run make pgvector CLIENT_ID={client.id}")

@@ -11,14 +11,15 @@ from dataclasses import dataclass, field
 
 from psycopg2 import sql
 
-from .. import pooler, registry, spec as specs
+from .. import pooler, ports, registry, spec as specs
 from ..engines import require
+from ..errors import UserError
 from ..provision import lock, terminate
 from ..report import CHANGE, OK, Report
 from ..runner import operation
 from ..system import ensure_dir, require_trusted
 from .backup import backup
-from .common import Client
+from .common import SUSPENDED, Client, suspended_file, write_suspended
 
 
 @dataclass
@@ -42,6 +43,10 @@ class Uninstalled:
 def uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_server: bool) -> Uninstalled:
     """Under the client's lock; REMOVE_SERVER=true only where the engine can remove the server (refused before
     anything is touched, like every unsupported capability) and without KEEP_DATA."""
+    if remove_server and client.engine.capabilities.shared:  # before anything is touched: the tenant stays as it is
+        raise UserError(f"REMOVE_SERVER=true does not apply to client {client.id}: it lives on the shared server, which "
+                        "other clients may use. Uninstall without REMOVE_SERVER; once no client is left on it (make "
+                        "pgvector-list), make pgvector-remove-shared-server removes it.")
     if remove_server and not keep_data:
         require(client.engine, "remove")
     owned = client.engine.capabilities.remove
@@ -54,6 +59,7 @@ def uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_server
 def _uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_server: bool) -> Report:
     report = Report()
     tenant = client.tenant
+    archive = _archive_dir(client)
     role, db = sql.Identifier(tenant.role), sql.Identifier(tenant.database)
     admin = client.engine.admin_connect()
     try:
@@ -73,7 +79,9 @@ def _uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_serve
                 cur.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false "
                                     "ALLOW_CONNECTIONS true CONNECTION LIMIT -1").format(db))
         if exists and role_exists and not no_backup:
-            report.add("backup", CHANGE, str(backup(client).file))
+            taken = backup(client).file
+            # named where _archive moves it, so the report's path is the one that exists afterwards
+            report.add("backup", CHANGE, str(archive / taken.relative_to(client.spec.paths.component_dir)))
         with admin.cursor() as cur:
             if keep_data:
                 if role_exists and exists:
@@ -94,8 +102,15 @@ def _uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_serve
         client.engine.remove_server()
         report.add("server", CHANGE, "removed with its data")
     registry.client_removed(client.spec.root, client.id, report)  # AgencyStack's registry; before .env goes (registry.py)
-    _archive(client, report)
+    if keep_data:  # before .env goes: what a resume needs, without the password
+        write_suspended(client.spec.paths, client.env)
+        report.add("record", CHANGE, f"{suspended_file(client.spec.paths)}: make pgvector CLIENT_ID={client.id} resumes")
+    _archive(client, report, archive, keep_data)
     return report
+
+
+def _archive_dir(client: Client):
+    return client.spec.paths.root / "archive" / f"{client.id}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
 
 
 def _database_exists(admin, name: str) -> bool:
@@ -104,8 +119,9 @@ def _database_exists(admin, name: str) -> bool:
         return cur.fetchone() is not None
 
 
-def _archive(client: Client, report: Report) -> None:
-    """Keep backups (and the README) under <root>/archive/; the .env and its password go."""
+def _archive(client: Client, report: Report, target, keep_data: bool) -> None:
+    """Keep backups (and the README) under <root>/archive/; the .env and its password go. KEEP_DATA keeps the
+    component directory with its suspended.json (and the engine's record of its server) for the resume."""
     paths = client.spec.paths
     component = paths.component_dir
     if not component.exists():
@@ -113,14 +129,20 @@ def _archive(client: Client, report: Report) -> None:
     # .env goes last: it marks the client as installed, so a run killed anywhere in here is finished by the
     # next `uninstall` instead of leaving files (or the superuser URL) that no command would ever remove.
     require_trusted(component)  # renames below are safe only where nobody else can swap a directory
-    target = paths.root / "archive" / f"{client.id}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     ensure_dir(target.parent, 0o700)
     ensure_dir(target, 0o700)
     for item in component.iterdir():
-        if item.name not in (".env", ".password.pending") and not item.name.endswith(".tmp"):
+        if item.name not in (".env", ".password.pending", SUSPENDED) and not item.name.endswith(".tmp"):
             shutil.move(str(item), str(target / item.name))
-    client.engine.forget()  # what the engine keeps outside the client's directory (the external engine's URL)
+    if not keep_data:
+        client.engine.forget()  # what the engine keeps outside the client's directory (the external engine's URL)
     (component / ".env").unlink(missing_ok=True)
+    if keep_data:
+        for leftover in component.iterdir():
+            if leftover.name != SUSPENDED:
+                leftover.unlink()  # the pending password and temp files of killed writes
+        report.add("files", CHANGE, f".env removed; backups and samples archived in {target}")
+        return
     shutil.rmtree(component)  # what is left: the pending password and temp files of killed writes
     report.add("files", CHANGE, f".env removed; backups and samples archived in {target}")
     if paths.client_dir.exists() and not any(paths.client_dir.iterdir()):
@@ -152,3 +174,78 @@ def _interrupted(paths: specs.Paths) -> bool:
         return False
     leftovers = [p.name for p in component.iterdir()]
     return all(name == ".password.pending" or name.endswith(".tmp") for name in leftovers)  # else: not ours
+
+
+def remove_half_installed(client_id: str) -> Uninstalled | None:
+    """A run that failed before writing .env (make pgvector-list: half-installed): stop and remove the embedded
+    server it created, its port registrations and pool, and archive its directory. None when that is not the case."""
+    from ..engines.embedded import EmbeddedEngine
+    from .listing import listing
+
+    spec = specs.build(client_id, require_contact=False)
+    rows = [row for row in listing(spec.root) if row.client_id == client_id and row.state == "half-installed"]
+    if not rows:
+        return None
+    report = Report()
+    paths = spec.paths
+    with operation(spec, "uninstall"):
+        require_trusted(paths.component_dir)
+        engine = EmbeddedEngine(spec)
+        pooler.converge(engine, client_id, None, report)  # a pool registered before the failure, if any
+        if paths.server_dir.exists() or ports.owned(paths.state_dir, client_id):
+            engine.remove_server()
+            report.add("server", CHANGE, f"the embedded server a failed run left in {paths.server_dir} removed")
+        for owner in (client_id, f"{client_id}/pool"):
+            port = ports.owned(paths.state_dir, owner)
+            if port:
+                ports.release(paths.state_dir, port)
+                report.add(f"port {port}", CHANGE, f"registration of {owner} released")
+        if paths.component_dir.exists():
+            target = _archive_dir_for(spec)
+            ensure_dir(target.parent, 0o700)
+            shutil.move(str(paths.component_dir), str(target))
+            report.add("files", CHANGE, f"{paths.component_dir} archived in {target}")
+        if paths.client_dir.exists() and not any(paths.client_dir.iterdir()):
+            paths.client_dir.rmdir()
+    return Uninstalled(client_id, report, interrupted=True)
+
+
+def _archive_dir_for(spec: specs.Spec):
+    return spec.paths.root / "archive" / f"{spec.client_id}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+
+
+def remove_shared_server() -> Report:
+    """make pgvector-remove-shared-server: the shared embedded server with its data, only once no client (installed,
+    suspended or half-installed) is on it, and no database but the built-in ones is left in it."""
+    from ..engines.embedded import SharedEmbeddedEngine
+    from .listing import listing
+
+    spec = specs.build("default", require_contact=False)
+    engine = SharedEmbeddedEngine(spec)
+    report = Report()
+    with engine.server_lock():
+        if not engine.exists():
+            raise UserError(f"There is no shared embedded server under {spec.root}: nothing to remove.")
+        tenants = [row.client_id for row in listing(spec.root) if row.server == "shared"]
+        if tenants:
+            raise UserError(f"The shared server still holds {', '.join(tenants)}: uninstall them first "
+                            "(make pgvector-uninstall CLIENT_ID=...; a suspended one is resumed first). Nothing was removed.")
+        try:
+            admin = engine.admin_connect()
+        except Exception:  # noqa: BLE001 - a stopped server: the files above are what we know
+            admin = None
+        if admin is not None:
+            try:
+                with admin.cursor() as cur:
+                    cur.execute("SELECT datname FROM pg_catalog.pg_database "
+                                "WHERE datname NOT IN ('postgres', 'template0', 'template1') ORDER BY 1")
+                    left = [name for (name,) in cur.fetchall()]
+            finally:
+                admin.close()
+            if left:
+                raise UserError(f"The shared server still has the database(s) {', '.join(left)} that no client "
+                                "records: back them up and drop them first. Nothing was removed.")
+        where = engine.where()
+        engine.remove_server()
+    report.add("server", CHANGE, f"shared embedded server ({where}) removed with its data")
+    return report
