@@ -459,3 +459,28 @@ def test_client_readme_for_the_docker_engine_names_the_container_and_its_network
     assert "connect to host `postgres-acme`, port `5432`" in text
     assert "--network host" not in text
     assert "This pool is in transaction mode" in text and "`statement_cache_size=0`" in text
+
+
+def test_a_container_on_the_clients_network_reaches_postgres_by_name_but_not_the_pool(install, cli, tmp_path):
+    """What the README tells docker-engine clients, done for real: a container on agency-<id> logs in to
+    postgres-<id>:5432 as the tenant; the pool, on the host's 127.0.0.1, refuses it."""
+    from servers import docker_with_image
+
+    image, client_id = "agency-test/pgvector:pg18", "h2smpdk"
+    docker = docker_with_image(image)
+    try:
+        env = install(client_id, ENGINE="docker", PGVECTOR_IMAGE=image)
+        gateway = docker.networks.get(f"agency-{client_id}").attrs["IPAM"]["Config"][0]["Gateway"]
+        pgpass = tmp_path / "pgpass"  # the password reaches the container in a 0600 file, not in argv or environment
+        pgpass.touch(mode=0o600)
+        pgpass.write_text(f"*:*:{env['PGDATABASE']}:{env['PGUSER']}:{env['PGPASSWORD']}\n")
+        login = f"psql -U {env['PGUSER']} -d {env['PGDATABASE']} -Atc"
+        script = (f"{login} \"SELECT current_user || ' ' || extversion FROM pg_extension WHERE extname = 'vector'\""
+                  f" -h postgres-{client_id} -p 5432; {login} 'SELECT 1' -h {gateway} -p {env['PGVECTOR_POOL_PORT']}; true")
+        out = docker.containers.run(image, ["sh", "-c", script], network=f"agency-{client_id}", remove=True, stderr=True,
+                                    volumes={str(pgpass): {"bind": "/pgpass", "mode": "ro"}},
+                                    environment={"PGPASSFILE": "/pgpass", "PGCONNECT_TIMEOUT": "5"}).decode()
+        assert f"{env['PGUSER']} {env['PGVECTOR_VERSION']}" in out, out
+        assert f"port {env['PGVECTOR_POOL_PORT']} failed: Connection refused" in out, out
+    finally:
+        cli("uninstall", CLIENT_ID=client_id, YES="true", NO_BACKUP="true", REMOVE_SERVER="true")
