@@ -20,6 +20,8 @@ SAMPLES = [
     "bulk_load.py",
     "semantic_search.py",
     "hybrid_search.py",
+    "agent_memory.py",
+    "video_transcripts.py",
     "sqlalchemy_orm.py",
     "alembic_migration.py",
     "vector_store.py",

@@ -90,10 +90,10 @@ def test_installer_copies_every_sample_including_the_migrations(tenant):
 def test_run_all_passes_every_sample_and_prints_a_summary(run_all):
     result, sections, _, _ = run_all
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "9 passed, 0 failed" in result.stdout
+    assert "11 passed, 0 failed" in result.stdout
     assert set(sections) >= {"quickstart.py", "bulk_load.py", "semantic_search.py", "hybrid_search.py",
-                             "sqlalchemy_orm.py", "alembic_migration.py", "vector_store.py", "index_benchmark.py",
-                             "pooled_workers.py"}
+                             "agent_memory.py", "video_transcripts.py", "sqlalchemy_orm.py", "alembic_migration.py",
+                             "vector_store.py", "index_benchmark.py", "pooled_workers.py"}
 
 
 def test_pooled_workers_go_through_the_pool_and_find_the_same_neighbours(run_all):
@@ -188,6 +188,35 @@ def test_hybrid_search_keywords_win_one_query_and_meaning_the_other(run_all):
     marks = lambda block: dict((m, s) for s, m in re.findall(r"^\s+(ok|miss)\s+(\w+)\s", block, flags=re.M))  # noqa: E731
     assert marks(code) == {"keyword": "ok", "vector": "miss", "blend": "ok", "rrf": "ok"}
     assert marks(money) == {"keyword": "miss", "vector": "ok", "blend": "ok", "rrf": "ok"}
+
+
+def test_agent_memory_recalls_only_the_agents_recent_contexts(run_all):
+    text = run_all[1]["agent_memory.py"]
+    after = text.split("support-bot recalls 'how does Dana want her invoices delivered?' (last 30 days):\n")[1]
+    hits = [line.split(None, 4) for line in after.splitlines() if line.startswith("  ")][:3]
+    assert hits[0][4] == "Customer Dana wants her invoices sent by email instead of paper mail."
+    assert {hit[1] for hit in hits} <= {"s-101", "s-102", "s-103"}  # not sales-bot's s-201, not the stale s-090
+    assert "2 nearest include the 45-day-old memory: True" in text
+    assert "all recalls found the expected memory, inside their filters" in text
+
+
+def test_agent_memory_and_video_transcripts_pass_on_the_hashing_stand_in(tenant):
+    env, samples_dir = tenant
+    for name, verdict in (("agent_memory.py", "all recalls found the expected memory"),
+                          ("video_transcripts.py", "3/3 queries landed in the window")):
+        result = run_sample(samples_dir, name, SAMPLES_EMBEDDER="fallback")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "hashing fallback" in result.stdout and verdict in result.stdout
+        assert env["PGVECTOR_DB_PASS"] not in result.stdout + result.stderr
+    assert leftovers(env) == []
+
+
+def test_video_transcripts_return_the_video_and_the_seconds_of_the_answer(run_all):
+    text = run_all[1]["video_transcripts.py"]
+    assert "stored 8 chunks of 20 s from 3 videos in video_chunks" in text
+    hit = text.split("query: 'find the puncture in the inner tube'   (said in bike-repair at 21.2-26.8 s)")[1].splitlines()[1]
+    assert hit.split()[1:5] == ["bike-repair", "21.2", "-", "42.7"] and hit.endswith("(bike-repair?t=21)")
+    assert "3/3 queries landed in the window that contains the answer" in text
 
 
 def test_sqlalchemy_orm_sample(run_all):
@@ -404,3 +433,55 @@ def test_index_benchmark_recall_iterative_scans_and_plot(run_all):
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
     assert "recall@10" in sections["index_benchmark.py"]
     print("\n" + sections["index_benchmark.py"])
+
+
+# -- the client README: connecting from other apps, LangChain / LlamaIndex, pooling -------------------------
+def test_client_readme_says_how_other_apps_and_frameworks_connect(tenant):
+    env, samples_dir = tenant
+    text = (samples_dir.parent / "README.md").read_text()
+    for needle in ("## Connecting from another AgencyStack app", "`docker run --network host`", "## LangChain and LlamaIndex",
+                   '"postgresql+psycopg://"', "PGVectorStore.from_params(", '"postgresql+asyncpg://"',
+                   "## Which URL with pooling", 'os.environ["DATABASE_POOL_URL"]', "docs/operator.md"):
+        assert needle in text, needle
+    assert f"PostgreSQL (port {env['PGPORT']}) and the pool (port {env['PGVECTOR_POOL_PORT']}) listen on 127.0.0.1 only" in text
+    assert "postgres-samples" not in text  # the Docker network name is for the docker engine only
+    assert env["PGVECTOR_DB_PASS"] not in text
+
+
+def test_client_readme_for_the_docker_engine_names_the_container_and_its_network(tenant):
+    from types import SimpleNamespace
+
+    from agency_pgvector.render import render
+
+    env, _ = tenant
+    text = render("client-README.md.j2", client_id="acme", domain="example.com", paths=SimpleNamespace(component_dir="/x"),
+                  env=dict(env, PGVECTOR_ENGINE="docker", PGVECTOR_POOL_MODE="transaction"))
+    assert "`docker network connect agency-acme <container>`" in text
+    assert "connect to host `postgres-acme`, port `5432`" in text
+    assert "--network host" not in text
+    assert "This pool is in transaction mode" in text and "`statement_cache_size=0`" in text
+
+
+def test_a_container_on_the_clients_network_reaches_postgres_by_name_but_not_the_pool(install, cli, tmp_path):
+    """What the README tells docker-engine clients, done for real: a container on agency-<id> logs in to
+    postgres-<id>:5432 as the tenant; the pool, on the host's 127.0.0.1, refuses it."""
+    from servers import docker_with_image
+
+    image, client_id = "agency-test/pgvector:pg18", "h2smpdk"
+    docker = docker_with_image(image)
+    try:
+        env = install(client_id, ENGINE="docker", PGVECTOR_IMAGE=image)
+        gateway = docker.networks.get(f"agency-{client_id}").attrs["IPAM"]["Config"][0]["Gateway"]
+        pgpass = tmp_path / "pgpass"  # the password reaches the container in a 0600 file, not in argv or environment
+        pgpass.touch(mode=0o600)
+        pgpass.write_text(f"*:*:{env['PGDATABASE']}:{env['PGUSER']}:{env['PGPASSWORD']}\n")
+        login = f"psql -U {env['PGUSER']} -d {env['PGDATABASE']} -Atc"
+        script = (f"{login} \"SELECT current_user || ' ' || extversion FROM pg_extension WHERE extname = 'vector'\""
+                  f" -h postgres-{client_id} -p 5432; {login} 'SELECT 1' -h {gateway} -p {env['PGVECTOR_POOL_PORT']}; true")
+        out = docker.containers.run(image, ["sh", "-c", script], network=f"agency-{client_id}", remove=True, stderr=True,
+                                    volumes={str(pgpass): {"bind": "/pgpass", "mode": "ro"}},
+                                    environment={"PGPASSFILE": "/pgpass", "PGCONNECT_TIMEOUT": "5"}).decode()
+        assert f"{env['PGUSER']} {env['PGVECTOR_VERSION']}" in out, out
+        assert f"port {env['PGVECTOR_POOL_PORT']} failed: Connection refused" in out, out
+    finally:
+        cli("uninstall", CLIENT_ID=client_id, YES="true", NO_BACKUP="true", REMOVE_SERVER="true")
