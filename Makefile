@@ -93,7 +93,8 @@ endif
         pgvector-remove-shared-server lint test-setup test bench
 
 # Each entry as "  name  text", the text wrapped to fit 80 columns under its own column.
-columns = awk -F'\t' '{ line = sprintf("  %-20s", $$1); n = split($$2, w, " "); \
+columns = awk -F'\t' '{ if (length($$1) > 20) { print "  " $$1; line = sprintf("%22s", "") } \
+  else line = sprintf("  %-20s", $$1); n = split($$2, w, " "); \
   for (i = 1; i <= n; i++) { if (length(line) + 1 + length(w[i]) > 80 && length(line) > 22) \
   { print line; line = sprintf("%22s", "") } line = line " " w[i] } print line }'
 
