@@ -495,13 +495,14 @@ def restore_cmd(
     """Replace the client's database with a backup, verified by row counts first (make pgvector-restore FILE=...)."""
     from pathlib import Path
 
+    from . import spec as specs
     from .ops.backup import restore
     from .ops.common import installed_clients, load
     from .text import clean
     from .ui import progress
 
-    if target_client and target_client not in installed_clients():
-        raise InputError(f"TARGET_CLIENT={clean(target_client)} is not a client installed here: pick one of "
+    if target_client and specs.client_id(target_client, "TARGET_CLIENT") not in installed_clients():
+        raise InputError(f"TARGET_CLIENT={target_client} is not a client installed here: pick one of "
                          f"{', '.join(installed_clients()) or 'none (install one first: make pgvector CLIENT_ID=...)'}.")
     client = load(target_client or client_id)
     if not file:

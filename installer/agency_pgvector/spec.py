@@ -23,11 +23,12 @@ _EMAIL_LOCAL = re.compile(r"[A-Za-z0-9._%+-]{1,64}")
 _SAFE_TEXT = re.compile(r"[^\x00-\x1f\x7f]*")
 
 
-def client_id(value: str) -> str:
+def client_id(value: str, name: str = "CLIENT_ID") -> str:
+    """`name`: the variable the operator typed it in (TARGET_CLIENT names a client too)."""
     if not _CLIENT_ID.fullmatch(value or ""):
         raise InputError(
-            f"CLIENT_ID {_show(value)} is not valid: use 1-32 lowercase letters, digits and hyphens, "
-            "starting and ending with a letter or digit (e.g. CLIENT_ID=acme)."
+            f"{name} {_show(value)} is not valid: use 1-32 lowercase letters, digits and hyphens, "
+            f"starting and ending with a letter or digit (e.g. {name}=acme)."
         )
     return value
 
