@@ -13,7 +13,6 @@ import errno
 import json
 import os
 import stat
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from . import __version__
 from .errors import UserError
 from .locks import client_lock
 from .report import CHANGE, CREATE, OK, Report
-from .system import ensure_dir, require_trusted
+from .system import ensure_dir, replace_file, require_trusted
 
 CATEGORY = "database"
 COMPONENT = "pgvector"
@@ -108,22 +107,7 @@ def _read(target: Path) -> tuple[dict, os.stat_result | None]:
 
 def _write(target: Path, text: str, info: os.stat_result | None) -> None:
     require_trusted(target.parent)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644 if info is None else stat.S_IMODE(info.st_mode))
-        if info is not None:
-            os.fchown(fd, info.st_uid, info.st_gid)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(text.encode())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    if info is None:
+        replace_file(target, text.encode(), 0o644)
+    else:
+        replace_file(target, text.encode(), stat.S_IMODE(info.st_mode), (info.st_uid, info.st_gid))

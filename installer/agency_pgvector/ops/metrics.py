@@ -9,14 +9,12 @@ METRICS_FILE=/path/name.prom writes the text atomically for node_exporter's text
 from __future__ import annotations
 
 import calendar
-import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
 from ..errors import InputError
-from ..system import require_trusted
+from ..system import replace_file, require_trusted
 from .status import ClientStatus, status
 
 # name, help: every family is a gauge, written once with all its samples (labels: client_id, plus the info's).
@@ -119,15 +117,4 @@ def write(path: str, text: str) -> None:
         raise InputError(f"METRICS_FILE's directory {target.parent} does not exist: create it (node_exporter's "
                          "--collector.textfile.directory), then re-run.")
     require_trusted(target.parent)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    replace_file(target, text.encode(), 0o644)

@@ -9,13 +9,12 @@ import os
 import pwd
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 from .. import spec as specs
 from ..envfile import holds
 from ..errors import InputError
-from ..system import ensure_dir
+from ..system import ensure_dir, replace_file
 
 CRON_NAME = "agency-pgvector-backup"  # cron ignores names with a dot in /etc/cron.d
 LOGROTATE_NAME = "agency-pgvector"
@@ -99,15 +98,5 @@ def _write(target: Path, text: str) -> bool:
     ensure_dir(target.parent, 0o755)
     if holds(target, text.encode(), 0o644):
         return False
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_file(target, text.encode(), 0o644)
     return True
