@@ -309,6 +309,58 @@ def test_rotate_keeps_the_pool_with_the_new_password_and_ends_the_old_sessions(c
     assert f'"{new["PGUSER"]}" "{verifier}"\n' in pool_of("pool-rot-a").layout.files()["userlist.txt"].read_text()
 
 
+def test_another_clients_reload_leaves_open_server_connections_and_logins_in_progress_alone(cli):
+    """Each install reloads the shared pooler. PgBouncer 1.18 with server TLS configured recycled every tenant's server
+    connections on a RELOAD and cut logins in progress, whose pool then waited server_login_retry (15 s): a neighbour's
+    install timed a tenant's login out (seen on CI). Reloads now leave both alone."""
+    env = setup(cli, "pool-rl-a", "shared")
+    setup(cli, "pool-rl-b", "shared")
+    pool = pool_of("pool-rl-a")
+    pooled(env).close()  # session mode: its server connection stays open, idle
+
+    def servers() -> set:
+        return {row["local_port"] for row in pool.show("SERVERS") if row["database"] == env["PGDATABASE"]}
+
+    before = servers()
+    assert before
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def logins():
+        while not stop.is_set():
+            try:
+                pooled(env).close()
+            except psycopg2.OperationalError as exc:
+                failures.append(str(exc).strip())
+
+    worker = threading.Thread(target=logins)
+    worker.start()
+    try:
+        for _ in range(40):
+            pool.reload()
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.join()
+    assert failures == []
+    time.sleep(1.5)  # PgBouncer's janitor closes what a reload marked, once a second
+    assert before <= servers()
+
+
+def test_starting_a_pooler_that_runs_already_makes_it_read_its_files(cli):
+    """A console that did not answer in time (a loaded host) looks like a pooler that is down: the start that follows
+    finds it running and has it re-read the files the run just wrote, instead of leaving them unread."""
+    setup(cli, "pool-start", "dedicated")
+    pool = pool_of("pool-start")
+    pid = int((pool.layout.run_dir / "pgbouncer.pid").read_text().split()[0])
+    reloads = pool.layout.log_file.read_text().count("RELOAD command issued")
+    pool.layout.pending.touch()
+    pool.start()
+    assert int((pool.layout.run_dir / "pgbouncer.pid").read_text().split()[0]) == pid and alive(pid)
+    assert pool.layout.log_file.read_text().count("RELOAD command issued") == reloads + 1
+    assert not pool.layout.pending.exists()
+
+
 # -- 5. a killed pooler ------------------------------------------------------------------------------------------
 
 def test_a_killed_pooler_is_reported_and_restart_brings_it_back(cli):

@@ -145,6 +145,17 @@ def test_section_changes_only_with_the_pgbouncer_settings():
     assert pooler._section(None) == "" and pooler._section("[databases]\nx = y\n") == ""
 
 
+def test_server_tls_is_off_for_loopback_servers_and_prefer_for_a_remote_one():
+    """PgBouncer 1.18 recycles every server connection on each RELOAD while server TLS is configured (a login cut
+    short then blocks its pool for server_login_retry): off where the server is on loopback without ssl."""
+    local = lines(rendered([entry("acme"), entry("beta", VERIFIER_B, host="::1")])["pgbouncer.ini"])
+    assert ["server_tls_sslmode", "=", "disable"] in local
+    remote = lines(rendered([entry("acme", host="db.example.net")])["pgbouncer.ini"])
+    assert ["server_tls_sslmode", "=", "prefer"] in remote
+    for ini in (local, remote):
+        assert ["server_login_retry", "=", "1"] in ini
+
+
 def test_recorded_port():
     assert pooler.recorded_port(rendered([entry("acme")], port=6543)["pgbouncer.ini"]) == 6543
     assert pooler.recorded_port(None) is None

@@ -38,6 +38,7 @@ from .system import ensure_dir, own_dir, remove_user, run, server_user_name, sys
 DEFAULTS: dict[str, Any] = {"mode": "session", "size": 10, "max_connections": 20}
 MAX_CLIENT_CONN = 1000  # per pooler, all its clients together
 CONSOLE = "pgbouncer"
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 # -- what a client's pool is ----------------------------------------------------------------------------------
@@ -238,10 +239,16 @@ class Pooler:
         ordered = [entries[key] for key in sorted(entries)]
         context = dict(key=lay.key, entries=ordered)
         users = "".join(f'"{item.role}" "{item.verifier}"\n' for item in ordered)
+        # PgBouncer 1.18 recycles every server connection of every pool on each RELOAD while server-side TLS is
+        # configured, and a login it cuts short blocks that pool for server_login_retry: one client's install would
+        # stall the other tenants' logins. The servers the installer runs listen on loopback without ssl, so their
+        # poolers leave server TLS off; a pooler in front of a remote (external) server keeps `prefer`.
+        server_tls = any(item.host not in LOOPBACK for item in ordered)
         return {
             "pgbouncer.ini": render("pgbouncer.ini.j2", **context, listen="*" if with_tls else "127.0.0.1", port=port,
                                     run_dir=str(lay.run_dir), log_file=str(lay.log_file), config_dir=str(lay.directory),
-                                    tls=with_tls, tls_dir=str(lay.tls_dir), max_client_conn=MAX_CLIENT_CONN),
+                                    tls=with_tls, tls_dir=str(lay.tls_dir), max_client_conn=MAX_CLIENT_CONN,
+                                    server_tls=server_tls),
             "pgbouncer_hba.conf": render("pgbouncer_hba.conf.j2", **context),
             # root's console login (peer, over the socket only): PgBouncer wants every user in its auth file.
             "userlist.txt": '"root" ""\n' + users,
@@ -292,16 +299,20 @@ class Pooler:
             return False
 
     def start(self) -> None:
+        """Start the pooler; one already running (its console did not answer in time on a loaded host) re-reads its
+        files instead, so what the caller wrote is in force either way."""
         lay = self.layout
-        if systemd.managed(lay.unit_path):
+        already = self._pid() is not None
+        if not already and systemd.managed(lay.unit_path):
             systemd.start(lay.unit_path, check=False)
-        else:
-            if self._pid() is None:  # a pooler killed outright leaves its pid file, and PgBouncer then refuses to start
-                (lay.run_dir / "pgbouncer.pid").unlink(missing_ok=True)
+        elif not already:  # a pooler killed outright leaves its pid file behind, and PgBouncer then refuses to start
+            (lay.run_dir / "pgbouncer.pid").unlink(missing_ok=True)
             run([binary() or "pgbouncer", "-d", "-q", str(lay.ini)], self._user(), check=False)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.running():
+                if already:
+                    self.reload()
                 lay.pending.unlink(missing_ok=True)
                 return
             time.sleep(0.05)
