@@ -15,7 +15,7 @@ VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE
         JSON QUIET ALL LINES FOLLOW YES NO_BACKUP KEEP_DATA REMOVE_SERVER FILE TARGET_CLIENT SAMPLES \
         PGVECTOR_IMAGE PGVECTOR_PORT_RANGE SERVER POOL_MODE POOL_SIZE POOL_MAX_CONNECTIONS POOLER \
         AGENCY_STACK_ROOT AGENCY_STACK_LOG PYTHON VENV SAMPLES_EMBEDDER BACKUP_KEEP SCHEDULE \
-        METRICS_FILE
+        METRICS_FILE PG_MAJOR
 
 # `make help` lists every variable from these lines, `#: NAME meaning` (tests/test_make.py: one per name in VARS).
 #: CLIENT_ID            the client: 1-32 of a-z 0-9 - (not given: client default, said on stderr)
@@ -27,6 +27,7 @@ VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE
 #: PORT                 host port for a new server (default: first free in PGVECTOR_PORT_RANGE)
 #: PGVECTOR_PORT_RANGE  where new servers' ports come from (default 5433-6432)
 #: PGVECTOR_IMAGE       Docker engine: the pgvector image for a new container
+#: PG_MAJOR             16 or 18: a new server's PostgreSQL (default 18); pgvector-upgrade: the major to move to
 #: WITH_DEPS            create what is missing: the server, its system user, packages
 #: FORCE                set a new password (old sessions end) and repair drift
 #: ENABLE_CLOUD         remote logins through the client's pool, over verified TLS only
@@ -191,7 +192,7 @@ pgvector-restore: $(VENV)/.installed ## Restore FILE=... into the client (or TAR
 pgvector-rotate: $(VENV)/.installed ## New password: role and .env together, old sessions ended
 	@$(CLI) rotate
 
-pgvector-upgrade: $(VENV)/.installed ## ALTER EXTENSION vector UPDATE in the client's database(s)
+pgvector-upgrade: $(VENV)/.installed ## newest PostgreSQL minor (PG_MAJOR: major), then vector
 	@$(CLI) upgrade
 
 pgvector-metrics: $(VENV)/.installed ## Prometheus text (ALL=true: every client; METRICS_FILE)

@@ -68,8 +68,9 @@ def start_server(bin_dir: Path, base: Path, password: str = "admin-secret-pw") -
 def wheel_bin_dir(root: Path) -> Path:
     """The embedded runtime's binaries under `root` (copied once), to start servers the installer did not create."""
     state_dir = root / "pgvector"
-    runtime.install(state_dir, root)
-    return runtime.bin_dir(state_dir)
+    rt = runtime.newest()
+    runtime.install(rt, state_dir, root)
+    return rt.bin_dir(state_dir)
 
 
 def docker_with_image(image: str):

@@ -276,7 +276,8 @@ def _print_status(results: list[ClientStatus], everyone: bool) -> None:
                    + ("" if r.engine is None else " (shared)" if r.server.shared else " (dedicated)")),
         ("server", joined([f"{known(r.server.host)}:{known(r.server.port)}",
                            styled("reachable") if up else styled("not reachable", "red")], " ")),
-        ("postgres", known(r.server.postgres_version)),
+        ("postgres", known(r.server.postgres_version) + (
+            f" (newer runtime: {c(r.server.newer_runtime)}: make pgvector-upgrade)" if r.server.newer_runtime else "")),
         ("pgvector", pgvector),
         ("database", f"{known(r.database.name)}, {_size(r.database.size_bytes)}"),
         ("connections", connections),
@@ -635,17 +636,33 @@ def rotate_cmd(client_id: str = ClientOpt, as_json: bool = JsonOpt, quiet: bool 
 
 
 @app.command("upgrade")
-def upgrade_cmd(client_id: str = ClientOpt, everyone: bool = AllOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
-    """ALTER EXTENSION vector UPDATE in each client database, old -> new (make pgvector-upgrade)."""
+def upgrade_cmd(client_id: str = ClientOpt, everyone: bool = AllOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt,
+                yes: bool = YesOpt) -> None:
+    """Move the client's server to the newest PostgreSQL minor of its major (PG_MAJOR=18: to that major, with
+    pg_upgrade, after a backup), then ALTER EXTENSION vector UPDATE in each client database (make pgvector-upgrade).
+    A shared server: names the other clients whose sessions it ends and asks (YES=true for scripts)."""
     from .ops.common import load_many
+    from .ops.restart import sharing
     from .ops.upgrade import upgrade_all
+    from .ui import progress
 
-    run = upgrade_all(load_many(client_id, everyone))
+    clients = load_many(client_id, everyone)
+    major = clients[0].spec.pg_major
+    for client in clients:
+        others = sharing(client) if client.engine.capabilities.upgrade else []
+        if others and not everyone and (major or client.engine.newer_runtime()):
+            _confirm(yes, f"Upgrading the shared server ends every session of {', '.join(others)} too: upgrade it?")
+    with progress(quiet or as_json)("upgrading"):
+        run = upgrade_all(clients, major)
     if as_json:
         _print_json(run.to_json())
     elif not quiet:
         from .ui import rows_table
 
+        for moved in run.servers:
+            _say(f"Server of {', '.join(moved.clients)}: {moved.kind} upgrade from {moved.old} to {moved.new}"
+                 f"{' (an interrupted upgrade was finished first)' if moved.resumed else ''}; every tenant logs in "
+                 f"again ({moved.seconds:.1f} s in all).{' Backups first: ' + ', '.join(moved.backups) if moved.backups else ''}")
         rows_table("pgvector upgrade", ["client", "database", "old", "new", "error"],
                    [[r.client_id, r.database, r.old or "-", r.new or "-", r.error or "-"] for r in run.databases])
     if run.errors:

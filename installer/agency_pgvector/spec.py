@@ -117,6 +117,19 @@ def image(value: str | None) -> str | None:
     return value
 
 
+PG_MAJORS = ("16", "18")  # the majors the embedded runtimes carry (engines/embedded/runtime.py checks it matches)
+
+
+def pg_major(value: str | None) -> str | None:
+    """PG_MAJOR: the PostgreSQL major of a new server, or the one make pgvector-upgrade moves a server to."""
+    if not value:
+        return None
+    if value not in PG_MAJORS:
+        raise InputError(f"PG_MAJOR {_show(value)} is not a PostgreSQL major the installer runs: use "
+                        f"{' or '.join(f'PG_MAJOR={m}' for m in PG_MAJORS)}.")
+    return value
+
+
 def _show(value: object) -> str:
     """Quote a rejected value for an error message, without letting it break the line."""
     text = repr(str(value) if value is not None else "")
@@ -209,6 +222,7 @@ class Spec:
     admin_url: str | None = field(default=None, repr=False)
     port: int | None = None
     image: str | None = None  # PGVECTOR_IMAGE (docker engine), checked here
+    pg_major: str | None = None  # PG_MAJOR: a new server's PostgreSQL major; pgvector-upgrade's target major
     pool: PoolSettings = PoolSettings()
     root: Path = Path(DEFAULT_ROOT)
     log_file: Path = Path(DEFAULT_LOG)
@@ -265,6 +279,6 @@ def build(
                         "ADMIN_URL=postgresql://USER:PASSWORD@HOST:PORT/postgres.")
     return Spec(
         client_id=cid, domain=dom, admin_email=mail, engine=eng, server=srv, admin_url=url, port=port(port_),
-        image=image(os.environ.get("PGVECTOR_IMAGE")), pool=PoolSettings.from_env(),
-        root=root_from_env(), log_file=log_from_env(), **flags,
+        image=image(os.environ.get("PGVECTOR_IMAGE")), pg_major=pg_major(os.environ.get("PG_MAJOR")),
+        pool=PoolSettings.from_env(), root=root_from_env(), log_file=log_from_env(), **flags,
     )

@@ -93,7 +93,7 @@ def run(argv: list[str], user: pwd.struct_passwd | None = None, check: bool = Tr
         user = None
     if user is not None:
         kwargs.setdefault("env", {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"})
-    result = subprocess.run(argv, capture_output=True, text=True, cwd="/", user=user.pw_uid if user else None,
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=kwargs.pop("cwd", "/"), user=user.pw_uid if user else None,
                             group=user.pw_gid if user else None, extra_groups=[] if user else None, **kwargs)
     if check and result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-3:]

@@ -7,7 +7,7 @@
     admin_params(db)      libpq keywords of the superuser session (sessions.operator pins it)
     server_lock()         held while the server is observed, planned and changed (a shared server: host-wide)
     where(), pool_key(), expected_data_directory(), forget()
-    lifecycle, where capabilities say so: logs(), restart(), stop(), remove_server()
+    lifecycle, where capabilities say so: logs(), restart(), stop(), remove_server(), upgrade_server()
 """
 
 from __future__ import annotations
@@ -36,12 +36,14 @@ class Capabilities:
     logs: bool  # the server's log is readable on this host
     restart: bool  # the installer can restart the server
     remove: bool  # the installer can remove the server with its client (REMOVE_SERVER)
+    upgrade: bool = False  # the installer can move the server to newer PostgreSQL binaries (make pgvector-upgrade)
 
 
 WHAT = {  # how a capability reads in a refusal
     "logs": "Reading the server's log",
     "restart": "Restarting the server",
     "remove": "REMOVE_SERVER=true",
+    "upgrade": "Upgrading the server's PostgreSQL",
 }
 
 
@@ -99,6 +101,16 @@ class Engine(ABC):
 
         return operator(self, dbname)
 
+    def server_version(self) -> str:
+        """The running server's PostgreSQL version (18.6), asked over the superuser session."""
+        conn = self.admin_connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_catalog.current_setting('server_version')")
+                return cur.fetchone()[0].split()[0]
+        finally:
+            conn.close()
+
     def expected_data_directory(self):
         """The data directory the admin session must find (a socket swapped for another server's is refused);
         None where the installer cannot know it."""
@@ -123,6 +135,16 @@ class Engine(ABC):
 
     def remove_server(self) -> None:
         raise NotImplementedError
+
+    def upgrade_server(self, major: str | None, before_major) -> dict | None:
+        """Move the server to the newest runtime of `major` (None: of its own major); `before_major()` runs before a
+        major upgrade touches anything (the backups). Returns what was done ({kind, from, to, resumed}), None when
+        the server runs the newest already."""
+        raise NotImplementedError
+
+    def newer_runtime(self) -> str | None:
+        """The binaries make pgvector-upgrade would move the server to within its major, None when current."""
+        return None
 
     def check_alive(self) -> None:  # noqa: B027 - an optional hook: engines without a process of their own keep it
         """Raise UserError when the server has died for good, so wait_ready stops early (default: nothing to check)."""

@@ -28,7 +28,7 @@ class Observed:
 class ExternalEngine(Engine):
     name = "external"
     capabilities = Capabilities(owns_server=False, shared=True, logs=False, restart=False, remove=False)
-    refusals = {"logs": NOT_OURS, "restart": NOT_OURS, "remove": NOT_OURS}
+    refusals = {"logs": NOT_OURS, "restart": NOT_OURS, "remove": NOT_OURS, "upgrade": NOT_OURS}
 
     @property
     def url_file(self):

@@ -42,6 +42,7 @@ class Server:
     host: str | None = None  # from .env
     port: int | None = None
     shared: bool = False  # a server several clients share (embedded SERVER=shared)
+    newer_runtime: str | None = None  # binaries make pgvector-upgrade would move the server to (its major)
 
 
 @dataclass
@@ -205,6 +206,7 @@ def check(client: Client) -> ClientStatus:
         problems.append(f".env is mode {mode:04o}, not 0600: run chmod 600 {env_file}")
     try:
         out.server.where = client.engine.where()
+        out.server.newer_runtime = client.engine.newer_runtime()
         conn = client.engine.admin_connect("postgres")
     except Exception as exc:  # noqa: BLE001 - any failure to connect is the finding itself
         problems.append(f"server not reachable ({first_line(exc)}): see make pgvector-logs "

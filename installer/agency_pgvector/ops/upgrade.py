@@ -1,4 +1,6 @@
-"""make pgvector-upgrade: ALTER EXTENSION vector UPDATE in each client's database (after new binaries).
+"""make pgvector-upgrade: first each client's server moves to newer PostgreSQL binaries where its engine can
+(a newer minor; with PG_MAJOR, a newer major after a backup of every database on it), then ALTER EXTENSION vector
+UPDATE in each client's database.
 
 It runs as superuser (pgvector is not trusted) over a pinned operator session; the update scripts run with the
 extension's schema on their path, which only superusers can write (provision.EXTENSION_SCHEMA). The new version
@@ -6,12 +8,14 @@ goes into .env under the client's lock, so a rotate running at the same time can
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 
 from .. import log
+from ..engines import require
 from ..provision import EXTENSION_SCHEMA
 from ..runner import operation
-from .common import Client, first_line
+from .common import Client, first_line, load
 
 
 @dataclass
@@ -29,20 +33,87 @@ class Upgraded:
 
 
 @dataclass
+class ServerMoved:
+    """One server moved to other binaries; to_json() is the documented shape (docs/json.md)."""
+
+    clients: list[str]  # every client on the server (all were backed up first for a major upgrade)
+    kind: str  # minor or major
+    old: str
+    new: str
+    resumed: bool  # a killed earlier run's upgrade was finished or rolled back first
+    seconds: float  # from the start of the move until every tenant on the server could log in again
+    backups: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "seconds": round(self.seconds, 3)}
+
+
+@dataclass
 class Run:
     databases: list[Upgraded]
+    servers: list[ServerMoved] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Upgraded]:
         return [result for result in self.databases if result.error]
 
     def to_json(self) -> dict:
-        return {"ok": not self.errors, "databases": [result.to_json() for result in self.databases]}
+        return {"ok": not self.errors, "servers": [moved.to_json() for moved in self.servers],
+                "databases": [result.to_json() for result in self.databases]}
 
 
-def upgrade_all(clients: list[Client]) -> Run:
-    """An error in one database does not stop the others."""
-    return Run([upgrade(client) for client in clients])
+def upgrade_all(clients: list[Client], major: str | None = None) -> Run:
+    """Servers first (a failure stops the run: one sentence, the server as it was), then every database (an error
+    in one does not stop the others)."""
+    servers = move_servers(clients, major)
+    return Run([upgrade(client) for client in clients], servers)
+
+
+def on_server(client: Client) -> list[Client]:
+    """The client and every other installed client on the same server (a shared one holds many)."""
+    from .restart import sharing
+
+    return [client] + [load(name) for name in sharing(client)]
+
+
+def move_servers(clients: list[Client], major: str | None) -> list[ServerMoved]:
+    from ..install import update_env
+    from .backup import backup
+    from .restart import wait_for_tenant
+
+    done, seen = [], set()
+    for client in clients:
+        engine = client.engine
+        if engine.server_id() in seen:
+            continue
+        seen.add(engine.server_id())
+        if not engine.capabilities.upgrade:
+            if major:  # asked for a major upgrade this engine cannot do: say so
+                require(engine, "upgrade")
+            continue
+        everyone = on_server(client)
+        backups: list[str] = []
+
+        def before_major(everyone=everyone, backups=backups) -> None:
+            for member in everyone:  # keep=0: a backup before an upgrade never prunes an older one
+                backups.append(str(backup(member, keep=0).file))
+
+        with operation(client.spec, "server upgrade"):
+            started = time.monotonic()
+            moved = engine.upgrade_server(major, before_major)
+            if moved is None:
+                continue
+            version = engine.server_version()
+            for member in everyone:
+                wait_for_tenant(member)
+                with operation(member.spec, "server upgrade: .env"):  # that client's lock
+                    update_env(member.spec.paths, {"POSTGRES_VERSION": version})
+            seconds = time.monotonic() - started
+            log.event(f"server {moved['kind']} upgrade {moved['from']} -> {moved['to']}"
+                      f"{' (resumed)' if moved['resumed'] else ''}; every tenant logs in after {seconds:.2f} s")
+        done.append(ServerMoved([m.id for m in everyone], moved["kind"], moved["from"], moved["to"], moved["resumed"],
+                                seconds, backups))
+    return done
 
 
 def upgrade(client: Client) -> Upgraded:

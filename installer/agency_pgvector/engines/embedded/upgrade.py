@@ -1,0 +1,322 @@
+"""Moving an embedded server to other binaries (make pgvector-upgrade): a newer minor of its major, or a newer major.
+
+Minor: the new runtime is copied and probed (a throwaway server of it starts and loads vector.so) while the server
+still runs; then stop, record the new runtime, start on it, check it reports the new version. A server that does not
+come up on it is started on the old one again (rolled back) and the run fails with the new log's last line.
+
+Major: pg_upgrade --link. The caller took a backup of every database on the server first. The new cluster is
+initdb'd beside the old one (data.upgrade, same locale and checksum setting), the server stopped, `pg_upgrade --check`
+then `pg_upgrade --link` run as the server's user with a trust hba over a 0700 socket directory only that user can
+reach; the directories are swapped (data -> data.pg<old>, data.upgrade -> data), the new runtime recorded and the
+server started on it. --link makes the upgrade take seconds whatever the data's size and needs no second copy of
+the data; the price is that once the new server has started, the old cluster can no longer be started (its files
+are the new one's). Until then everything can be undone: rollback() removes the new cluster, gives the old one its
+pg_control back and starts it on the old runtime. After that point the way back is the backup.
+
+Every step is written to <config dir>/upgrade.json before it runs. A run killed anywhere leaves that journal, and
+the next `make pgvector-upgrade` finishes the upgrade (after pg_upgrade completed) or rolls it back and starts
+again (before); `make pgvector` refuses to touch a server with a journal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ... import log
+from ...errors import UserError
+from ...system import own_dir, run
+from ...text import first_line
+from . import runtime
+from .runtime import Runtime
+
+
+@dataclass(frozen=True)
+class Move:
+    kind: str  # "minor" or "major"
+    old: Runtime
+    new: Runtime
+
+
+def target(engine, major: str | None) -> Move | None:
+    """What `make pgvector-upgrade [PG_MAJOR=..]` would do to this server; None when it runs the newest already."""
+    current = engine.server_runtime()
+    wanted = major or current.major
+    if int(wanted) < int(current.major):
+        raise UserError(f"The server of {engine.layout.key} runs PostgreSQL {current.major}: PG_MAJOR={wanted} would "
+                        "be a downgrade, which pg_upgrade cannot do; restore a backup into a new server instead.")
+    new = runtime.newest(wanted)
+    if wanted != current.major:
+        return Move("major", current, new)
+    return Move("minor", current, new) if runtime.is_newer(new, current) else None
+
+
+def journal(engine) -> dict | None:
+    path = engine.layout.upgrade_journal
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_journal(engine, move: Move, step: str) -> None:
+    path = engine.layout.upgrade_journal
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"kind": move.kind, "from": move.old.key, "to": move.new.key, "step": step}) + "\n")
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    log.event(f"server upgrade ({move.kind}) {move.old.key} -> {move.new.key}: {step}")
+
+
+def _move_from_journal(data: dict) -> Move | None:
+    old, new = runtime.by_key(str(data.get("from"))), runtime.by_key(str(data.get("to")))
+    if old is None or new is None or data.get("kind") not in ("minor", "major"):
+        return None
+    return Move(data["kind"], old, new)
+
+
+# -- the new binaries are checked before the server is touched ------------------------------------------------------
+def probe(engine, rt: Runtime) -> None:
+    """A throwaway server of `rt` starts, as the server's user, and CREATE EXTENSION vector works in it."""
+    import psycopg2
+
+    state_dir = engine.paths.state_dir
+    runtime.install(rt, state_dir, engine.paths.root)
+    prefix = rt.bin_dir(state_dir).parent
+    wanted = {"postgres": ["bin/postgres"], "pg_ctl": ["bin/pg_ctl"], "initdb": ["bin/initdb"],
+              "pg_upgrade": ["bin/pg_upgrade"], "vector.so": ["lib/postgresql/vector.so", "lib/vector.so"],
+              "vector.control": ["share/postgresql/extension/vector.control", "share/extension/vector.control"]}
+    missing = [name for name, places in wanted.items() if not any((prefix / place).exists() for place in places)]
+    if missing:
+        raise UserError(f"The runtime {rt.label} in {rt.directory(state_dir)} is incomplete ({', '.join(missing)} "
+                        "missing): nothing was changed; reinstall the installer's environment (make pgvector), then re-run.")
+    user = engine._user()
+    scratch = Path(tempfile.mkdtemp(prefix="probe-", dir=engine.layout.server_dir))
+    try:
+        os.chown(scratch, user.pw_uid, user.pw_gid)
+        data = scratch / "data"
+        bins = rt.bin_dir(state_dir)
+        result = run([str(bins / "initdb"), "-D", str(data), "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8",
+                      "--auth=trust", "--no-instructions"], user, check=False)
+        started = result.returncode == 0 and run(
+            [str(bins / "pg_ctl"), "-D", str(data), "-w", "-t", "30", "-s", "-l", str(scratch / "log"), "-o",
+             f"-c listen_addresses='' -c unix_socket_directories={scratch} -c port=5432", "start"],
+            user, check=False).returncode == 0
+        try:
+            if not started:
+                raise UserError(f"The runtime {rt.label} does not start a server here ({_last_line(scratch / 'log', result)}): "
+                                "nothing was changed.")
+            try:
+                conn = psycopg2.connect(host=str(scratch), port=5432, user="postgres", dbname="postgres", connect_timeout=10)
+                conn.autocommit = True
+                with conn.cursor() as cur:
+                    cur.execute("CREATE EXTENSION vector")
+                    cur.execute("SELECT '[1,2,3]'::vector <-> '[1,2,4]'::vector, "
+                                "(SELECT extversion FROM pg_extension WHERE extname = 'vector')")
+                    row = cur.fetchone()
+                    version = row[1] if row else None
+                conn.close()
+            except psycopg2.Error as exc:
+                raise UserError(f"pgvector does not load in the runtime {rt.label} ({first_line(exc)}): nothing was "
+                                "changed.") from None
+            if version != rt.pgvector:
+                raise UserError(f"The runtime {rt.label} has pgvector {version}: nothing was changed.")
+        finally:
+            if started:
+                run([str(bins / "pg_ctl"), "-D", str(data), "-m", "immediate", "-s", "stop"], user, check=False)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _last_line(log: Path, result) -> str:
+    try:
+        lines = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        lines = []
+    lines = lines or (result.stderr or result.stdout or "no output").strip().splitlines()
+    return first_line(lines[-1]) if lines else "no output"
+
+
+# -- minor ---------------------------------------------------------------------------------------------------------
+def switch(engine, move: Move) -> None:
+    """Stop, record the new runtime, start on it; started on the old one again if the new one does not come up."""
+    _write_journal(engine, move, "switching")
+    _stop(engine)
+    try:
+        _start_on(engine, move.new)
+    except UserError as exc:
+        _stop(engine)
+        _start_on(engine, move.old)
+        engine.layout.upgrade_journal.unlink(missing_ok=True)
+        raise UserError(f"The server of {engine.layout.key} did not start on {move.new.label}, so it runs on "
+                        f"{move.old.label} again: {exc}") from None
+    engine.layout.upgrade_journal.unlink(missing_ok=True)
+
+
+def _start_on(engine, rt: Runtime) -> None:
+    engine.record_runtime(rt)
+    engine.refresh_unit()
+    engine._start()
+    version = engine.server_version()
+    if version != rt.postgres:
+        raise UserError(f"it reports PostgreSQL {version}, not {rt.postgres}")
+
+
+def _stop(engine) -> None:
+    """Stop whatever runs on the data directory (pg_ctl of any version reads the pid file alike)."""
+    user = engine._user()
+    for rt in runtime.CATALOG:
+        bins = rt.bin_dir(engine.paths.state_dir)
+        if (bins / "pg_ctl").exists() and (engine.data_dir / "postmaster.pid").exists():
+            run([str(bins / "pg_ctl"), "-D", str(engine.data_dir), "-m", "fast", "-w", "-t", "60", "-s", "stop"], user,
+                check=False)
+            return
+
+
+# -- major ---------------------------------------------------------------------------------------------------------
+def staging(engine) -> Path:
+    return engine.data_dir.with_name("data.upgrade")
+
+
+def old_copy(engine, move: Move) -> Path:
+    return engine.data_dir.with_name(f"data.pg{move.old.major}")
+
+
+def major(engine, move: Move, resume_at: str = "prepare") -> None:
+    """pg_upgrade --link from move.old to move.new, resumable at each journal step."""
+    steps = ("prepare", "upgraded", "swapped", "started")
+    at = steps.index(resume_at)
+    if at == 0:
+        _write_journal(engine, move, "prepare")
+        _prepare(engine, move)
+        _stop(engine)
+        try:
+            _pg_upgrade(engine, move, check=True)
+            _pg_upgrade(engine, move, check=False)
+        except UserError:
+            rollback(engine, move)
+            raise
+        _write_journal(engine, move, "upgraded")
+    if at <= 1:
+        _swap(engine, move)
+        _write_journal(engine, move, "swapped")
+    if at <= 2:
+        try:
+            _start_on(engine, move.new)
+        except UserError as exc:
+            _stop(engine)
+            rollback(engine, move)
+            raise UserError(f"The upgraded server of {engine.layout.key} did not start on {move.new.label}, so the "
+                            f"upgrade was rolled back and it runs {move.old.label} again: {exc}") from None
+        _write_journal(engine, move, "started")  # the point of no return: the old cluster's files are the new one's
+    _analyze(engine, move.new)
+    shutil.rmtree(old_copy(engine, move), ignore_errors=True)
+    engine.layout.upgrade_journal.unlink(missing_ok=True)
+
+
+def _prepare(engine, move: Move) -> None:
+    """The new cluster, initdb'd beside the old one with the settings pg_upgrade requires to match."""
+    user = engine._user()
+    new_dir = staging(engine)
+    shutil.rmtree(new_dir, ignore_errors=True)
+    control = run([str(move.old.bin_dir(engine.paths.state_dir) / "pg_controldata"), "-D", str(engine.data_dir)], user)
+    checksums = re.search(r"^Data page checksum version:\s+0$", control.stdout, re.M) is None
+    run([str(move.new.bin_dir(engine.paths.state_dir) / "initdb"), "-D", str(new_dir), "-U", "postgres", "-E", "UTF8",
+         "--locale=C.UTF-8", "--auth-local=peer", "--auth-host=scram-sha-256", "--no-instructions",
+         "--data-checksums" if checksums else "--no-data-checksums"], user)
+
+
+def _pg_upgrade(engine, move: Move, check: bool) -> None:
+    user = engine._user()
+    state_dir = engine.paths.state_dir
+    work = engine.layout.server_dir / "upgrade-work"
+    shutil.rmtree(work, ignore_errors=True)
+    own_dir(work, 0o700, user.pw_uid, user.pw_gid)
+    hba = work / "pg_hba.conf"  # only the server's user reaches the 0700 socket directory: trust is for it alone
+    hba.write_text("local all postgres trust\n")
+    os.chown(hba, user.pw_uid, user.pw_gid)
+    options = f"-c hba_file={hba}"
+    argv = [str(move.new.bin_dir(state_dir) / "pg_upgrade"), "-b", str(move.old.bin_dir(state_dir)),
+            "-B", str(move.new.bin_dir(state_dir)), "-d", str(engine.data_dir), "-D", str(staging(engine)),
+            "-U", "postgres", "--socketdir", str(work), "-p", "50432", "-P", "50433", "-o", options, "-O", options,
+            "-j", str(max(1, os.cpu_count() or 1)), "--link"]
+    result = run(argv + (["--check"] if check else []), user, check=False, cwd=str(work))
+    if result.returncode != 0:
+        said = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()][-3:]
+        raise UserError(f"pg_upgrade {'--check ' if check else ''}refused the upgrade of {engine.layout.key} from "
+                        f"{move.old.label} to {move.new.label} ({' / '.join(first_line(x) for x in said) or 'no output'}): "
+                        "the server runs on its old runtime as before.")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _swap(engine, move: Move) -> None:
+    """data -> data.pg<old>, data.upgrade -> data; a run killed between the renames is finished by the next."""
+    old, new = old_copy(engine, move), staging(engine)
+    if new.exists() and engine.data_dir.exists() and not old.exists():
+        os.rename(engine.data_dir, old)
+    if new.exists() and not engine.data_dir.exists():
+        os.rename(new, engine.data_dir)
+
+
+def rollback(engine, move: Move) -> None:
+    """Before the new server ever started: the new cluster goes, the old one gets its pg_control back and runs on
+    its old runtime again."""
+    old, new = old_copy(engine, move), staging(engine)
+    if old.exists():  # swapped already: the new cluster is in data/
+        if engine.data_dir.exists():
+            shutil.rmtree(engine.data_dir)
+        os.rename(old, engine.data_dir)
+    shutil.rmtree(new, ignore_errors=True)
+    control = engine.data_dir / "global" / "pg_control"
+    if control.with_name("pg_control.old").exists() and not control.exists():
+        os.rename(control.with_name("pg_control.old"), control)
+    shutil.rmtree(engine.layout.server_dir / "upgrade-work", ignore_errors=True)
+    _start_on(engine, move.old)
+    engine.layout.upgrade_journal.unlink(missing_ok=True)
+
+
+def _analyze(engine, rt: Runtime) -> None:
+    """pg_upgrade carries the planner statistics over from 18 on; what it cannot (extended statistics, and all of
+    them from older majors) is rebuilt in stages, so plans are usable within seconds."""
+    bins = rt.bin_dir(engine.paths.state_dir)
+    argv = [str(bins / "vacuumdb"), "--all", "--analyze-in-stages", "-h", str(engine.layout.socket_dir),
+            "-p", str(engine.port()), "-U", "postgres"]
+    if int(rt.major) >= 18:
+        argv.append("--missing-stats-only")
+    run(argv, None)
+
+
+# -- a run killed half-way ----------------------------------------------------------------------------------------
+def resume(engine) -> Move | None:
+    """Finish or roll back what a killed run left (its journal); returns the move it was, None without a journal."""
+    data = journal(engine)
+    if data is None:
+        return None
+    move = _move_from_journal(data)
+    if move is None:
+        raise UserError(f"{engine.layout.upgrade_journal} is not an upgrade journal this release reads: check the "
+                        "server's data directories by hand before removing it.")
+    step = data.get("step")
+    if move.kind == "minor":
+        _stop(engine)
+        try:
+            _start_on(engine, move.new)
+        except UserError:
+            _stop(engine)
+            _start_on(engine, move.old)
+        engine.layout.upgrade_journal.unlink(missing_ok=True)
+    elif step == "prepare":
+        _stop(engine)
+        rollback(engine, move)
+    elif step in ("upgraded", "swapped", "started"):
+        major(engine, move, resume_at=step)
+    else:
+        raise UserError(f"{engine.layout.upgrade_journal} names an unknown step {str(step)[:20]!r}: check the server's "
+                        "data directories by hand before removing it.")
+    return move
