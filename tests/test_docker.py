@@ -317,6 +317,18 @@ def test_restart_waits_until_the_server_is_back(cli, docker_client):
         assert cur.fetchone()[0] > started
 
 
+def test_a_container_is_not_moved_to_another_major_and_says_how(cli, docker_client):
+    """A container's PostgreSQL comes with its image: PG_MAJOR on an existing container and a major upgrade are
+    refused in one sentence that names the way (backup and restore); a plain upgrade updates the extension only."""
+    other = docker_install(cli, "dk-new", PG_MAJOR="16")
+    assert other.returncode == 3 and "runs PostgreSQL 18" in other.stderr and "backup" in other.stderr, other.stderr
+    refused = cli("upgrade", CLIENT_ID="dk-new", PG_MAJOR="16")
+    assert refused.returncode == 3 and "Upgrading the server's PostgreSQL is not available" in refused.stderr
+    assert refused.stderr.count("\n") == 1
+    plain = cli("upgrade", "--json", CLIENT_ID="dk-new")
+    assert plain.returncode == 0 and json.loads(plain.stdout)["servers"] == []
+
+
 # -- errors: one sentence, exit 3, nothing created ------------------------------------------------------
 
 def test_unreachable_daemon_is_one_clear_sentence(cli, docker_client):

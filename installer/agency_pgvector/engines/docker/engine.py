@@ -23,7 +23,7 @@ from ..base import Capabilities, Endpoint, Engine, ServerPlan
 from . import admin, client as docker_client, container as containers, swap
 from .container import LABEL
 
-DEFAULT_IMAGE = "pgvector/pgvector:pg17"
+DEFAULT_IMAGE = "pgvector/pgvector:pg18"  # PG_MAJOR=16 picks pgvector/pgvector:pg16
 NEW_CONTAINER_MB = 512
 
 
@@ -58,6 +58,7 @@ class DockerEngine(Engine):
     password_file = property(lambda self: self.paths.secrets_dir / f"{self.spec.client_id}.postgres-password")
 
     def image_name(self, major: str | None = None) -> str:
+        major = major or self.spec.pg_major
         return self.spec.image or (f"pgvector/pgvector:pg{major}" if major else DEFAULT_IMAGE)
 
     @property
@@ -146,6 +147,10 @@ class DockerEngine(Engine):
         if not seen.running:
             return ServerPlan([Step(name, CHANGE, "started", run=lambda: containers.start(self, seen.container))],
                               False, again=True)
+        if self.spec.pg_major and seen.version.split(".")[0] != self.spec.pg_major:
+            raise UserError(f"Container {self.container_name} runs PostgreSQL {seen.version}, not PG_MAJOR="
+                            f"{self.spec.pg_major}: leave PG_MAJOR out (a container moves to another major by a backup "
+                            "and a restore into a new client, docs/docker.md).")
         if not seen.vector:
             target = self.image_name(seen.version.split(".")[0])
             if not self.spec.force:
