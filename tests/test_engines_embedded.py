@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agency_pgvector import engines, ports
-from agency_pgvector.engines.embedded import EmbeddedEngine, SharedEmbeddedEngine, config, legacy
+from agency_pgvector.engines.embedded import EmbeddedEngine, SharedEmbeddedEngine, config, legacy, runtime
 from agency_pgvector.engines.embedded.engine import Observed
 from agency_pgvector.errors import UserError
 from agency_pgvector.report import OK, Report
@@ -43,7 +43,8 @@ def _converged(engine: EmbeddedEngine, port: int = 41000) -> Observed:
     ports.record(engine.paths.state_dir, engine.layout.key, port)
     files = config.wanted(engine.layout, port, engine.capabilities.shared)
     return Observed(exists=True, user=_User, owner_uid=_User.pw_uid, runtime=True, config=files,
-                    unit=None, running=True, live=("off", "127.0.0.1", str(engine.layout.config_file)), legacy=[])
+                    unit=None, running=True, live=("off", "127.0.0.1", str(engine.layout.config_file)), legacy=[],
+                    recorded_runtime=runtime.newest().key, data_major="18")
 
 
 def _pending(plan) -> dict:
@@ -70,7 +71,7 @@ def test_a_new_server_is_created_configured_and_started_in_that_order(root):
     seen = Observed(False, None, None, False, config.current(engine.layout), None, False, None, [])
     plan = engine.plan_server(seen, create=True)
     assert [s.item for s in plan.steps if s.action != OK] == [
-        "server binaries", "system user", "server", "server config", "server process"]
+        "server binaries", "system user", "server runtime", "server", "server config", "server process"]
     assert plan.new and not plan.reachable
     assert all(step.run is not None for step in plan.steps if step.action != OK)
 
@@ -180,7 +181,7 @@ def test_no_engine_name_outside_engines():
         if "engines" in path.relative_to(package).parts or path.parent.name == "samples" or path.name == "spec.py":
             continue  # spec.py validates ENGINE=... (and that external needs ADMIN_URL): names are its input
         text = path.read_text()
-        for needle in ('== "docker"', '== "embedded"', '== "external"', "pginstall", ".admin-url", "hasattr(engine", "PG_MAJOR"):
+        for needle in ('== "docker"', '== "embedded"', '== "external"', "pginstall", ".admin-url", "hasattr(engine", ".PG_MAJOR"):
             if needle in text:
                 offenders.append(f"{path.relative_to(package)}: {needle}")
     assert offenders == []

@@ -43,6 +43,9 @@ class Observed:
     running: bool
     live: tuple | None  # (ssl, listen_addresses, config_file) the running server applies
     legacy: list  # what the ENABLE_CLOUD of earlier releases left (legacy.py)
+    recorded_runtime: str | None = None  # the runtime key the server records (runtime.py)
+    data_major: str | None = None  # PG_VERSION of its data directory
+    upgrading: bool = False  # an upgrade journal is there (upgrade.py): a run was killed half-way
 
 
 class EmbeddedEngine(Engine):
@@ -59,12 +62,14 @@ class EmbeddedEngine(Engine):
         return self.layout.data_dir
 
     def server_runtime(self) -> runtime.Runtime:
-        """The binaries this server runs: as recorded; for a server of an earlier release, what that release ran; for
-        a new one, the newest of PG_MAJOR."""
-        recorded = runtime.by_key(self._recorded_runtime() or "")
-        if recorded is not None:
-            return recorded
-        major = self.data_major()
+        return self._runtime_of(self._recorded_runtime(), self.data_major())
+
+    def _runtime_of(self, recorded: str | None, major: str | None) -> runtime.Runtime:
+        """The binaries a server runs: as recorded; for a server of an earlier release (no record), what that release
+        ran; for a new one, the newest of PG_MAJOR."""
+        found = runtime.by_key(recorded or "")
+        if found is not None:
+            return found
         return runtime.for_existing(major) if major else runtime.newest(self.spec.pg_major or runtime.DEFAULT_MAJOR)
 
     def _recorded_runtime(self) -> str | None:
@@ -124,8 +129,9 @@ class EmbeddedEngine(Engine):
         if running and live is None:
             live = self._live(wait=30)  # running but not answering yet: starting up
         unit = lay.unit_path.read_text() if lay.unit_path.exists() else None
-        return Observed(exists, user, owner, self.server_runtime().ready(self.paths.state_dir), files, unit, running, live,
-                        legacy.leftovers(self.paths, lay))
+        recorded, major = self._recorded_runtime(), self.data_major()
+        return Observed(exists, user, owner, self._runtime_of(recorded, major).ready(self.paths.state_dir), files, unit,
+                        running, live, legacy.leftovers(self.paths, lay), recorded, major, lay.upgrade_journal.exists())
 
     def _running(self, user) -> bool:
         bin_dir = self.bin_dir()
@@ -157,12 +163,12 @@ class EmbeddedEngine(Engine):
             raise UserError(f"AGENCY_STACK_ROOT {str(self.paths.root)[:60]!r} is too long for the server's Unix socket "
                             f"({len(str(lay.socket_file).encode())} > 107 bytes in {lay.socket_dir}): use a shorter "
                             "root, e.g. /opt/agency_stack.")
-        if lay.upgrade_journal.exists():
+        if seen.upgrading:
             raise UserError(f"An upgrade of the server of {lay.key} was interrupted ({lay.upgrade_journal}): run "
                             f"make pgvector-upgrade CLIENT_ID={spec.client_id} to finish it or roll it back, then re-run.")
         port = self._plan_port(seen)
         steps: list[Step] = []
-        rt = self.server_runtime()
+        rt = self._runtime_of(seen.recorded_runtime, seen.data_major)
         if seen.exists and spec.pg_major and spec.pg_major != rt.major:
             raise UserError(f"The server of {lay.key} runs PostgreSQL {rt.major}, not PG_MAJOR={spec.pg_major}: "
                             f"leave PG_MAJOR out, or upgrade the server with make pgvector-upgrade "
@@ -171,7 +177,7 @@ class EmbeddedEngine(Engine):
             steps.append(Step("server binaries", CREATE, f"{rt.label} in {rt.directory(self.paths.state_dir)}",
                               run=lambda: runtime.install(rt, self.paths.state_dir, self.paths.root)))
         record = None
-        if self._recorded_runtime() != rt.key:  # servers of earlier releases get one; a new server before its initdb
+        if seen.recorded_runtime != rt.key:  # servers of earlier releases get one; a new server before its initdb
             record = Step("server runtime", CHANGE if seen.exists else CREATE, f"{rt.label} recorded",
                           run=lambda: self.record_runtime(rt))
         if not seen.exists:
