@@ -313,8 +313,9 @@ def test_engines_that_cannot_move_their_server_refuse_pg_major_in_one_sentence(c
 
 
 def test_a_tenant_cannot_steer_the_upgrade_through_its_database(install, cli):
-    """pg_upgrade and vacuumdb connect as the superuser into every database: a tenant's defaults (role, search_path,
-    a planted function) must not run as the superuser there."""
+    """pg_upgrade and vacuumdb connect as the superuser into every database: a tenant's database defaults (read-only,
+    1 ms timeouts, its schema first on the path) neither stop the upgrade nor make the superuser run the tenant's
+    code (an expression index ANALYZE evaluates runs as the table's owner)."""
     env = install("upg-hostile", PG_MAJOR="16")
     conn = tenant_connect(env)
     conn.autocommit = True
@@ -322,13 +323,20 @@ def test_a_tenant_cannot_steer_the_upgrade_through_its_database(install, cli):
         cur.execute("CREATE TABLE planted (who text)")
         cur.execute("CREATE FUNCTION public.count(anyelement) RETURNS bigint LANGUAGE sql AS "
                     "$$ INSERT INTO public.planted SELECT current_user; SELECT 1::bigint $$")
-        cur.execute(f"ALTER DATABASE {env['PGDATABASE']} SET search_path = public, pg_catalog")
-        cur.execute("CREATE FUNCTION public.analyze_hook() RETURNS trigger LANGUAGE plpgsql AS "
-                    "$$ BEGIN INSERT INTO public.planted VALUES (current_user); RETURN NULL; END $$")
+        cur.execute("CREATE FUNCTION public.witness(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN "
+                    "IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN "
+                    "RAISE EXCEPTION 'tenant code ran as %', current_user; END IF; RETURN $1; END $$")
+        cur.execute("CREATE TABLE watched (n int)")
+        cur.execute("INSERT INTO watched SELECT generate_series(1, 10)")
+        cur.execute("CREATE INDEX watched_expr ON watched ((public.witness(n)))")  # ANALYZE evaluates it
+        cur.execute("DELETE FROM planted")
+        for setting in ("search_path = public, pg_catalog", "default_transaction_read_only = on",
+                        "statement_timeout = '1ms'", "lock_timeout = '1ms'"):
+            cur.execute(f"ALTER DATABASE {env['PGDATABASE']} SET {setting}")
     conn.close()
     result = upgrade(cli, "upg-hostile", PG_MAJOR="18")
-    assert result.returncode == 0, result.stderr
-    conn = tenant_connect(env)
+    assert result.returncode == 0, result.stderr  # the witness raises if ANALYZE ran it as a superuser
+    conn = tenant_connect(env, options="-c default_transaction_read_only=off -c statement_timeout=0")
     with conn.cursor() as cur:
         cur.execute("SELECT DISTINCT who FROM planted")
         assert [row[0] for row in cur.fetchall() if row[0] != env["PGUSER"]] == []

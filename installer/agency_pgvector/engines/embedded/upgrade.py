@@ -24,13 +24,12 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ... import log
 from ...errors import UserError
-from ...system import own_dir, run
+from ...system import own_dir, run, write_group_file
 from ...text import first_line
 from . import runtime
 from .runtime import Runtime
@@ -97,9 +96,8 @@ def probe(engine, rt: Runtime) -> None:
         raise UserError(f"The runtime {rt.label} in {rt.directory(state_dir)} is incomplete ({', '.join(missing)} "
                         "missing): nothing was changed; reinstall the installer's environment (make pgvector), then re-run.")
     user = engine._user()
-    scratch = Path(tempfile.mkdtemp(prefix="probe-", dir=engine.layout.server_dir))
+    scratch = _work_dir(engine, "probe")
     try:
-        os.chown(scratch, user.pw_uid, user.pw_gid)
         data = scratch / "data"
         bins = rt.bin_dir(state_dir)
         result = run([str(bins / "initdb"), "-D", str(data), "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8",
@@ -132,6 +130,24 @@ def probe(engine, rt: Runtime) -> None:
                 run([str(bins / "pg_ctl"), "-D", str(data), "-m", "immediate", "-s", "stop"], user, check=False)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _work_dir(engine, name: str) -> Path:
+    """A fresh 0700 directory of the server's user for sockets and scratch files, in a root-owned parent: root never
+    creates or writes anything inside a directory that user owns (layout.py), so nothing the user plants there can
+    turn a write of root's into one somewhere else."""
+    user = engine._user()
+    parent = engine.paths.state_dir / "upgrade"
+    own_dir(parent, 0o711, 0, 0)
+    work = parent / f"{engine.layout.key}-{name}"
+    shutil.rmtree(work, ignore_errors=True)
+    own_dir(work, 0o700, user.pw_uid, user.pw_gid)
+    return work
+
+
+def _as_server_user(engine, *argv: str) -> None:
+    """mv/rm inside the server's own directory run as its user, never as root (layout.py)."""
+    run(list(argv), engine._user())
 
 
 def _last_line(log: Path, result) -> str:
@@ -216,7 +232,7 @@ def major(engine, move: Move, resume_at: str = "prepare") -> None:
                             f"upgrade was rolled back and it runs {move.old.label} again: {exc}") from None
         _write_journal(engine, move, "started")  # the point of no return: the old cluster's files are the new one's
     _analyze(engine, move.new)
-    shutil.rmtree(old_copy(engine, move), ignore_errors=True)
+    _as_server_user(engine, "rm", "-rf", "--", str(old_copy(engine, move)))
     engine.layout.upgrade_journal.unlink(missing_ok=True)
 
 
@@ -224,7 +240,7 @@ def _prepare(engine, move: Move) -> None:
     """The new cluster, initdb'd beside the old one with the settings pg_upgrade requires to match."""
     user = engine._user()
     new_dir = staging(engine)
-    shutil.rmtree(new_dir, ignore_errors=True)
+    _as_server_user(engine, "rm", "-rf", "--", str(new_dir))
     control = run([str(move.old.bin_dir(engine.paths.state_dir) / "pg_controldata"), "-D", str(engine.data_dir)], user)
     checksums = re.search(r"^Data page checksum version:\s+0$", control.stdout, re.M) is None
     run([str(move.new.bin_dir(engine.paths.state_dir) / "initdb"), "-D", str(new_dir), "-U", "postgres", "-E", "UTF8",
@@ -235,33 +251,38 @@ def _prepare(engine, move: Move) -> None:
 def _pg_upgrade(engine, move: Move, check: bool) -> None:
     user = engine._user()
     state_dir = engine.paths.state_dir
-    work = engine.layout.server_dir / "upgrade-work"
-    shutil.rmtree(work, ignore_errors=True)
-    own_dir(work, 0o700, user.pw_uid, user.pw_gid)
-    hba = work / "pg_hba.conf"  # only the server's user reaches the 0700 socket directory: trust is for it alone
-    hba.write_text("local all postgres trust\n")
-    os.chown(hba, user.pw_uid, user.pw_gid)
+    work = _work_dir(engine, "pg_upgrade")
+    # pg_upgrade logs in as postgres over a socket in `work`, which only the server's user can reach: trust there is
+    # trust for that user alone. The file is root's, in the root-owned config directory, for the server's group.
+    hba = engine.layout.config_dir / "pg_hba.upgrade.conf"
+    write_group_file(hba, "local all postgres trust\n", user.pw_gid)
     options = f"-c hba_file={hba}"
     argv = [str(move.new.bin_dir(state_dir) / "pg_upgrade"), "-b", str(move.old.bin_dir(state_dir)),
             "-B", str(move.new.bin_dir(state_dir)), "-d", str(engine.data_dir), "-D", str(staging(engine)),
             "-U", "postgres", "--socketdir", str(work), "-p", "50432", "-P", "50433", "-o", options, "-O", options,
             "-j", str(max(1, os.cpu_count() or 1)), "--link"]
-    result = run(argv + (["--check"] if check else []), user, check=False, cwd=str(work))
+    from ...sessions import OPERATOR, options as pinned
+
+    # Its sessions (and those of the pg_dump and pg_restore it runs) get the operator's pinned options, which outrank
+    # a tenant's ALTER DATABASE ... SET: a 1 ms statement_timeout or a read-only default cannot stop the upgrade.
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PGOPTIONS": pinned(OPERATOR)}
+    result = run(argv + (["--check"] if check else []), user, check=False, cwd=str(work), env=env)
     if result.returncode != 0:
         said = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()][-3:]
         raise UserError(f"pg_upgrade {'--check ' if check else ''}refused the upgrade of {engine.layout.key} from "
                         f"{move.old.label} to {move.new.label} ({' / '.join(first_line(x) for x in said) or 'no output'}): "
                         "the server runs on its old runtime as before.")
     shutil.rmtree(work, ignore_errors=True)
+    hba.unlink(missing_ok=True)
 
 
 def _swap(engine, move: Move) -> None:
     """data -> data.pg<old>, data.upgrade -> data; a run killed between the renames is finished by the next."""
     old, new = old_copy(engine, move), staging(engine)
     if new.exists() and engine.data_dir.exists() and not old.exists():
-        os.rename(engine.data_dir, old)
+        _as_server_user(engine, "mv", "-T", "--", str(engine.data_dir), str(old))
     if new.exists() and not engine.data_dir.exists():
-        os.rename(new, engine.data_dir)
+        _as_server_user(engine, "mv", "-T", "--", str(new), str(engine.data_dir))
 
 
 def rollback(engine, move: Move) -> None:
@@ -269,14 +290,13 @@ def rollback(engine, move: Move) -> None:
     its old runtime again."""
     old, new = old_copy(engine, move), staging(engine)
     if old.exists():  # swapped already: the new cluster is in data/
-        if engine.data_dir.exists():
-            shutil.rmtree(engine.data_dir)
-        os.rename(old, engine.data_dir)
-    shutil.rmtree(new, ignore_errors=True)
+        _as_server_user(engine, "rm", "-rf", "--", str(engine.data_dir))
+        _as_server_user(engine, "mv", "-T", "--", str(old), str(engine.data_dir))
+    _as_server_user(engine, "rm", "-rf", "--", str(new))
     control = engine.data_dir / "global" / "pg_control"
     if control.with_name("pg_control.old").exists() and not control.exists():
-        os.rename(control.with_name("pg_control.old"), control)
-    shutil.rmtree(engine.layout.server_dir / "upgrade-work", ignore_errors=True)
+        _as_server_user(engine, "mv", "-T", "--", str(control.with_name("pg_control.old")), str(control))
+    (engine.layout.config_dir / "pg_hba.upgrade.conf").unlink(missing_ok=True)
     _start_on(engine, move.old)
     engine.layout.upgrade_journal.unlink(missing_ok=True)
 
@@ -284,12 +304,15 @@ def rollback(engine, move: Move) -> None:
 def _analyze(engine, rt: Runtime) -> None:
     """pg_upgrade carries the planner statistics over from 18 on; what it cannot (extended statistics, and all of
     them from older majors) is rebuilt in stages, so plans are usable within seconds."""
+    from ...sessions import OPERATOR, tool_env
+
     bins = rt.bin_dir(engine.paths.state_dir)
-    argv = [str(bins / "vacuumdb"), "--all", "--analyze-in-stages", "-h", str(engine.layout.socket_dir),
-            "-p", str(engine.port()), "-U", "postgres"]
+    argv = [str(bins / "vacuumdb"), "--all", "--analyze-in-stages"]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
+           **tool_env(engine.admin_params(), OPERATOR)}  # a tenant's ALTER DATABASE ... SET cannot steer it
     if int(rt.major) >= 18:
         argv.append("--missing-stats-only")
-    run(argv, None)
+    run(argv, None, env=env)
 
 
 # -- a run killed half-way ----------------------------------------------------------------------------------------
