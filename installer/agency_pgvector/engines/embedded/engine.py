@@ -329,6 +329,8 @@ class EmbeddedEngine(Engine):
         port = self.port()
         shutil.rmtree(self.layout.server_dir, ignore_errors=True)
         shutil.rmtree(self.layout.config_dir, ignore_errors=True)
+        for scratch in (self.paths.state_dir / "upgrade").glob(f"{self.layout.key}-*"):  # a killed upgrade's
+            shutil.rmtree(scratch, ignore_errors=True)
         remove_user(self.layout.os_user)
         if port:
             ports.release(self.paths.state_dir, port)
