@@ -10,6 +10,8 @@ import subprocess
 import psycopg2
 import pytest
 
+from agency_pgvector.engines.embedded.runtime import newest
+
 from conftest import admin, client_paths, tenant_connect
 
 REQUIRED_KEYS = {
@@ -24,7 +26,7 @@ def test_fresh_install_writes_a_private_env_that_psql_can_use(install):
     paths = client_paths("alpha")
     assert REQUIRED_KEYS <= env.keys()
     assert (env["PGVECTOR_DB_NAME"], env["PGVECTOR_DB_USER"], env["PGVECTOR_ENGINE"]) == ("vectordb", "vectoruser", "embedded")
-    assert env["PGVECTOR_VERSION"] == "0.8.5" and env["POSTGRES_VERSION"].startswith("18.")
+    assert env["PGVECTOR_VERSION"] == newest().pgvector and env["POSTGRES_VERSION"] == newest().postgres
     assert stat.S_IMODE(paths.env_file.stat().st_mode) == 0o600
     assert stat.S_IMODE(paths.component_dir.stat().st_mode) == 0o700
     out = subprocess.run(["bash", "-c", "set -a; . ./.env; psql -tAc 'select current_user, current_database()'"],

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from agency_pgvector.engines.embedded import EmbeddedEngine
+from agency_pgvector.engines.embedded.runtime import newest
 from agency_pgvector.ops import metrics as m
 from agency_pgvector.ops.status import ClientStatus, Database, EnvFile, Pgvector, Role, Server
 from agency_pgvector.spec import Spec
@@ -101,7 +102,7 @@ def test_metrics_for_every_client_with_one_server_stopped(install, cli, tmp_path
     assert 0 <= value(families, "pgvector_last_backup_age_seconds", "rg-m1") < 300
     info = dict(next(labels for labels in families["pgvector_client_info"] if ("client_id", "rg-m1") in labels))
     assert info["domain"] == "example.com" and info["server"] == "dedicated" and info["engine"] == "embedded"
-    assert info["postgres_version"].startswith("18.") and info["pgvector_version"] == "0.8.5"
+    assert info["postgres_version"].startswith("18.") and info["pgvector_version"] == newest().pgvector
     # Unknown while the server is down: no sample rather than a made-up one. No backup yet: no age.
     for name in ("pgvector_database_size_bytes", "pgvector_connections", "pgvector_vector_indexes",
                  "pgvector_drift_items", "pgvector_last_backup_age_seconds"):

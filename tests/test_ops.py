@@ -15,6 +15,7 @@ import psycopg2
 import pytest
 
 from agency_pgvector import envfile
+from agency_pgvector.engines.embedded.runtime import newest
 
 from conftest import admin, client_paths, tenant_connect
 
@@ -36,7 +37,8 @@ def test_status_reports_a_healthy_client_as_stable_json(install, cli):
     assert report["healthy"] is True
     (client,) = report["clients"]
     assert client["server"]["reachable"] and client["server"]["postgres_version"].startswith("18.")
-    assert client["pgvector"] == {"installed": "0.8.5", "available": "0.8.5", "update_available": False, "schema": "extensions"}
+    vector = newest().pgvector
+    assert client["pgvector"] == {"installed": vector, "available": vector, "update_available": False, "schema": "extensions"}
     assert client["env_file"]["mode"] == "0600" and client["env_file"]["password_valid"] is True
     assert client["role"]["connection_limit"] == 50 and client["role"]["connections"] >= 1
     assert client["vector_columns"] == [{"table": "public.docs", "column": "embedding", "type": "vector(3)",
@@ -210,16 +212,16 @@ def test_upgrade_reports_old_and_new_versions(install, cli):
     install("up-a")
     conn = admin("up-a", "vectordb")
     # What a database looks like after the binaries were upgraded under it: the catalog still says 0.8.0
-    # (the 0.8.0 -> 0.8.5 update scripts are empty, so marking it is faithful).
+    # (the 0.8.0 -> 0.8.6 update scripts are empty, so marking it is faithful).
     conn.cursor().execute("UPDATE pg_extension SET extversion = '0.8.0' WHERE extname = 'vector'")
     conn.close()
     status = _json(cli("status", "--json", CLIENT_ID="up-a"))["clients"][0]
     assert status["pgvector"]["update_available"] is True
     result = cli("upgrade", "--json", CLIENT_ID="up-a")
     assert result.returncode == 0, result.stderr
-    assert _json(result)["databases"] == [{"client_id": "up-a", "database": "vectordb", "old": "0.8.0", "new": "0.8.5",
+    assert _json(result)["databases"] == [{"client_id": "up-a", "database": "vectordb", "old": "0.8.0", "new": newest().pgvector,
                                            "error": None}]
-    assert envfile.read(client_paths("up-a").env_file)["PGVECTOR_VERSION"] == "0.8.5"
+    assert envfile.read(client_paths("up-a").env_file)["PGVECTOR_VERSION"] == newest().pgvector
 
 
 def test_uninstall_backs_up_drops_and_archives(install, cli, stack_root):

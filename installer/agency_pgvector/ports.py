@@ -1,7 +1,8 @@
 """Host ports for client servers: allocated once, recorded, stable across runs.
 
-The registry is a directory with one file per port (`<root>/pgvector/ports/<port>`, content: client id),
-created with O_EXCL so two concurrent installs can never take the same port.
+The registry is a directory with one file per port (`<root>/pgvector/ports/<port>`, content: client id). A file
+appears complete or not at all (written aside, then hard-linked into place, which fails when the port's file exists),
+so two concurrent installs can never take the same port, and a run killed in between leaves no empty entry.
 """
 
 from __future__ import annotations
@@ -63,16 +64,35 @@ def reserve(state_dir: Path, client_id: str, wanted: int | None = None) -> int:
     for port in _candidates(wanted):
         if (folder / str(port)).exists() or not port_is_free(port):
             continue
-        try:
-            fd = os.open(folder / str(port), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
+        if not _publish(folder, port, client_id, exclusive=True):
             continue
-        with os.fdopen(fd, "w") as handle:
-            handle.write(client_id + "\n")
         if current:
             release(state_dir, current)
         return port
     raise _none_free(wanted)
+
+
+def _publish(folder: Path, port: int, client_id: str, exclusive: bool) -> bool:
+    """The port's file with its owner, all at once; exclusive: False when the port's file exists already."""
+    for stale in folder.glob(".*.tmp"):  # a killed run's: its process is gone
+        pid = stale.name.split(".")[2] if stale.name.count(".") == 3 else ""
+        if not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
+            stale.unlink(missing_ok=True)
+    staged = folder / f".{port}.{os.getpid()}.tmp"
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(client_id + "\n")
+    try:
+        if not exclusive:
+            os.replace(staged, folder / str(port))
+            return True
+        try:
+            os.link(staged, folder / str(port))
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 def _candidates(wanted: int | None):
@@ -99,7 +119,7 @@ def record(state_dir: Path, client_id: str, port: int) -> None:
         return
     folder = registry(state_dir)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    (folder / str(port)).write_text(client_id + "\n")
+    _publish(folder, port, client_id, exclusive=False)
     if current is not None:
         release(state_dir, current)
 
