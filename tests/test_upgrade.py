@@ -190,6 +190,56 @@ def test_a_broken_new_runtime_is_refused_before_the_server_is_stopped(install, c
     engine.stop()
 
 
+class refusing_data_dir:
+    """The new runtime's postgres, wrapped to refuse one data directory: the probe's throwaway server (and pg_upgrade's
+    own runs on data.upgrade) start, the real server does not, as a build that breaks on the server's own data would."""
+
+    def __init__(self, engine: EmbeddedEngine):
+        self.bin = NEW18.bin_dir(engine.paths.state_dir)
+        self.data = engine.data_dir
+        runtime.install(NEW18, engine.paths.state_dir, engine.paths.root)
+
+    def __enter__(self):
+        os.rename(self.bin / "postgres", self.bin / "postgres.real")
+        wrapper = self.bin / "postgres"
+        wrapper.write_text(f'#!/bin/sh\ncase " $* " in *" {self.data} "*) echo "refusing {self.data}" >&2; exit 1;; esac\n'
+                           f'exec "{self.bin}/postgres.real" "$@"\n')
+        wrapper.chmod(0o755)
+
+    def __exit__(self, *exc):
+        os.replace(self.bin / "postgres.real", self.bin / "postgres")
+
+
+def test_a_server_that_does_not_start_on_the_new_minor_runs_on_the_old_one_again(install, cli):
+    env = install("upg-noboot")
+    engine = as_earlier_release("upg-noboot")
+    with refusing_data_dir(engine):
+        result = upgrade(cli, "upg-noboot")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "did not start on" in result.stderr and "runs on" in result.stderr and "again" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    consistent(engine, "18.4")
+    tenant_connect(env).close()
+    assert upgrade(cli, "upg-noboot").returncode == 0  # the runtime works again: the next run finishes the move
+    consistent(engine, "18.6")
+    engine.stop()
+
+
+def test_a_major_upgrade_whose_new_server_does_not_start_is_rolled_back(install, cli):
+    env = install("upg-noboot16", PG_MAJOR="16")
+    fill(env)
+    before = snapshot(env)
+    engine = engine_of("upg-noboot16")
+    with refusing_data_dir(engine):
+        result = upgrade(cli, "upg-noboot16", PG_MAJOR="18")
+    assert result.returncode == 3 and "rolled back" in result.stderr, result.stdout + result.stderr
+    consistent(engine, "16.14")
+    assert snapshot(env) == before  # the old cluster is whole again: same rows, neighbours, plans, extension
+    assert upgrade(cli, "upg-noboot16", PG_MAJOR="18").returncode == 0
+    consistent(engine, "18.6")
+    engine.stop()
+
+
 def test_a_shared_server_moves_once_for_all_its_clients_and_asks_first(install, cli):
     envs = {c: install(c, SERVER="shared") for c in ("upg-sh-a", "upg-sh-b")}
     fill(envs["upg-sh-a"])
