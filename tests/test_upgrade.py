@@ -342,6 +342,49 @@ def test_a_major_upgrade_killed_at_each_step_is_finished_or_rolled_back_by_the_n
     engine.stop()
 
 
+def test_once_the_upgraded_server_has_run_the_upgrade_is_never_rolled_back(install, cli):
+    """Killed right after the swap, with the new server started (by the killed run, or a reboot and a start by
+    hand) and written to: the next run finishes forward and the write is there. If that server then cannot start,
+    the old cluster is not put back (with --link it shares the files the new one wrote): one sentence says so."""
+    client = "upg-ponr"
+    env = install(client, PG_MAJOR="16")
+    fill(env)
+    engine = engine_of(client)
+    cli_env = {**os.environ, "CLIENT_ID": client, "PG_MAJOR": "18", "YES": "true"}
+    assert _killed_run(cli_env, Path(os.environ["AGENCY_STACK_LOG"]), "server upgrade (major)", 3)  # "swapped"
+    if not engine.layout.upgrade_journal.exists() or json.loads(engine.layout.upgrade_journal.read_text())["step"] != "swapped":
+        pytest.fail("the run was not killed between the swap and the start")
+    if not (_answers(engine) and engine.server_version() == "18.6"):  # the killed run had not started it yet
+        engine.record_runtime(NEW18)
+        engine._start()
+    conn = tenant_connect(env)
+    conn.autocommit = True
+    conn.cursor().execute("INSERT INTO docs (id, body) VALUES (99999, 'written on 18 before the upgrade finished')")
+    conn.close()
+    engine.stop()
+    with refusing_data_dir(engine):
+        refused = upgrade(cli, client, PG_MAJOR="18")
+    assert refused.returncode == 3 and "cannot be put back" in refused.stderr, refused.stdout + refused.stderr
+    assert (engine.data_dir / "PG_VERSION").read_text().strip() == "18" and engine.layout.upgrade_journal.exists()
+    result = upgrade(cli, client, PG_MAJOR="18")
+    assert result.returncode == 0, result.stderr
+    consistent(engine, "18.6")
+    conn = tenant_connect(env)
+    with conn.cursor() as cur:
+        cur.execute("SELECT body FROM docs WHERE id = 99999")
+        assert cur.fetchone() == ("written on 18 before the upgrade finished",)
+    conn.close()
+    engine.stop()
+
+
+def _answers(engine) -> bool:
+    try:
+        engine.server_version()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def test_engines_that_cannot_move_their_server_refuse_pg_major_in_one_sentence(cli, stack_root):
     """The external engine: the installer does not own that server (docker says the same shape; tests/test_docker.py
     covers its container swap)."""

@@ -64,10 +64,10 @@ def journal(engine) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _write_journal(engine, move: Move, step: str) -> None:
+def _write_journal(engine, move: Move, step: str, **extra: str) -> None:
     path = engine.layout.upgrade_journal
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"kind": move.kind, "from": move.old.key, "to": move.new.key, "step": step}) + "\n")
+    tmp.write_text(json.dumps({"kind": move.kind, "from": move.old.key, "to": move.new.key, "step": step, **extra}) + "\n")
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
     log.event(f"server upgrade ({move.kind}) {move.old.key} -> {move.new.key}: {step}")
@@ -204,8 +204,10 @@ def old_copy(engine, move: Move) -> Path:
     return engine.data_dir.with_name(f"data.pg{move.old.major}")
 
 
-def major(engine, move: Move, resume_at: str = "prepare") -> None:
-    """pg_upgrade --link from move.old to move.new, resumable at each journal step."""
+def major(engine, move: Move, resume_at: str = "prepare", checkpoint: str = "") -> None:
+    """pg_upgrade --link from move.old to move.new, resumable at each journal step. `checkpoint`: the new cluster's
+    last checkpoint right after pg_upgrade: while it is unchanged the new server never ran, and the old cluster can
+    still be put back."""
     steps = ("prepare", "upgraded", "swapped", "started")
     at = steps.index(resume_at)
     if at == 0:
@@ -218,22 +220,53 @@ def major(engine, move: Move, resume_at: str = "prepare") -> None:
         except UserError:
             rollback(engine, move)
             raise
-        _write_journal(engine, move, "upgraded")
+        checkpoint = _checkpoint(engine, move.new, staging(engine))
+        _write_journal(engine, move, "upgraded", checkpoint=checkpoint)
     if at <= 1:
         _swap(engine, move)
-        _write_journal(engine, move, "swapped")
+        _write_journal(engine, move, "swapped", checkpoint=checkpoint)
     if at <= 2:
-        try:
-            _start_on(engine, move.new)
-        except UserError as exc:
-            _stop(engine)
-            rollback(engine, move)
-            raise UserError(f"The upgraded server of {engine.layout.key} did not start on {move.new.label}, so the "
-                            f"upgrade was rolled back and it runs {move.old.label} again: {exc}") from None
+        _start_new(engine, move, checkpoint)
         _write_journal(engine, move, "started")  # the point of no return: the old cluster's files are the new one's
+    if not _runs(engine, move.new):
+        _start_on(engine, move.new)
     _analyze(engine, move.new)
     _as_server_user(engine, "rm", "-rf", "--", str(old_copy(engine, move)))
     engine.layout.upgrade_journal.unlink(missing_ok=True)
+
+
+def _start_new(engine, move: Move, checkpoint: str) -> None:
+    """Start the upgraded server; if it does not come up and never ran (its checkpoint is the one pg_upgrade left),
+    roll back. One that ran, even briefly, has written to files the old cluster shares: no rollback then."""
+    if _runs(engine, move.new):  # a killed run had started it already
+        return
+    try:
+        _start_on(engine, move.new)
+    except UserError as exc:
+        _stop(engine)
+        if checkpoint and _checkpoint(engine, move.new, engine.data_dir) == checkpoint:
+            rollback(engine, move)
+            raise UserError(f"The upgraded server of {engine.layout.key} did not start on {move.new.label}, so the "
+                            f"upgrade was rolled back and it runs {move.old.label} again: {exc}") from None
+        raise UserError(f"The upgraded server of {engine.layout.key} did not start on {move.new.label} ({exc}) after it "
+                        "had run, so the old cluster cannot be put back (pg_upgrade --link shares its files): fix the "
+                        "cause in the server's log and re-run make pgvector-upgrade, or restore the backup taken "
+                        "before the upgrade into a new client.") from None
+
+
+def _runs(engine, rt: Runtime) -> bool:
+    """The server answers and reports `rt`'s version."""
+    try:
+        return engine.server_version() == rt.postgres
+    except Exception:  # noqa: BLE001 - not running, not answering: the same here
+        return False
+
+
+def _checkpoint(engine, rt: Runtime, data_dir: Path) -> str:
+    control = run([str(rt.bin_dir(engine.paths.state_dir) / "pg_controldata"), "-D", str(data_dir)], engine._user(),
+                  check=False).stdout
+    found = re.search(r"^Latest checkpoint location:\s+(\S+)$", control, re.M)
+    return found.group(1) if found else ""
 
 
 def _prepare(engine, move: Move) -> None:
@@ -316,6 +349,21 @@ def _analyze(engine, rt: Runtime) -> None:
 
 
 # -- a run killed half-way ----------------------------------------------------------------------------------------
+def _pg_upgrade_running(engine) -> int | None:
+    """A pg_upgrade of this server that outlived the run that started it (only that run was killed)."""
+    needle = str(engine.data_dir).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"/pg_upgrade") and needle in argv:
+            return int(entry.name)
+    return None
+
+
 def resume(engine) -> Move | None:
     """Finish or roll back what a killed run left (its journal); returns the move it was, None without a journal."""
     data = journal(engine)
@@ -335,10 +383,14 @@ def resume(engine) -> Move | None:
             _start_on(engine, move.old)
         engine.layout.upgrade_journal.unlink(missing_ok=True)
     elif step == "prepare":
+        running = _pg_upgrade_running(engine)
+        if running:
+            raise UserError(f"pg_upgrade still runs for the server of {engine.layout.key} (pid {running}): wait for it "
+                            "to end (or stop it), then re-run make pgvector-upgrade.")
         _stop(engine)
         rollback(engine, move)
     elif step in ("upgraded", "swapped", "started"):
-        major(engine, move, resume_at=step)
+        major(engine, move, resume_at=step, checkpoint=str(data.get("checkpoint") or ""))
     else:
         raise UserError(f"{engine.layout.upgrade_journal} names an unknown step {str(step)[:20]!r}: check the server's "
                         "data directories by hand before removing it.")
