@@ -16,6 +16,7 @@ tenant(env, dbname)       the tenant's own login from its .env, for everything t
                           installer's own queries predictable (the tenant's settings cannot stall them).
 pooled(...)               the tenant's own login through its pool (a plain SELECT 1: the installer's login check)
 pooler_console(...)       root on a PgBouncer console (peer over the pooler's 0700 socket directory)
+probe(socket_dir)         root on a throwaway server of new binaries (upgrade.py), trust over its 0700 socket directory
 
 Tools (pg_dump, pg_restore) get the same options through PGOPTIONS in their environment (tool_env).
 """
@@ -131,6 +132,25 @@ def pooler_console(run_dir, port: int | None):
                             application_name=APPLICATION)
     conn.autocommit = True
     return conn
+
+
+def probe(socket_dir) -> tuple[str, str]:
+    """CREATE EXTENSION vector on a throwaway server that holds nothing (upgrade.py's check of new binaries):
+    (the vector distance it computed, the extension version)."""
+    import psycopg2
+
+    conn = psycopg2.connect(host=str(socket_dir), port=5432, user="postgres", dbname="postgres",
+                            connect_timeout=CONNECT_TIMEOUT, application_name=APPLICATION)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("CREATE EXTENSION vector")
+            cur.execute("SELECT ('[1,2,3]'::vector <-> '[1,2,4]'::vector)::text, "
+                        "(SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'vector')")
+            row = cur.fetchone()
+        return (row[0], row[1]) if row else ("", "")
+    finally:
+        conn.close()
 
 
 def tool_env(params: dict, pinned=TENANT) -> dict:

@@ -27,7 +27,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ... import log
+from ... import log, sessions
 from ...errors import UserError
 from ...system import own_dir, run, write_group_file
 from ...text import first_line
@@ -108,21 +108,16 @@ def probe(engine, rt: Runtime) -> None:
             user, check=False).returncode == 0
         try:
             if not started:
-                raise UserError(f"The runtime {rt.label} does not start a server here ({_last_line(scratch / 'log', result)}): "
+                raise UserError(f"The runtime {rt.label} does not start a server here ({_said(scratch, result)}): "
                                 "nothing was changed.")
             try:
-                conn = psycopg2.connect(host=str(scratch), port=5432, user="postgres", dbname="postgres", connect_timeout=10)
-                conn.autocommit = True
-                with conn.cursor() as cur:
-                    cur.execute("CREATE EXTENSION vector")
-                    cur.execute("SELECT '[1,2,3]'::vector <-> '[1,2,4]'::vector, "
-                                "(SELECT extversion FROM pg_extension WHERE extname = 'vector')")
-                    row = cur.fetchone()
-                    version = row[1] if row else None
-                conn.close()
+                distance, version = sessions.probe(scratch)
             except psycopg2.Error as exc:
                 raise UserError(f"pgvector does not load in the runtime {rt.label} ({first_line(exc)}): nothing was "
                                 "changed.") from None
+            if distance != "1":
+                raise UserError(f"pgvector in the runtime {rt.label} computes a wrong distance ({distance[:20]}): "
+                                "nothing was changed.")
             if version != rt.pgvector:
                 raise UserError(f"The runtime {rt.label} has pgvector {version}: nothing was changed.")
         finally:
@@ -130,6 +125,14 @@ def probe(engine, rt: Runtime) -> None:
                 run([str(bins / "pg_ctl"), "-D", str(data), "-m", "immediate", "-s", "stop"], user, check=False)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _said(scratch: Path, result) -> str:
+    """The throwaway server's last log line (read without following links: its user writes that file), else initdb's."""
+    from ...ops.logs import tail
+
+    lines = tail(scratch / "log", scratch, 1) or (result.stderr or result.stdout or "").strip().splitlines()[-1:]
+    return first_line(lines[0]) if lines else "no output"
 
 
 def _work_dir(engine, name: str) -> Path:
@@ -148,15 +151,6 @@ def _work_dir(engine, name: str) -> Path:
 def _as_server_user(engine, *argv: str) -> None:
     """mv/rm inside the server's own directory run as its user, never as root (layout.py)."""
     run(list(argv), engine._user())
-
-
-def _last_line(log: Path, result) -> str:
-    try:
-        lines = log.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        lines = []
-    lines = lines or (result.stderr or result.stdout or "no output").strip().splitlines()
-    return first_line(lines[-1]) if lines else "no output"
 
 
 # -- minor ---------------------------------------------------------------------------------------------------------
