@@ -6,6 +6,7 @@
                                                   they use its floors)
     python -m bench --quick --only converge       ALL=true against separate runs, on 20 clients (100 in full mode)
     python -m bench --only pool                   PgBouncer against direct: short connections, HNSW queries
+    python -m bench --only upgrade                minor and major server upgrades: downtime, duration, sizes
     python -m bench --explore       also build HNSW under a grid of maintenance_work_mem / worker counts
 
 Everything runs under a throw-away AGENCY_STACK_ROOT in /tmp; every server it starts is stopped at the end,
@@ -27,10 +28,10 @@ from pathlib import Path
 from agency_pgvector import tuning
 from agency_pgvector.system import systemd_running
 
-from . import cliprofile, converge, density, pool, provisioning, vectors
+from . import cliprofile, converge, density, pool, provisioning, upgrade, vectors
 from .common import PROJECT, Row, machine, stop_all
 
-SECTIONS = ("provisioning", "density", "vectors", "profile", "converge", "pool")
+SECTIONS = ("provisioning", "density", "vectors", "profile", "converge", "pool", "upgrade")
 
 
 def main() -> int:
@@ -82,6 +83,9 @@ def main() -> int:
         if "vectors" in only:
             rows += vectors.run(base, args.quick, floors, servers, notes, explore=args.explore)
         rows += later
+        if "upgrade" in only:
+            rows += upgrade.run(base, args.quick)
+            stop_all(base / "upgrade")
     finally:
         for server in servers:
             server.stop()
@@ -120,6 +124,16 @@ POOL_HOW = [
     "sessions running `ORDER BY embedding <=> $1 LIMIT 10` on 50k x 384 clustered unit vectors with an HNSW index",
     "(cosine, default m and ef_construction, ef_search 40). CPU per transaction is read from /proc for the server's and",
     "the pooler's system users, and from getrusage for the client.",
+]
+
+
+UPGRADE_HOW = [
+    "Upgrade (section 7) installs a client with its own server, loads 100k x 384 clustered unit vectors (20k with",
+    "--quick) and builds an HNSW index (cosine), puts the server on the 18.4 runtime (what earlier releases ran) and runs",
+    "`make pgvector-upgrade` (minor: to the newest 18); then a client made with PG_MAJOR=16, the same data, and",
+    "`make pgvector-upgrade PG_MAJOR=18` (backup, pg_upgrade --link, analyze). A thread logs in with the tenant's .env",
+    "every 20 ms throughout: the tenant's downtime is the longest gap between two logins that worked, against the gap a",
+    "plain `make pgvector-restart` of the same server leaves. 20 fixed queries return the same top-10 before and after.",
 ]
 
 
@@ -185,6 +199,8 @@ def write(path: Path, host: dict, table: str, notes: list[str], profile: list[st
         *CONVERGE_HOW,
         "",
         *POOL_HOW,
+        "",
+        *UPGRADE_HOW,
         "",
         "## Tuning choices (installer/agency_pgvector/tuning.py)",
         "",
