@@ -40,7 +40,7 @@ def first(monkeypatch):
 
 def _registry(state_dir) -> dict[int, str]:
     folder = ports.registry(state_dir)
-    return {int(p.name): p.read_text().strip() for p in folder.iterdir()} if folder.exists() else {}
+    return {int(p.name): p.read_text().strip() for p in folder.iterdir() if p.name.isdigit()} if folder.exists() else {}
 
 
 def _listening(port: int) -> socket.socket:
@@ -95,6 +95,16 @@ def test_clients_reserving_at_the_same_time_never_share_a_port(tmp_path, first):
     for thread in threads:
         thread.join()
     assert sorted(got.values()) == [first, first + 1, first + 2]
+
+
+def test_a_killed_runs_half_written_entry_is_swept_and_a_live_ones_is_not(tmp_path, first):
+    folder = ports.registry(tmp_path)
+    folder.mkdir(parents=True)
+    dead, live = folder / f".{first}.{2**22 + 7}.1.tmp", folder / f".{first}.{os.getpid()}.1.tmp"
+    dead.write_text(""), live.write_text("")
+    assert ports.reserve(tmp_path, "a") == first
+    assert not dead.exists() and live.exists()
+    assert _registry(tmp_path) == {first: "a"}
 
 
 def test_record_notes_the_port_a_server_really_uses(tmp_path, first):

@@ -185,6 +185,7 @@ def test_a_broken_new_runtime_is_refused_before_the_server_is_stopped(install, c
         assert postmaster_pid(engine) == pid and engine.server_runtime().key == OLD18
     finally:
         library.write_bytes(saved)
+        library.chmod(0o755)  # write_bytes after unlink made it with the test's umask: the server user could not load it
     assert upgrade(cli, "upg-broken").returncode == 0
     consistent(engine, "18.6")
     engine.stop()

@@ -8,6 +8,7 @@ so two concurrent installs can never take the same port, and a run killed in bet
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from .errors import InputError, UserError
@@ -75,10 +76,10 @@ def reserve(state_dir: Path, client_id: str, wanted: int | None = None) -> int:
 def _publish(folder: Path, port: int, client_id: str, exclusive: bool) -> bool:
     """The port's file with its owner, all at once; exclusive: False when the port's file exists already."""
     for stale in folder.glob(".*.tmp"):  # a killed run's: its process is gone
-        pid = stale.name.split(".")[2] if stale.name.count(".") == 3 else ""
+        pid = stale.name.split(".")[2] if stale.name.count(".") == 4 else ""
         if not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
             stale.unlink(missing_ok=True)
-    staged = folder / f".{port}.{os.getpid()}.tmp"
+    staged = folder / f".{port}.{os.getpid()}.{threading.get_native_id()}.tmp"  # one per process and thread
     fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(client_id + "\n")
