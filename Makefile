@@ -15,13 +15,16 @@ VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE
         JSON QUIET ALL LINES FOLLOW YES NO_BACKUP KEEP_DATA REMOVE_SERVER FILE TARGET_CLIENT SAMPLES \
         PGVECTOR_IMAGE PGVECTOR_PORT_RANGE SERVER POOL_MODE POOL_SIZE POOL_MAX_CONNECTIONS POOLER \
         AGENCY_STACK_ROOT AGENCY_STACK_LOG PYTHON VENV SAMPLES_EMBEDDER BACKUP_KEEP SCHEDULE \
-        METRICS_FILE PG_MAJOR
+        METRICS_FILE PG_MAJOR CLUSTER SYNC CANDIDATE
 
 # `make help` lists every variable from these lines, `#: NAME meaning` (tests/test_make.py: one per name in VARS).
 #: CLIENT_ID            the client: 1-32 of a-z 0-9 - (not given: client default, said on stderr)
 #: DOMAIN               the client's domain (make pgvector: required)
 #: ADMIN_EMAIL          operator contact (make pgvector: required)
-#: ENGINE               auto | embedded | external | docker (default auto)
+#: ENGINE               auto | embedded | external | docker | patroni (default auto)
+#: CLUSTER              a Patroni cluster: make pgvector-cluster makes it, ENGINE=patroni puts a client on it
+#: SYNC                 make pgvector-cluster: synchronous replication (default true; false: asynchronous)
+#: CANDIDATE            make pgvector-cluster-switchover: the member to lead (default: Patroni picks)
 #: SERVER               embedded engine: dedicated (default) or shared (one server, many clients)
 #: ADMIN_URL            superuser URL of an existing server (ENGINE=external; never printed)
 #: PORT                 host port for a new server (default: first free in PGVECTOR_PORT_RANGE)
@@ -91,7 +94,8 @@ endif
 .PHONY: help pgvector pgvector-status pgvector-logs pgvector-restart pgvector-test pgvector-uninstall \
         pgvector-backup pgvector-restore pgvector-rotate pgvector-upgrade pgvector-completion pgvector-backup-schedule \
         pgvector-logrotate pgvector-metrics pgvector-list pgvector-suspend pgvector-resume \
-        pgvector-remove-shared-server lint test-setup test bench
+        pgvector-remove-shared-server pgvector-cluster pgvector-cluster-status \
+        pgvector-cluster-switchover pgvector-cluster-remove lint test-setup test bench
 
 # Each entry as "  name  text", the text wrapped to fit 80 columns under its own column.
 columns = awk -F'\t' '{ if (length($$1) > 20) { print "  " $$1; line = sprintf("%22s", "") } \
@@ -176,6 +180,18 @@ pgvector-list: $(VENV)/.installed ## Every client and its state (JSON=true)
 
 pgvector-remove-shared-server: $(VENV)/.installed ## Remove the empty shared server (YES)
 	@$(CLI) remove-shared-server
+
+pgvector-cluster: $(VENV)/.installed ## Create or converge a Patroni cluster CLUSTER=... (WITH_DEPS, SYNC)
+	@$(CLI) cluster
+
+pgvector-cluster-status: $(VENV)/.installed ## A cluster's members, roles, lag, timeline (JSON=true)
+	@$(CLI) cluster-status
+
+pgvector-cluster-switchover: $(VENV)/.installed ## Planned change of a cluster's leader (CANDIDATE)
+	@$(CLI) cluster-switchover
+
+pgvector-cluster-remove: $(VENV)/.installed ## Remove an empty cluster with its data (YES)
+	@$(CLI) cluster-remove
 
 pgvector-backup: $(VENV)/.installed ## pg_dump -Fc into backups/ (ALL=true; BACKUP_KEEP)
 	@$(CLI) backup

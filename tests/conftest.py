@@ -56,6 +56,25 @@ def stop_all(root: Path) -> None:
     poolers = root / "pgvector" / "poolers"
     for folder in poolers.iterdir() if poolers.is_dir() else []:
         Pooler(folder.name, root / "pgvector").stop()
+    from agency_pgvector.engines.patroni import cluster
+    from agency_pgvector.engines.patroni.layout import ClusterLayout
+
+    clusters = root / "pgvector" / "clusters"
+    for folder in clusters.iterdir() if clusters.is_dir() else []:
+        cluster.stop(ClusterLayout(folder.name, root / "pgvector"))
+
+
+CLUSTER = "ha"  # the session's Patroni cluster (test_patroni.py, the hostile battery's patroni layout)
+
+
+@pytest.fixture(scope="session")
+def patroni_cluster(stack_root):
+    """A three-member Patroni cluster with etcd, made once by the CLI as an operator would (WITH_DEPS installs
+    etcd-server and Patroni when absent). Returns its name."""
+    result = subprocess.run([sys.executable, "-m", "agency_pgvector", "cluster", "--quiet"], capture_output=True,
+                            text=True, env={**os.environ, "CLUSTER": CLUSTER, "WITH_DEPS": "true"}, timeout=900)
+    assert result.returncode == 0, result.stderr + result.stdout
+    return CLUSTER
 
 
 @pytest.fixture

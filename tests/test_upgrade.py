@@ -318,6 +318,27 @@ def _cmdlines() -> list[str]:
     return out
 
 
+def test_a_minor_update_killed_while_switching_is_finished_by_the_next_run(install, cli):
+    """Killed once the journal says "switching" (the server being stopped, or stopped and not yet started on the new
+    runtime): the next run finishes the switch, the server runs the new minor with the data and login unchanged."""
+    env = install("upg-minor-kill")
+    fill(env)
+    engine = as_earlier_release("upg-minor-kill")
+    before = snapshot(env)
+    cli_env = {**os.environ, "CLIENT_ID": "upg-minor-kill", "YES": "true"}
+    assert _killed_run(cli_env, Path(os.environ["AGENCY_STACK_LOG"]), "server upgrade (minor)", 1), "the run ended first"
+    assert engine.layout.upgrade_journal.exists()
+    blocked = cli("install", CLIENT_ID="upg-minor-kill", DOMAIN=DOMAIN, ADMIN_EMAIL=EMAIL, ENGINE="embedded")
+    assert blocked.returncode == 3 and "make pgvector-upgrade" in blocked.stderr
+    result = upgrade(cli, "upg-minor-kill")
+    assert result.returncode == 0, result.stderr
+    consistent(engine, "18.6")
+    assert not engine.layout.upgrade_journal.exists()
+    after = snapshot(env)
+    assert {k: v for k, v in after.items() if k != "extversion"} == {k: v for k, v in before.items() if k != "extversion"}
+    engine.stop()
+
+
 @pytest.mark.parametrize("point", [("server upgrade (major)", 1), ("pg_upgrade", 1), ("server upgrade (major)", 2),
                                    ("server upgrade (major)", 3), ("server upgrade (major)", 4)],
                          ids=["after-prepare", "during-pg_upgrade", "after-upgraded", "after-swapped", "after-started"])

@@ -98,7 +98,9 @@ def install_cmd(
     domain: str = typer.Option("", "--domain", envvar="DOMAIN", help="The client's domain (RFC 1123 host name). Required."),
     admin_email: str = typer.Option("", "--admin-email", envvar="ADMIN_EMAIL", help="Operator e-mail for the client. Required."),
     client_id: str = ClientOpt,
-    engine: str = typer.Option("auto", "--engine", envvar="ENGINE", help="auto | embedded | external | docker."),
+    engine: str = typer.Option("auto", "--engine", envvar="ENGINE", help="auto | embedded | external | docker | patroni."),
+    cluster: str = typer.Option("", "--cluster", envvar="CLUSTER",
+                                help="ENGINE=patroni: the cluster (make pgvector-cluster CLUSTER=... creates it)."),
     admin_url: str | None = typer.Option(None, "--admin-url", envvar="ADMIN_URL", show_default=False,
                                          help="Superuser URL of an existing server (ENGINE=external). "
                                               "Prefer the env var: argv is visible to every user."),
@@ -132,8 +134,9 @@ def install_cmd(
     if record:  # resuming a suspended client: as recorded, unless given now
         domain, admin_email = domain or record.get("DOMAIN", ""), admin_email or record.get("ADMIN_EMAIL", "")
         enable_cloud = enable_cloud or "PGVECTOR_TLS_SHA256" in record
-    spec = specs.build(client_id, domain, admin_email, engine_=engine, server_=server, admin_url_=admin_url, port_=port,
-                       with_deps=with_deps, force=force, enable_cloud=enable_cloud, dry_run=dry_run)
+    spec = specs.build(client_id, domain, admin_email, engine_=engine, server_=server, cluster_=cluster,
+                       admin_url_=admin_url, port_=port, with_deps=with_deps, force=force, enable_cloud=enable_cloud,
+                       dry_run=dry_run)
     result = install(spec)
     report = result.report
     if as_json:
@@ -620,6 +623,84 @@ def _confirm(yes: bool, question: str) -> None:
         raise UserError(f"{question} Nothing was done: confirm with YES=true (no terminal to ask on).")
     if not typer.confirm(question, default=False):
         raise UserError("Cancelled: nothing was changed.")
+
+
+ClusterOpt = typer.Option("", "--cluster", envvar="CLUSTER", show_default=False, help="The cluster's name (required).")
+
+
+def _cluster_given(name: str) -> str:
+    if not name:
+        raise InputError("CLUSTER is required: add CLUSTER=<name>, e.g. CLUSTER=main.")
+    return name
+
+
+@app.command("cluster")
+def cluster_cmd(
+    name: str = ClusterOpt,
+    with_deps: bool = typer.Option(False, "--with-deps", envvar="WITH_DEPS", help="Install etcd and Patroni when absent."),
+    sync: bool = typer.Option(True, "--sync/--no-sync", envvar="SYNC",
+                              help="Synchronous replication: a commit returns once a standby has it (no acknowledged "
+                                   "write lost in a failover)."),
+    dry_run: bool = typer.Option(False, "--dry-run", envvar="DRY_RUN", help="Show the plan; change nothing."),
+    as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Create or converge a Patroni cluster: etcd and three members on this host (make pgvector-cluster)."""
+    from .ops import cluster as clusters
+
+    report = clusters.converge(_cluster_given(name), with_deps, sync, dry_run)
+    if as_json:
+        _print_json(dict(cluster=name, dry_run=dry_run, changed=report.changed,
+                         items=[dict(item=r.item, status=report.status(r), detail=r.detail) for r in report.rows]))
+        return
+    if quiet:
+        return
+    from .ui import report_table
+
+    report_table(report, f"Patroni cluster {name}", True)
+    print("Dry run: nothing was changed." if dry_run else
+          f"Cluster {name} is up: add clients with make pgvector ENGINE=patroni CLUSTER={name} ...")
+
+
+@app.command("cluster-status")
+def cluster_status_cmd(name: str = ClusterOpt, as_json: bool = JsonOpt) -> None:
+    """Members, roles, lag and timeline of a cluster, its etcd (make pgvector-cluster-status); exit 3 when unhealthy."""
+    from .ops import cluster as clusters
+
+    found = clusters.status(_cluster_given(name))
+    if as_json:
+        _print_json(found)
+    else:
+        from .text import clean as c
+        from .ui import rows_table
+
+        rows_table(f"Patroni cluster {c(name)}: leader {found['leader'] or 'none'}, synchronous "
+                   f"{'on' if found['synchronous'] else 'off'}, etcd {'up' if found['etcd']['running'] else 'DOWN'}",
+                   ["member", "role", "state", "port", "timeline", "lag", "patroni"],
+                   [[r["name"], str(r["role"] or "-"), str(r["state"] or "-"), str(r["port"]), str(r["timeline"] or "-"),
+                     str(r["lag"] if r["lag"] is not None else "-"), "running" if r["patroni_running"] else "stopped"]
+                    for r in found["members"]])
+    if not found["healthy"]:
+        raise typer.Exit(3)
+
+
+@app.command("cluster-switchover")
+def cluster_switchover_cmd(name: str = ClusterOpt, candidate: str = typer.Option(
+        "", "--candidate", envvar="CANDIDATE", help="The member to lead (default: Patroni picks a healthy one).")) -> None:
+    """A planned change of a cluster's leader (make pgvector-cluster-switchover)."""
+    from .ops import cluster as clusters
+
+    print(f"Cluster {name}: {clusters.switchover(_cluster_given(name), candidate)} leads now.")
+
+
+@app.command("cluster-remove")
+def cluster_remove_cmd(name: str = ClusterOpt, yes: bool = YesOpt) -> None:
+    """Remove a cluster with its data once no client is on it (make pgvector-cluster-remove)."""
+    from .ops import cluster as clusters
+
+    _confirm(yes, f"Remove cluster {_cluster_given(name)} and its data?")
+    clusters.remove(name)
+    print(f"Cluster {name} removed.")
 
 
 @app.command("rotate")

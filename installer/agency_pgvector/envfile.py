@@ -15,7 +15,9 @@ from typing import Literal
 from .errors import UserError
 from .system import ensure_dir, require_trusted
 
-_SAFE_VALUE = re.compile(r"[A-Za-z0-9_./:@%+=,^-]*")  # no '~': `set -a; . .env` would expand it to a home directory
+# No '~': `set -a; . .env` would expand it to a home directory. '?' is there for one URL parameter
+# (?target_session_attrs=...): an assignment is never pathname-expanded; '&' stays out (it ends a shell command).
+_SAFE_VALUE = re.compile(r"[A-Za-z0-9_./:@%+=,^?-]*")
 
 
 def read(path: Path) -> dict[str, str]:

@@ -63,7 +63,8 @@ def _install(spec: Spec, batch: Batch | None = None) -> Result:
     engine = engines.get(spec, existing.get("PGVECTOR_ENGINE"), existing.get("PGVECTOR_SERVER"))
     tenant = Tenant.for_client(spec.client_id, engine.capabilities.shared)
     settings = pooler.resolve(spec.pool, existing, tenant.connection_limit)
-    pooler.preflight(spec.with_deps)
+    if engine.capabilities.pool:
+        pooler.preflight(spec.with_deps)
     if spec.enable_cloud:  # the CA, the pooler's certificate and their checks are openssl commands
         tls.need_openssl()
     report = Report(dry_run=spec.dry_run)
@@ -175,7 +176,9 @@ def _preview_tenant(spec: Spec, tenant: Tenant, new_server: bool, report: Report
 
 def _converge_pool(spec: Spec, engine, tenant: Tenant, verifier: str, settings: dict, report: Report) -> int:
     """The client's pool on the pooler in front of its server (pooler.py), with the role's verifier as the server
-    has it now. Returns the pool's port."""
+    has it now. Returns the pool's port (0: the engine has no pool)."""
+    if not engine.capabilities.pool:
+        return 0
     point = engine.endpoint() if not spec.dry_run or verifier else None
     host = point.host if point else "127.0.0.1"
     if not re.fullmatch(r"[A-Za-z0-9.:-]{1,253}", host):
@@ -242,14 +245,16 @@ Use: set -a; . ./.env; set +a   then psql, or any libpq / DATABASE_URL client.""
 def env_values(spec: Spec, engine, tenant: Tenant, password: str, state, pool_port: int = 0, settings: dict | None = None,
                ca_copy: str = "") -> dict:
     point = engine.endpoint()
-    url = f"postgresql://{tenant.role}:{password}@{point.host}:{point.port}/{tenant.database}"
+    every = engine.endpoints()
+    hosts = ",".join(f"{p.host}:{p.port}" for p in every)
+    url = f"postgresql://{tenant.role}:{password}@{hosts}/{tenant.database}"
     pool = settings or pooler.DEFAULTS
     env = {
         "CLIENT_ID": spec.client_id,
         "DOMAIN": spec.domain,
         "ADMIN_EMAIL": spec.admin_email,
         "PGVECTOR_ENGINE": engine.name,
-        "PGVECTOR_SERVER": "shared" if engine.capabilities.shared else "dedicated",
+        "PGVECTOR_SERVER": engine.recorded_server(),
         "PGVECTOR_HOST": point.host,
         "PGVECTOR_PORT": str(point.port),
         "PGVECTOR_DB_NAME": tenant.database,
@@ -257,12 +262,22 @@ def env_values(spec: Spec, engine, tenant: Tenant, password: str, state, pool_po
         "PGVECTOR_DB_PASS": password,
         "PGVECTOR_VERSION": state.extension or state.available or "",
         "POSTGRES_VERSION": state.version.split()[0],
-        "PGHOST": point.host,
-        "PGPORT": str(point.port),
+        "PGHOST": ",".join(p.host for p in every),
+        "PGPORT": ",".join(str(p.port) for p in every),
         "PGDATABASE": tenant.database,
         "PGUSER": tenant.role,
         "PGPASSWORD": password,
         "DATABASE_URL": url,
+    }
+    if len(every) > 1:  # a cluster: libpq tries each member and keeps the one that takes writes
+        env.update({
+            "PGTARGETSESSIONATTRS": "read-write",
+            "DATABASE_URL": f"{url}?target_session_attrs=read-write",
+            "DATABASE_READ_URL": f"{url}?target_session_attrs=prefer-standby",  # vector search on a replica
+        })
+    if not engine.capabilities.pool:
+        return env
+    env.update({
         # Through PgBouncer (pooler.py): the same database and login, another port.
         "PGVECTOR_POOL_HOST": "127.0.0.1",
         "PGVECTOR_POOL_PORT": str(pool_port),
@@ -270,7 +285,7 @@ def env_values(spec: Spec, engine, tenant: Tenant, password: str, state, pool_po
         "PGVECTOR_POOL_SIZE": str(pool["size"]),
         "PGVECTOR_POOL_MAX_CONNECTIONS": str(pool["max_connections"]),
         "DATABASE_POOL_URL": f"postgresql://{tenant.role}:{password}@127.0.0.1:{pool_port}/{tenant.database}",
-    }
+    })
     if ca_copy:  # ENABLE_CLOUD: the pool from other hosts, TLS verified against the installation's CA
         env.update({
             "PGVECTOR_REMOTE_HOST": spec.domain,

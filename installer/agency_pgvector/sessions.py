@@ -98,8 +98,12 @@ def operator(engine, dbname: str = "postgres"):
 
 
 def tenant_params(env: dict, dbname: str | None = None) -> dict:
-    return dict(host=env["PGHOST"], port=env["PGPORT"], user=env["PGUSER"], password=env["PGPASSWORD"],
-                dbname=dbname or env["PGDATABASE"])
+    """From the .env; a cluster's lists every member (PGHOST, PGPORT) and asks for the one that takes writes."""
+    params = dict(host=env["PGHOST"], port=env["PGPORT"], user=env["PGUSER"], password=env["PGPASSWORD"],
+                  dbname=dbname or env["PGDATABASE"])
+    if env.get("PGTARGETSESSIONATTRS"):
+        params["target_session_attrs"] = env["PGTARGETSESSIONATTRS"]
+    return params
 
 
 def tenant(env: dict, dbname: str | None = None, password: str | None = None):

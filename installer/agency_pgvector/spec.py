@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .errors import InputError
 
-ENGINES = ("auto", "embedded", "external", "docker")
+ENGINES = ("auto", "embedded", "external", "docker", "patroni")
 SERVERS = ("dedicated", "shared")
 DEFAULT_ROOT = "/opt/agency_stack"
 DEFAULT_LOG = "/var/log/agency_stack/components/pgvector.log"
@@ -68,6 +68,14 @@ def port(value: int | str | None) -> int | None:
 def engine(value: str) -> str:
     if value not in ENGINES:
         raise InputError(f"ENGINE {_show(value)} is not known: use one of {', '.join(ENGINES)}.")
+    return value
+
+
+def cluster(value: str) -> str:
+    """CLUSTER: a Patroni cluster's name (the same shape as a client id: it names system users and directories)."""
+    if not _CLIENT_ID.fullmatch(value or ""):
+        raise InputError(f"CLUSTER {_show(value)} is not valid: use 1-32 of a-z 0-9 and '-', starting and ending "
+                         "with a letter or digit, e.g. CLUSTER=main.")
     return value
 
 
@@ -215,6 +223,7 @@ class Spec:
     admin_email: str = ""
     engine: str = "auto"
     server: str = ""  # embedded engine: "dedicated" (one server per client) or "shared"; "" = as recorded, else dedicated
+    cluster: str = ""  # ENGINE=patroni: the cluster's name ("" = as recorded)
     force: bool = False
     with_deps: bool = False
     enable_cloud: bool = False
@@ -258,6 +267,7 @@ def build(
     require_contact: bool = True,
     engine_: str = "auto",
     server_: str = "",
+    cluster_: str = "",
     admin_url_: str | None = None,
     port_: int | str | None = None,
     **flags: bool,
@@ -273,12 +283,15 @@ def build(
     mail = email(admin_email) if admin_email else ""
     eng = engine(engine_ or "auto")
     srv = server(server_) if server_ else ""
+    clu = cluster(cluster_) if cluster_ else ""
+    if clu and eng not in ("auto", "patroni"):
+        raise InputError(f"CLUSTER={clu} applies to ENGINE=patroni only: drop CLUSTER, or use ENGINE=patroni.")
     url = admin_url(admin_url_)
     if eng == "external" and not url:
         raise InputError("ENGINE=external needs the superuser URL of the server: add "
                         "ADMIN_URL=postgresql://USER:PASSWORD@HOST:PORT/postgres.")
     return Spec(
-        client_id=cid, domain=dom, admin_email=mail, engine=eng, server=srv, admin_url=url, port=port(port_),
+        client_id=cid, domain=dom, admin_email=mail, engine=eng, server=srv, cluster=clu, admin_url=url, port=port(port_),
         image=image(os.environ.get("PGVECTOR_IMAGE")), pg_major=pg_major(os.environ.get("PG_MAJOR")),
         pool=PoolSettings.from_env(), root=root_from_env(), log_file=log_from_env(), **flags,
     )

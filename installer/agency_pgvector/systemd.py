@@ -43,3 +43,8 @@ def remove(path: Path) -> None:
         if systemd_running():
             run(["systemctl", "disable", path.name], check=False)
         path.unlink()
+
+
+def run_action(action: str, path: Path):
+    """systemctl <action> <unit> (stop, is-active, restart), its result returned, never raised."""
+    return run(["systemctl", action, path.name], check=False)

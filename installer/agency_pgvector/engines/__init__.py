@@ -35,6 +35,8 @@ def choose(spec: Spec, recorded: str | None = None) -> str:
         return recorded
     if spec.admin_url:
         return "external"
+    if spec.cluster:
+        return "patroni"
     if spec.server:  # SERVER=... only means something for the embedded engine
         return "embedded"
     return "docker" if docker_answers() else "embedded"
@@ -57,6 +59,17 @@ def get(spec: Spec, recorded: str | None = None, recorded_server: str | None = N
             raise UserError(f"Client {spec.client_id} lives on a {recorded_server} server; it cannot move to "
                             f"SERVER={server} in place: back it up, uninstall, install again and restore.")
         return SharedEmbeddedEngine(spec) if server == "shared" else EmbeddedEngine(spec)
+    if name == "patroni":
+        from .patroni import PatroniEngine
+
+        name_ = spec.cluster or recorded_server
+        if not name_:
+            raise UserError("ENGINE=patroni needs the cluster: add CLUSTER=<name> (make pgvector-cluster CLUSTER=<name> "
+                            "WITH_DEPS=true creates one).")
+        if recorded_server and spec.cluster and spec.cluster != recorded_server:
+            raise UserError(f"Client {spec.client_id} lives on cluster {recorded_server}; it cannot move to "
+                            f"CLUSTER={spec.cluster} in place: back it up, uninstall, install again and restore.")
+        return PatroniEngine(spec, name_)
     if name == "external":
         from .external import ExternalEngine
 

@@ -37,6 +37,7 @@ class Capabilities:
     restart: bool  # the installer can restart the server
     remove: bool  # the installer can remove the server with its client (REMOVE_SERVER)
     upgrade: bool = False  # the installer can move the server to newer PostgreSQL binaries (make pgvector-upgrade)
+    pool: bool = True  # the client gets a PgBouncer pool in front of the server (pooler.py)
 
 
 WHAT = {  # how a capability reads in a refusal
@@ -44,6 +45,7 @@ WHAT = {  # how a capability reads in a refusal
     "restart": "Restarting the server",
     "remove": "REMOVE_SERVER=true",
     "upgrade": "Upgrading the server's PostgreSQL",
+    "pool": "A PgBouncer pool",
 }
 
 
@@ -59,6 +61,7 @@ class Engine(ABC):
     name: str
     capabilities: Capabilities
     refusals: dict[str, str] = {}  # capability -> why this engine lacks it (and what to do instead)
+    service_roles: tuple[str, ...] = ()  # logins the engine's own machinery keeps on the server (status expects them)
 
     def __init__(self, spec: Spec):
         self.spec = spec
@@ -83,6 +86,11 @@ class Engine(ABC):
     # -- reach --------------------------------------------------------------------------------------
     @abstractmethod
     def endpoint(self) -> Endpoint: ...
+
+    def endpoints(self) -> list[Endpoint]:
+        """Every address the tenant may reach the server at, the leader's first where there are several (a cluster's
+        members): the .env lists them all, and libpq picks the one that takes writes."""
+        return [self.endpoint()]
 
     @abstractmethod
     def admin_params(self, dbname: str = "postgres") -> dict: ...
@@ -110,6 +118,10 @@ class Engine(ABC):
                 return cur.fetchone()[0].split()[0]
         finally:
             conn.close()
+
+    def recorded_server(self) -> str:
+        """What the .env's PGVECTOR_SERVER says: the server a re-run must find the client on."""
+        return "shared" if self.capabilities.shared else "dedicated"
 
     def expected_data_directory(self):
         """The data directory the admin session must find (a socket swapped for another server's is refused);

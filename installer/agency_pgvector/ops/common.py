@@ -30,7 +30,7 @@ class Client:
 
 
 SUSPENDED = "suspended.json"  # <component_dir>/suspended.json: what outlives .env after KEEP_DATA=true (docs/runbook.md)
-SECRET_KEYS = ("PGVECTOR_DB_PASS", "PGPASSWORD", "DATABASE_URL", "DATABASE_POOL_URL", "DATABASE_REMOTE_URL")
+SECRET_KEYS = ("PGVECTOR_DB_PASS", "PGPASSWORD", "DATABASE_URL", "DATABASE_READ_URL", "DATABASE_POOL_URL", "DATABASE_REMOTE_URL")
 
 
 def suspended_file(paths: specs.Paths) -> Path:

@@ -206,6 +206,9 @@ def check(client: Client) -> ClientStatus:
         problems.append(f".env is mode {mode:04o}, not 0600: run chmod 600 {env_file}")
     try:
         out.server.where = client.engine.where()
+        if "," in (client.env.get("PGHOST") or ""):  # a cluster's .env lists every member: show the leader
+            point = client.engine.endpoint()
+            out.server.host, out.server.port = point.host, point.port
         out.server.newer_runtime = client.engine.newer_runtime()
         conn = client.engine.admin_connect("postgres")
     except Exception as exc:  # noqa: BLE001 - any failure to connect is the finding itself
@@ -230,6 +233,8 @@ def _pool(client: Client, out: ClientStatus, state) -> None:
     from .. import pooler
     from ..sessions import pooled
 
+    if not client.engine.capabilities.pool:  # a cluster's clients reach its members directly
+        return
     env, pool = client.env, out.pool
     pool.port, pool.mode = _int(env.get("PGVECTOR_POOL_PORT")), env.get("PGVECTOR_POOL_MODE")
     pool.size, pool.max_connections = _int(env.get("PGVECTOR_POOL_SIZE")), _int(env.get("PGVECTOR_POOL_MAX_CONNECTIONS"))
@@ -314,7 +319,8 @@ def _roles(client: Client, cur, out: ClientStatus) -> None:
     """On a server the installer owns, a login is the admin's or a tenant's, and only the admin is superuser.
     (A NOLOGIN role that is no superuser is left alone: an uninstall with KEEP_DATA leaves one.)"""
     admin = cur.connection.info.user
-    expected = {admin, client.tenant.role} | {tenant.role for tenant in neighbours(client)}
+    expected = ({admin, client.tenant.role, *client.engine.service_roles}
+                | {tenant.role for tenant in neighbours(client)})
     cur.execute("SELECT rolname, rolsuper, rolcanlogin FROM pg_catalog.pg_roles WHERE rolname !~ '^pg_' ORDER BY 1")
     for name, superuser, login in cur.fetchall():
         if (superuser and name != admin) or (login and name not in expected):

@@ -97,7 +97,8 @@ def _uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_serve
                 report.add(f"role {tenant.role}", CHANGE, "dropped")
     finally:
         admin.close()
-    pooler.converge(client.engine, client.id, None, report)  # the client's pool goes (the pooler too, if it was the last)
+    if client.engine.capabilities.pool:
+        pooler.converge(client.engine, client.id, None, report)  # the client's pool goes (the pooler too, if it was the last)
     if remove_server:
         client.engine.remove_server()
         report.add("server", CHANGE, "removed with its data")

@@ -1,0 +1,484 @@
+"""A Patroni cluster on this host: etcd and three PostgreSQL members on loopback ports (the single-host trial and
+the test set-up), each process as its cluster's own system user. `plan()` is the converge (observe, then the
+steps that are missing, so a re-run or a run after a kill finishes the job); the rest is day-2 through Patroni's
+REST API.
+
+Failover timing: Patroni's leader key lives `ttl` seconds; a member that loses its leader takes over within one
+`loop_wait` after the key expires. The installer's defaults (ttl 12, loop_wait 3, retry_timeout 4, Patroni's own
+rule ttl >= loop_wait + 2 x retry_timeout holds) put a new leader within about 15 s of the old one's death."""
+
+from __future__ import annotations
+
+import base64
+import importlib.metadata
+import json
+import os
+import secrets
+import shutil
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from ... import ports, systemd
+from ...errors import UserError
+from ...report import CHANGE, CREATE, OK
+from ...runner import Step
+from ...system import ensure_dir, own_dir, replace_file, run, server_user, system_user, world_readable, write_group_file
+from ..embedded import runtime
+from . import etcd, supervise
+from .layout import ClusterLayout, member_names
+
+PATRONI = "4.1.5"  # from PyPI: 4.x knows PostgreSQL 18 (Debian's 3.0.2 predates it)
+TIMING = {"ttl": 12, "loop_wait": 3, "retry_timeout": 4}
+API_USER = "agency"  # Patroni's REST API login (unsafe methods: switchover, restart)
+
+
+@dataclass(frozen=True)
+class Ports:
+    etcd: int
+    etcd_peer: int
+    members: dict[str, tuple[int, int]]  # member -> (PostgreSQL, REST API)
+
+
+def patroni_dir(state_dir: Path) -> Path:
+    return state_dir / "patroni" / PATRONI
+
+
+def read_record(lay: ClusterLayout) -> dict | None:
+    try:
+        return json.loads(lay.record.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def ports_of(record: dict) -> Ports:
+    return Ports(record["etcd"], record["etcd_peer"], {m: tuple(p) for m, p in record["members"].items()})
+
+
+def read_secrets(lay: ClusterLayout) -> dict:
+    return json.loads(lay.secrets_file.read_text())
+
+
+# -- the REST API ---------------------------------------------------------------------------------------------
+def api(port: int, path: str, method: str = "GET", body: dict | None = None, password: str | None = None,
+        timeout: float = 5.0) -> tuple[int, object]:
+    headers = {"Content-Type": "application/json"}
+    if password is not None:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{API_USER}:{password}".encode()).decode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, headers=headers,
+                                     data=json.dumps(body).encode() if body is not None else None)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            status, raw = answer.status, answer.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except (urllib.error.URLError, OSError):
+        return 0, None
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def members(record: dict) -> list[dict]:
+    """Patroni's view of the cluster (GET /cluster) from the first member that answers: name, role, state, host,
+    port, timeline, lag. [] when none answers."""
+    for _, (_, api_port) in sorted(ports_of(record).members.items()):
+        status, body = api(api_port, "/cluster")
+        if status == 200 and isinstance(body, dict):
+            return list(body.get("members", []))
+    return []
+
+
+def leader(record: dict) -> str | None:
+    for member in members(record):
+        if member.get("role") == "leader" and member.get("state") == "running":
+            return member["name"]
+    return None
+
+
+# -- observe and plan -----------------------------------------------------------------------------------------
+@dataclass
+class Seen:
+    record: dict | None
+    etcd_binary: bool
+    patroni: bool  # Patroni's virtualenv is complete
+    member_user: object
+    etcd_user: object
+    etcd_running: bool
+    secured: bool  # etcd's authentication is on
+    running: dict[str, bool]  # member -> its Patroni runs
+    members: list[dict]
+
+
+def etcd_binary() -> str | None:
+    return shutil.which("etcd", path="/usr/bin:/usr/local/bin")
+
+
+def observe(lay: ClusterLayout) -> Seen:
+    record = read_record(lay)
+    user = server_user(False, lay.member_user)
+    etcd_user = system_user(lay.etcd_user, "agency-pgvector etcd", False)
+    etcd_up = bool(record and etcd_user and supervise.running(lay.pid_dir, f"etcd-{lay.name}", lay.etcd_user,
+                                                               str(lay.etcd_dir)))
+    running = {m: bool(record and user and _patroni_running(lay, m)) for m in member_names()}
+    return Seen(record, etcd_binary() is not None, (patroni_dir(lay.state_dir) / ".complete").exists(), user,
+                etcd_user, etcd_up, bool(record and etcd_up and etcd.auth_enabled(record["etcd"])), running,
+                members(record) if record and any(running.values()) else [])
+
+
+def plan(lay: ClusterLayout, seen: Seen, with_deps: bool, synchronous: bool) -> list[Step]:
+    """The steps from what is there to a running cluster with a leader and every member streaming."""
+    steps: list[Step] = []
+    if not seen.etcd_binary:
+        if not with_deps:
+            raise UserError("etcd is not installed: add WITH_DEPS=true to install it (apt-get install etcd-server), "
+                            "or install it yourself, then re-run.")
+        steps.append(Step("etcd package", CREATE, "apt-get install etcd-server", run=_install_etcd))
+    if not seen.patroni:
+        if not with_deps:
+            raise UserError(f"Patroni {PATRONI} is not installed for the installer: add WITH_DEPS=true (it is built "
+                            f"from PyPI into {patroni_dir(lay.state_dir)}), then re-run.")
+        steps.append(Step("Patroni", CREATE, f"Patroni {PATRONI} from PyPI into {patroni_dir(lay.state_dir)}",
+                          run=lambda: _install_patroni(lay.state_dir)))
+    if seen.record is None:
+        steps.append(Step(f"cluster {lay.name}", CREATE, f"{len(member_names())} members and etcd on loopback ports, "
+                          f"run by {lay.member_user} and {lay.etcd_user}",
+                          run=lambda: _make(lay, synchronous)))
+    else:
+        steps.append(Step(f"cluster {lay.name}", OK, f"{lay.home}"))
+    if not seen.etcd_running:
+        steps.append(Step("etcd", CHANGE if seen.record else CREATE, "started", run=lambda: _start_etcd(lay)))
+    if not seen.secured:
+        steps.append(Step("etcd authentication", CREATE if seen.record is None else CHANGE,
+                          "users root and patroni; the members' user reads and writes only its cluster's keys",
+                          run=lambda: _secure_etcd(lay)))
+    stopped = [m for m, up in seen.running.items() if not up]
+    if stopped:
+        steps.append(Step("members", CREATE if seen.record is None else CHANGE, f"Patroni started for {', '.join(stopped)}",
+                          run=lambda: _start_members(lay, stopped)))
+    else:
+        steps.append(Step("members", OK, _describe(seen.members)))
+    return steps
+
+
+def _describe(seen: list[dict]) -> str:
+    return ", ".join(f"{m['name']} {m.get('role', '?')}" for m in seen) or "none answers"
+
+
+# -- apply ----------------------------------------------------------------------------------------------------
+def _install_etcd() -> None:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    result = run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "etcd-server"], check=False, env=env)
+    if result.returncode != 0 or etcd_binary() is None:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise UserError(f"Installing etcd with apt-get failed ({tail[0]}): run apt-get install etcd-server by hand, "
+                        "then re-run.")
+    if os.path.isdir("/run/systemd/system"):  # Debian's own instance (port 2379) is not used
+        run(["systemctl", "disable", "--now", "etcd.service"], check=False)
+
+
+def _install_patroni(state_dir: Path) -> None:
+    """A virtualenv of the system's python3 (world-readable: the members' user runs it; the installer's own
+    environment may sit under root's home) with Patroni and the same psycopg2 the installer uses. Built where it
+    stays (a virtualenv's scripts name their own path); .complete, written last, says it is whole."""
+    target = patroni_dir(state_dir)
+    ensure_dir(target.parent, 0o755)
+    shutil.rmtree(target, ignore_errors=True)  # a killed run's half
+    python = shutil.which("python3", path="/usr/bin:/usr/local/bin")
+    if python is None:
+        raise UserError("Patroni needs the system's python3: apt-get install python3 python3-venv, then re-run.")
+    if run([python, "-m", "venv", str(target)], check=False).returncode != 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "python3-venv"], env=env)
+        shutil.rmtree(target, ignore_errors=True)
+        run([python, "-m", "venv", str(target)])
+    psycopg = importlib.metadata.version("psycopg2-binary")
+    result = run([str(target / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+                  f"patroni[etcd3]=={PATRONI}", f"psycopg2-binary=={psycopg}"], check=False)
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise UserError(f"Installing Patroni {PATRONI} from PyPI failed ({tail[0]}): check that this host reaches "
+                        "PyPI, then re-run.")
+    world_readable(target)
+    (target / ".complete").write_text(PATRONI + "\n")
+
+
+def _reserve_ports(lay: ClusterLayout) -> Ports:
+    state = lay.state_dir
+    first = {what: ports.reserve(state, lay.port_owner(what)) for what in ("etcd", "etcd-peer")}
+    found = {m: (ports.reserve(state, lay.port_owner(m)), ports.reserve(state, lay.port_owner(f"{m}-api")))
+             for m in member_names()}
+    return Ports(first["etcd"], first["etcd-peer"], found)
+
+
+def _make(lay: ClusterLayout, synchronous: bool) -> None:
+    """Users, directories, secrets, the members' configuration, then cluster.json last (it says the cluster exists)."""
+    rt = runtime.newest()
+    runtime.install(rt, lay.state_dir, lay.state_dir.parent)
+    user = server_user(True, lay.member_user)
+    etcd_user = system_user(lay.etcd_user, "agency-pgvector etcd", True)
+    ensure_dir(lay.state_dir / "clusters", 0o711)
+    own_dir(lay.home, 0o711, 0, 0)
+    own_dir(lay.pid_dir, 0o755, 0, 0)
+    own_dir(lay.conf_dir, 0o750, 0, user.pw_gid)
+    own_dir(lay.etcd_dir, 0o700, etcd_user.pw_uid, etcd_user.pw_gid)
+    for member in member_names():
+        own_dir(lay.member_dir(member), 0o700, user.pw_uid, user.pw_gid)
+        for sub in (lay.socket_dir(member), lay.log_dir(member)):
+            run(["mkdir", "-p", "-m", "0700", str(sub)], user=user)
+    if not lay.secrets_file.exists():
+        words = {k: secrets.token_urlsafe(24) for k in ("etcd_root", "etcd_patroni", "superuser", "replication",
+                                                         "rewind", "api")}
+        replace_file(lay.secrets_file, json.dumps(words).encode(), 0o600, (0, 0))
+    found = _reserve_ports(lay)
+    words = read_secrets(lay)
+    for member in member_names():
+        write_group_file(lay.member_config(member), json.dumps(_config(lay, member, found, words, rt, synchronous),
+                                                               indent=1), user.pw_gid)
+    record = {"name": lay.name, "etcd": found.etcd, "etcd_peer": found.etcd_peer,
+              "members": {m: list(p) for m, p in found.members.items()}, "synchronous": synchronous,
+              "runtime": rt.key, "patroni": PATRONI}
+    if systemd.wanted():
+        _units(lay, found)
+    replace_file(lay.record, json.dumps(record, indent=1).encode(), 0o644, (0, 0))
+
+
+def _etcd_argv(lay: ClusterLayout, found: Ports) -> list[str]:
+    client, peer = f"http://127.0.0.1:{found.etcd}", f"http://127.0.0.1:{found.etcd_peer}"
+    return [etcd_binary() or "/usr/bin/etcd", "--name", "etcd0", "--data-dir", str(lay.etcd_dir / "data"),
+            "--listen-client-urls", client, "--advertise-client-urls", client, "--listen-peer-urls", peer,
+            "--initial-advertise-peer-urls", peer, "--initial-cluster", f"etcd0={peer}",
+            "--initial-cluster-token", f"agency-{lay.name}", "--initial-cluster-state", "new"]
+
+
+def _patroni_argv(lay: ClusterLayout, member: str) -> list[str]:
+    return [str(patroni_dir(lay.state_dir) / "bin" / "patroni"), str(lay.member_config(member))]
+
+
+def _units(lay: ClusterLayout, found: Ports) -> None:
+    systemd.install(supervise.unit_path(f"etcd-{lay.name}"),
+                    supervise.unit_text(f"etcd-{lay.name}", lay.etcd_user, _etcd_argv(lay, found), lay.etcd_dir / "etcd.log"))
+    for member in member_names():
+        name = f"patroni-{lay.name}-{member}"
+        systemd.install(supervise.unit_path(name), supervise.unit_text(name, lay.member_user, _patroni_argv(lay, member),
+                                                                         lay.log_dir(member) / "patroni.out"))
+
+
+def _start_etcd(lay: ClusterLayout) -> None:
+    record = read_record(lay)
+    assert record is not None
+    supervise.start(lay.pid_dir, f"etcd-{lay.name}", lay.etcd_user, _etcd_argv(lay, ports_of(record)),
+                    lay.etcd_dir / "etcd.log", str(lay.etcd_dir))
+    _wait(lambda: etcd.healthy(record["etcd"]), 30, f"etcd of cluster {lay.name} did not become healthy",
+          lay.etcd_dir / "etcd.log")
+
+
+def _secure_etcd(lay: ClusterLayout) -> None:
+    record = read_record(lay)
+    assert record is not None
+    words = read_secrets(lay)
+    etcd.secure(record["etcd"], lay.name, words["etcd_root"], words["etcd_patroni"])
+
+
+def _start_members(lay: ClusterLayout, which: list[str]) -> None:
+    """The first member alone on a new cluster (it bootstraps, the others then copy it), the rest together."""
+    record = read_record(lay)
+    assert record is not None
+    first = which[:1] if leader(record) is None else []
+    for group in (first, [m for m in which if m not in first]):
+        for member in group:
+            supervise.start(lay.pid_dir, f"patroni-{lay.name}-{member}", lay.member_user, _patroni_argv(lay, member),
+                            lay.log_dir(member) / "patroni.out", str(lay.member_config(member)))
+        if group:
+            _wait(lambda g=group: _ready(record, g) or _died(lay, g), 180,
+                  f"cluster {lay.name}: {', '.join(group)} did not come up", lay.log_dir(group[0]) / "patroni.log")
+            dead = [m for m in group if not _patroni_running(lay, m)]
+            if dead:
+                raise UserError(f"Patroni of cluster {lay.name} member {dead[0]} stopped right after its start: see "
+                                f"{lay.log_dir(dead[0]) / 'patroni.out'} and patroni.log beside it.")
+    if record["synchronous"]:  # Patroni names a synchronous standby a loop or two after the standbys stream
+        _wait(lambda: _synchronous(members(record)), 60, f"cluster {lay.name}: no synchronous standby",
+              lay.log_dir(which[0]) / "patroni.log")
+
+
+def _synchronous(seen: list[dict]) -> bool:
+    return any(m.get("role") == "sync_standby" and m.get("state") == "streaming" for m in seen)
+
+
+def _patroni_running(lay: ClusterLayout, member: str) -> bool:
+    return supervise.running(lay.pid_dir, f"patroni-{lay.name}-{member}", lay.member_user, str(lay.member_config(member)))
+
+
+def _died(lay: ClusterLayout, which: list[str]) -> bool:
+    return not systemd.managed(supervise.unit_path(f"patroni-{lay.name}-{which[0]}")) and not all(
+        _patroni_running(lay, m) for m in which)
+
+
+def _ready(record: dict, which: list[str]) -> bool:
+    seen = {m["name"]: m for m in members(record)}
+    has_leader = any(m.get("role") == "leader" and m.get("state") == "running" for m in seen.values())
+    return has_leader and all(seen.get(m, {}).get("state") in ("running", "streaming") for m in which)
+
+
+def _wait(check, timeout: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.25)
+    raise UserError(f"{what} within {timeout:.0f} s: see {log}.")
+
+
+def _config(lay: ClusterLayout, member: str, found: Ports, words: dict, rt, synchronous: bool) -> dict:
+    """Patroni's configuration (JSON, which YAML reads). PostgreSQL listens on loopback and its 0700 socket; the
+    superuser only over the socket (peer: root and the members' user); replication and pg_rewind with their own
+    logins; tenants with scram-sha-256."""
+    pg_port, api_port = found.members[member]
+    return {
+        "scope": lay.name,
+        "namespace": "/service/",
+        "name": member,
+        "log": {"dir": str(lay.log_dir(member)), "level": "INFO", "file_num": 4, "file_size": 26214400},
+        "restapi": {"listen": f"127.0.0.1:{api_port}", "connect_address": f"127.0.0.1:{api_port}",
+                    "authentication": {"username": API_USER, "password": words["api"]}},
+        "etcd3": {"hosts": [f"127.0.0.1:{found.etcd}"], "username": "patroni", "password": words["etcd_patroni"]},
+        "bootstrap": {
+            "dcs": {**TIMING, "maximum_lag_on_failover": 1048576, "synchronous_mode": synchronous,
+                    "postgresql": {"use_pg_rewind": True, "use_slots": True, "parameters": {
+                        "wal_level": "logical", "hot_standby": "on", "max_wal_senders": 10,
+                        "max_replication_slots": 10, "wal_log_hints": "on", "max_connections": 200,
+                        "password_encryption": "scram-sha-256"}}},
+            "initdb": [{"encoding": "UTF8"}, {"locale": "C.UTF-8"}, "data-checksums", {"auth-local": "peer"},
+                       {"auth-host": "scram-sha-256"}],
+        },
+        "postgresql": {
+            "listen": f"127.0.0.1:{pg_port}",
+            "connect_address": f"127.0.0.1:{pg_port}",
+            "data_dir": str(lay.data_dir(member)),
+            "bin_dir": str(rt.bin_dir(lay.state_dir)),
+            "pgpass": str(lay.member_dir(member) / "pgpass"),
+            "use_unix_socket": True,
+            "authentication": {
+                "superuser": {"username": "postgres", "password": words["superuser"]},
+                "replication": {"username": "replicator", "password": words["replication"]},
+                "rewind": {"username": "rewinder", "password": words["rewind"]},
+            },
+            "parameters": {
+                "unix_socket_directories": str(lay.socket_dir(member)),
+                "unix_socket_permissions": "0700",
+                "logging_collector": "on",
+                "log_directory": str(lay.log_dir(member)),
+                "log_filename": "postgresql.log",
+                "log_file_mode": "0600",
+                "log_line_prefix": "%m [%p] %q%u@%d ",
+                "superuser_reserved_connections": 5,
+            },
+            "pg_hba": [
+                "local all postgres peer map=agency",
+                "local all all reject",
+                "host all postgres all reject",
+                "host replication replicator 127.0.0.1/32 scram-sha-256",
+                "host replication all all reject",
+                "host postgres rewinder 127.0.0.1/32 scram-sha-256",
+                "host all rewinder all reject",
+                "host all all 127.0.0.1/32 scram-sha-256",
+                "host all all all reject",
+            ],
+            "pg_ident": ["agency root postgres", f"agency {lay.member_user} postgres"],
+        },
+        "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False, "nosync": False},
+    }
+
+
+# -- day 2 ----------------------------------------------------------------------------------------------------
+def stop(lay: ClusterLayout) -> None:
+    """Members first (each Patroni stops its PostgreSQL), replicas before the leader, then etcd."""
+    record = read_record(lay)
+    if record is None:
+        return
+    head = leader(record)
+    for member in sorted(member_names(), key=lambda m: m == head):
+        supervise.stop(lay.pid_dir, f"patroni-{lay.name}-{member}", lay.member_user, str(lay.member_config(member)))
+    supervise.stop(lay.pid_dir, f"etcd-{lay.name}", lay.etcd_user, str(lay.etcd_dir))
+
+
+def switchover(lay: ClusterLayout, candidate: str | None = None) -> str:
+    """A planned change of leader (Patroni's /switchover): returns the new leader."""
+    record = read_record(lay)
+    if record is None:
+        raise UserError(f"Cluster {lay.name} does not exist on this host: nothing to switch over.")
+    head = leader(record)
+    if head is None:
+        raise UserError(f"Cluster {lay.name} has no leader now: see make pgvector-cluster-status CLUSTER={lay.name}.")
+    body = {"leader": head, **({"candidate": candidate} if candidate else {})}
+    status, answer = api(ports_of(record).members[head][1], "/switchover", "POST", body, read_secrets(lay)["api"], 60)
+    if status != 200:
+        raise UserError(f"Patroni refused the switchover of cluster {lay.name} ({str(answer).strip()[:200]}): "
+                        "see make pgvector-cluster-status.")
+    _wait(lambda: leader(record) not in (None, head), 60, f"cluster {lay.name}: no new leader after the switchover",
+          lay.log_dir(head) / "patroni.log")
+    new = leader(record)
+    assert new is not None
+    return new
+
+
+def remove(lay: ClusterLayout) -> None:
+    stop(lay)
+    for name in [f"etcd-{lay.name}", *(f"patroni-{lay.name}-{m}" for m in member_names())]:
+        systemd.remove(supervise.unit_path(name))
+    for what in ("etcd", "etcd-peer", *member_names(), *(f"{m}-api" for m in member_names())):
+        owned = ports.owned(lay.state_dir, lay.port_owner(what))
+        if owned:
+            ports.release(lay.state_dir, owned)
+    shutil.rmtree(lay.home, ignore_errors=True)
+    from ...system import remove_user
+
+    remove_user(lay.member_user)
+    remove_user(lay.etcd_user)
+
+
+def rolling_restart(lay: ClusterLayout) -> None:
+    """Replicas one by one, then a switchover, then the old leader: writers see one switchover, never a cluster
+    without a leader. Members whose Patroni is not running are started (make pgvector-restart after a crash)."""
+    record = read_record(lay)
+    if record is None:
+        raise UserError(f"Cluster {lay.name} does not exist on this host: nothing to restart.")
+    runner_steps = plan(lay, observe(lay), with_deps=False, synchronous=record["synchronous"])
+    for step in runner_steps:
+        if step.pending and step.run is not None:
+            step.run()
+    password, found = read_secrets(lay)["api"], ports_of(record)
+    head = leader(record)
+    for member in [m for m in member_names() if m != head] + ([head] if head else []):
+        if member == leader(record):
+            switchover(lay)
+        status, answer = api(found.members[member][1], "/restart", "POST", {}, password, 120)
+        if status != 200:
+            raise UserError(f"Patroni did not restart {member} of cluster {lay.name} ({str(answer).strip()[:200]}).")
+        _wait(lambda m=member: _ready(record, [m]), 120, f"cluster {lay.name}: {member} did not come back",
+              lay.log_dir(member) / "patroni.log")
+
+
+def status(lay: ClusterLayout) -> dict:
+    """For make pgvector-cluster-status: the members as Patroni sees them, etcd, and whether each process runs."""
+    record = read_record(lay)
+    if record is None:
+        raise UserError(f"Cluster {lay.name} does not exist on this host: make pgvector-cluster CLUSTER={lay.name} "
+                        "WITH_DEPS=true creates it.")
+    seen = observe(lay)
+    found = ports_of(record)
+    listed = {m["name"]: m for m in seen.members}
+    rows = []
+    for member in member_names():
+        info = listed.get(member, {})
+        rows.append({"name": member, "role": info.get("role"), "state": info.get("state"),
+                     "port": found.members[member][0], "api_port": found.members[member][1],
+                     "timeline": info.get("timeline"), "lag": info.get("lag"), "patroni_running": seen.running[member]})
+    head = next((r["name"] for r in rows if r["role"] == "leader" and r["state"] == "running"), None)
+    return {"cluster": lay.name, "leader": head, "synchronous": record["synchronous"],
+            "etcd": {"port": record["etcd"], "running": seen.etcd_running, "authentication": seen.secured},
+            "members": rows, "healthy": head is not None and all(r["state"] in ("running", "streaming") for r in rows)
+            and (not record["synchronous"] or _synchronous(seen.members))}

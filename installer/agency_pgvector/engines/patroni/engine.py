@@ -1,0 +1,129 @@
+"""ENGINE=patroni: the client's tenant lives on a Patroni cluster (make pgvector-cluster makes one). Tenants are
+provisioned through the leader (roles, databases and the extension reach the replicas by physical replication);
+the .env lists every member, so libpq finds the leader after a failover with no change on the app's side."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...errors import UserError
+from ...locks import client_lock
+from ...report import OK
+from ...runner import Step
+from ..base import Capabilities, Endpoint, Engine, ServerPlan
+from . import cluster
+from .layout import ClusterLayout
+
+
+@dataclass
+class Observed:
+    record: dict | None
+    leader: str | None
+    members: list[dict]
+
+
+class PatroniEngine(Engine):
+    name = "patroni"
+    capabilities = Capabilities(owns_server=True, shared=True, logs=True, restart=True, remove=False, upgrade=False,
+                                pool=False)
+    service_roles = ("replicator", "rewinder")  # Patroni's streaming and pg_rewind logins (cluster.py's config)
+    refusals = {
+        "remove": "a cluster holds many clients: remove it with make pgvector-cluster-remove CLUSTER=... once empty",
+        "upgrade": "moving a cluster to new PostgreSQL binaries (a rolling minor update, pg_upgrade of a cluster) is "
+                   "not built yet; back the client up and restore it onto a new cluster",
+        "pool": "PgBouncer in front of a cluster would not follow a failover: the .env lists every member instead",
+    }
+
+    def __init__(self, spec, cluster_name: str):
+        super().__init__(spec)
+        self.layout = ClusterLayout(cluster_name, spec.paths.state_dir)
+
+    @property
+    def label(self) -> str:
+        return f"the Patroni cluster {self.layout.name}"
+
+    def _record(self) -> dict:
+        record = cluster.read_record(self.layout)
+        if record is None:
+            raise UserError(f"Cluster {self.layout.name} does not exist on this host: create it with make "
+                            f"pgvector-cluster CLUSTER={self.layout.name} WITH_DEPS=true, then re-run.")
+        return record
+
+    def _leader(self) -> str:
+        head = cluster.leader(self._record())
+        if head is None:
+            raise UserError(f"Cluster {self.layout.name} has no leader now (a failover under way, or its members are "
+                            f"stopped): see make pgvector-cluster-status CLUSTER={self.layout.name}, then re-run.")
+        return head
+
+    # -- converge -----------------------------------------------------------------------------------
+    def observe(self) -> Observed:
+        record = cluster.read_record(self.layout)
+        seen = cluster.members(record) if record else []
+        head = next((m["name"] for m in seen if m.get("role") == "leader" and m.get("state") == "running"), None)
+        return Observed(record, head, seen)
+
+    def plan_server(self, seen: Observed, create: bool) -> ServerPlan:
+        if seen.record is None:
+            self._record()  # raises the refusal
+        if seen.leader is None:
+            self._leader()
+        detail = ", ".join(f"{m['name']} {m.get('role')}" for m in seen.members)
+        return ServerPlan([Step(f"cluster {self.layout.name}", OK, detail)], reachable=True)
+
+    def recorded_server(self) -> str:
+        return self.layout.name
+
+    def server_lock(self):
+        return client_lock(self.spec.paths.state_dir / "locks" / f"cluster-{self.layout.name}.lock", wait_seconds=300)
+
+    def server_id(self) -> str:
+        return f"patroni:{self.layout.name}"
+
+    def pool_key(self) -> str:
+        return f"cluster-{self.layout.name}"
+
+    # -- reach --------------------------------------------------------------------------------------
+    def endpoint(self) -> Endpoint:
+        pg_port, _ = cluster.ports_of(self._record()).members[self._leader()]
+        return Endpoint("127.0.0.1", pg_port)
+
+    def endpoints(self) -> list[Endpoint]:
+        return [Endpoint("127.0.0.1", pg) for _, (pg, _) in sorted(cluster.ports_of(self._record()).members.items())]
+
+    def admin_params(self, dbname: str = "postgres") -> dict:
+        head = self._leader()
+        pg_port, _ = cluster.ports_of(self._record()).members[head]
+        self._admin_member = head
+        return dict(host=str(self.layout.socket_dir(head)), port=pg_port, user="postgres", dbname=dbname,
+                    target_session_attrs="read-write")
+
+    def expected_data_directory(self):
+        head = getattr(self, "_admin_member", None) or self._leader()
+        return self.layout.data_dir(head)
+
+    def where(self) -> str:
+        record = cluster.read_record(self.layout)
+        head = cluster.leader(record) if record else None
+        count = len(record["members"]) if record else 0
+        return f"Patroni cluster {self.layout.name} ({count} members, leader {head or 'none now'})"
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+    def logs(self, lines: int, follow: bool) -> None:
+        """The leader's PostgreSQL log (MEMBER=... is not offered yet), the client's own sessions only."""
+        from ...ops.logs import SessionFilter, show_server_log
+        from ...provision import Tenant
+
+        head = cluster.leader(self._record()) or "m1"
+        tenant = Tenant.for_client(self.spec.client_id, True)
+        show_server_log(self.layout.log_dir(head) / "postgresql.log", self.layout.member_dir(head),
+                        SessionFilter(tenant.role, tenant.database), lines, follow)
+
+    def restart(self) -> None:
+        cluster.rolling_restart(self.layout)
+
+    def check_alive(self) -> None:
+        return None
+
+    def forget(self) -> None:
+        return None

@@ -1,0 +1,88 @@
+"""The cluster's etcd through its v3 JSON gateway (no client library, no password on a command line).
+
+Authentication is switched on before any member starts: anyone on the host can reach a loopback port, and a
+writer to Patroni's keys could change PostgreSQL's parameters (archive_command runs a shell) or pick the leader.
+Two users: `root` (the installer's, kept in secrets.json 0600 root) and `patroni` (read-write on the cluster's own
+key prefix only, in the members' configuration)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+
+from ...errors import UserError
+
+TIMEOUT = 5
+
+
+def prefix(scope: str) -> str:
+    return f"/service/{scope}/"
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _range_end(key: str) -> str:
+    """The end of the key range that is `key` as a prefix (etcd's convention: the last byte plus one)."""
+    return key[:-1] + chr(ord(key[-1]) + 1)
+
+
+def call(port: int, path: str, body: dict, token: str | None = None) -> dict:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", **({"Authorization": token} if token else {})})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
+            return json.loads(answer.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:200]
+        raise EtcdError(f"etcd refused {path}: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise EtcdError(f"etcd on port {port} did not answer {path} ({exc})") from None
+
+
+class EtcdError(UserError):
+    pass
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=TIMEOUT) as answer:
+            return json.loads(answer.read()).get("health") == "true"
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def token(port: int, user: str, password: str) -> str:
+    return call(port, "/v3/auth/authenticate", {"name": user, "password": password})["token"]
+
+
+def auth_enabled(port: int) -> bool:
+    """An anonymous read of a key is refused once authentication is on."""
+    try:
+        call(port, "/v3/kv/range", {"key": _b64("/agency-pgvector-probe")})
+        return False
+    except EtcdError as exc:
+        if "did not answer" in str(exc):
+            raise
+        return True
+
+
+def secure(port: int, scope: str, root_password: str, patroni_password: str) -> None:
+    """Users, the cluster's role and `auth enable` (run once, on a new etcd)."""
+    key = prefix(scope)
+    steps: list[tuple[str, dict]] = [
+        ("/v3/auth/role/add", {"name": "root"}),
+        ("/v3/auth/user/add", {"name": "root", "password": root_password}),
+        ("/v3/auth/user/grant", {"user": "root", "role": "root"}),
+        ("/v3/auth/role/add", {"name": "patroni"}),
+        ("/v3/auth/role/grant", {"name": "patroni", "perm": {"permType": "READWRITE", "key": _b64(key),
+                                                             "range_end": _b64(_range_end(key))}}),
+        ("/v3/auth/user/add", {"name": "patroni", "password": patroni_password}),
+        ("/v3/auth/user/grant", {"user": "patroni", "role": "patroni"}),
+        ("/v3/auth/enable", {}),
+    ]
+    for path, body in steps:
+        call(port, path, body)

@@ -1,0 +1,95 @@
+"""Starting and stopping the cluster's long-running processes (etcd, one Patroni per member): a systemd unit each
+where systemd runs the host (Restart=always), else a detached keeper shell that starts the process again 2 s after
+it dies; root keeps the keeper's pid in the cluster's root-owned pids/ (make pgvector-cluster and make
+pgvector-restart start what is not running).
+
+Why a keeper: a Patroni that dies leaves its PostgreSQL running. Were nothing to start Patroni again, a leader's
+orphaned postmaster would stay read-write beside the new leader (its commits wait for a synchronous standby that
+no longer follows it, so nothing is acknowledged, but writers that reach it hang). Started again, Patroni adopts
+the running server: still holding the leader key it carries on, else it demotes the server and makes it follow.
+
+The process runs as its own user and opens its log itself (the shell, as that user, appends to it): root never
+opens a file in a directory another user owns."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from ... import systemd
+from ...system import replace_file
+
+_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+# $0 is the log, "$@" the command. TERM (stop) is passed on to the process, which is waited for.
+KEEPER = ('trap \'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 0\' TERM INT; '
+          'while :; do "$@" >>"$0" 2>&1 & child=$!; wait "$child"; sleep 2; done')
+
+
+def unit_path(name: str) -> Path:
+    return systemd.unit_path(f"agency-{name}")
+
+
+def unit_text(name: str, user: str, argv: list[str], log: Path) -> str:
+    command = " ".join(argv)  # argv holds paths and flags the installer made: no spaces, no quotes
+    return (f"# Managed by agency-pgvector: {name}\n[Unit]\nDescription=agency-pgvector {name}\n"
+            "After=network.target\n\n[Service]\nType=simple\n"
+            f"User={user}\nGroup={user}\nExecStart=/bin/sh -c 'exec {command} >>{log} 2>&1'\n"
+            "KillMode=mixed\nTimeoutStopSec=60\nRestart=always\nRestartSec=2\n\n"
+            "[Install]\nWantedBy=multi-user.target\n")
+
+
+def _pid_file(pid_dir: Path, name: str) -> Path:
+    return pid_dir / f"{name}.pid"
+
+
+def pid(pid_dir: Path, name: str, user: str, marker: str) -> int | None:
+    """The running process recorded for `name`: alive, owned by `user`, its command line naming `marker`."""
+    try:
+        number = int(_pid_file(pid_dir, name).read_text())
+        info = os.stat(f"/proc/{number}")
+        cmdline = Path(f"/proc/{number}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, ValueError):
+        return None
+    if info.st_uid != pwd.getpwnam(user).pw_uid or marker not in cmdline:
+        return None
+    return number
+
+
+def start(pid_dir: Path, name: str, user: str, argv: list[str], log: Path, marker: str) -> None:
+    if systemd.managed(unit_path(name)):
+        systemd.start(unit_path(name), check=True)
+        return
+    if pid(pid_dir, name, user, marker) is not None:
+        return
+    account = pwd.getpwnam(user)
+    child = subprocess.Popen(["/bin/sh", "-c", KEEPER, str(log), *argv], cwd="/",
+                             env={"PATH": _PATH, "LANG": "C.UTF-8", "HOME": "/nonexistent"},
+                             user=account.pw_uid, group=account.pw_gid, extra_groups=[], start_new_session=True,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    replace_file(_pid_file(pid_dir, name), f"{child.pid}\n".encode(), 0o644)
+
+
+def stop(pid_dir: Path, name: str, user: str, marker: str, timeout: float = 60.0) -> None:
+    if systemd.managed(unit_path(name)):
+        systemd.run_action("stop", unit_path(name))
+        return
+    number = pid(pid_dir, name, user, marker)
+    if number is None:
+        return
+    os.kill(number, signal.SIGTERM)  # to the keeper, which passes it on: Patroni stops PostgreSQL first; etcd flushes
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and pid(pid_dir, name, user, marker) == number:
+        time.sleep(0.1)
+    if pid(pid_dir, name, user, marker) == number:
+        os.killpg(number, signal.SIGKILL)  # the keeper's session: the keeper, the process and what it started
+    _pid_file(pid_dir, name).unlink(missing_ok=True)
+
+
+def running(pid_dir: Path, name: str, user: str, marker: str) -> bool:
+    if systemd.managed(unit_path(name)):
+        return systemd.run_action("is-active", unit_path(name)).returncode == 0
+    return pid(pid_dir, name, user, marker) is not None

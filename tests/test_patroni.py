@@ -1,0 +1,419 @@
+"""ENGINE=patroni against real etcd, Patroni and PostgreSQL: a three-member cluster on loopback ports (the session's
+`patroni_cluster`), a client on it, failovers with a writer running through the client's unchanged .env (every
+acknowledged write counted), switchover, rolling restart, what an outsider on the host can reach, removal."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import stat
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from agency_pgvector import envfile
+from agency_pgvector.engines.patroni import cluster
+from agency_pgvector.engines.patroni.layout import ClusterLayout, member_names
+
+from conftest import DOMAIN, EMAIL, client_paths
+
+CLIENT = "ha-a"
+
+
+def layout(name: str) -> ClusterLayout:
+    return ClusterLayout(name, Path(os.environ["AGENCY_STACK_ROOT"]) / "pgvector")
+
+
+def status(cli, name: str) -> dict:
+    result = cli("cluster-status", "--json", CLUSTER=name)
+    assert "Traceback" not in result.stderr
+    return json.loads(result.stdout)
+
+
+def wait_for(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s")
+
+
+def healthy(cli, name: str) -> dict:
+    """Waits until every member runs and streams from a leader; returns the status."""
+    return wait_for(lambda: (s := status(cli, name))["healthy"] and all(
+        m["state"] in ("running", "streaming") for m in s["members"]) and s, 180, f"cluster {name} healthy")
+
+
+def postmaster_pid(lay: ClusterLayout, member: str) -> int:
+    return int((lay.data_dir(member) / "postmaster.pid").read_text().splitlines()[0])
+
+
+def patroni_pid(lay: ClusterLayout, member: str) -> int | None:
+    """The Patroni process itself (the keeper shell's child), by its command line; None when there is none."""
+    config = str(lay.member_config(member)).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) >= 3 and argv[1].endswith(b"/bin/patroni") and argv[2] == config:
+            return int(entry.name)
+    return None
+
+
+def connect(url: str):
+    conn = psycopg2.connect(url, connect_timeout=3)
+    conn.autocommit = True
+    return conn
+
+
+class Writer(threading.Thread):
+    """Inserts 1, 2, 3, ... through DATABASE_URL, one commit each, reconnecting on any error. `acked` holds the
+    ids whose commit returned; `times` when each returned (the gap around a failover)."""
+
+    def __init__(self, url: str, table: str):
+        super().__init__(daemon=True)
+        self.url, self.table = url, table
+        self.acked: list[int] = []
+        self.times: list[float] = []
+        self.errors = 0
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        conn, n = None, 0
+        while not self.halt.is_set():
+            try:
+                if conn is None:
+                    conn = connect(self.url)
+                n += 1
+                with conn.cursor() as cur:
+                    cur.execute(f"INSERT INTO {self.table} (id) VALUES (%s)", (n,))
+                self.acked.append(n)
+                self.times.append(time.monotonic())
+                time.sleep(0.01)
+            except psycopg2.Error:
+                self.errors += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.2)
+        if conn is not None:
+            conn.close()
+
+    def wrote_after(self, moment: float, count: int = 20) -> bool:
+        return sum(1 for t in self.times if t > moment) >= count
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(30)
+
+
+def all_acked_present(env: dict, writer: Writer) -> None:
+    conn = connect(env["DATABASE_URL"])
+    with conn.cursor() as cur:
+        cur.execute(f"SELECT id FROM {writer.table}")
+        present = {row[0] for row in cur.fetchall()}
+    conn.close()
+    lost = sorted(set(writer.acked) - present)
+    assert writer.acked and not lost, f"{len(lost)} acknowledged writes lost (first: {lost[:5]})"
+
+
+@pytest.fixture(scope="module")
+def client(patroni_cluster, stack_root):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CLIENT_ID": CLIENT, "DOMAIN": DOMAIN, "ADMIN_EMAIL": EMAIL, "ENGINE": "patroni",
+           "CLUSTER": patroni_cluster}
+    result = subprocess.run([sys.executable, "-m", "agency_pgvector", "install"], capture_output=True, text=True,
+                            env=env, timeout=600)
+    assert result.returncode == 0, result.stderr + result.stdout
+    return envfile.read(client_paths(CLIENT).env_file)
+
+
+@pytest.fixture
+def writer(client):
+    table = f"w{int(time.time() * 1000)}"
+    conn = connect(client["DATABASE_URL"])
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
+    conn.close()
+    w = Writer(client["DATABASE_URL"], table)
+    w.start()
+    wait_for(lambda: len(w.acked) >= 20, 30, "the writer's first writes")
+    yield w
+    w.stop()
+
+
+# -- the cluster ----------------------------------------------------------------------------------------------
+
+def test_cluster_has_a_leader_a_synchronous_standby_and_secured_etcd(cli, patroni_cluster):
+    found = healthy(cli, patroni_cluster)
+    roles = sorted(m["role"] for m in found["members"])
+    assert roles == ["leader", "replica", "sync_standby"], found
+    assert found["synchronous"] is True and found["etcd"] == {**found["etcd"], "running": True, "authentication": True}
+    again = cli("cluster", "--json", CLUSTER=patroni_cluster)  # a converged cluster: nothing to do
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["changed"] is False, again.stdout
+    text = cli("cluster-status", CLUSTER=patroni_cluster, COLUMNS="80")
+    assert text.returncode == 0 and "leader" in text.stdout and "sync_standby" in text.stdout
+
+
+def test_cluster_files_and_processes_keep_their_secrets(cli, patroni_cluster):
+    lay = layout(patroni_cluster)
+    words = cluster.read_secrets(lay)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert mode(lay.secrets_file) == 0o600 and lay.secrets_file.stat().st_uid == 0
+    assert mode(lay.conf_dir) == 0o750 and lay.conf_dir.stat().st_uid == 0
+    assert mode(lay.etcd_dir) == 0o700
+    for member in member_names():
+        assert mode(lay.member_dir(member)) == 0o700 and mode(lay.data_dir(member)) == 0o700
+    seen = []  # no password on any process's command line or in the environment of the cluster's processes
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                seen.append((entry / "cmdline").read_bytes() + (entry / "environ").read_bytes())
+            except OSError:
+                pass
+    for word in words.values():
+        assert not any(word.encode() in blob for blob in seen)
+    log = Path(os.environ["AGENCY_STACK_LOG"]).read_text()
+    assert not any(word in log for word in words.values())
+
+
+def _http(url: str, method: str = "GET", body: dict | None = None, auth: tuple | None = None) -> int:
+    headers = {"Content-Type": "application/json"}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    request = urllib.request.Request(url, method=method, headers=headers,
+                                     data=json.dumps(body).encode() if body is not None else None)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_an_outsider_on_the_host_cannot_steer_the_cluster(cli, patroni_cluster, client):
+    """etcd without a login, Patroni's REST API without its password, the superuser over TCP with its real password,
+    replication with a tenant's login: all refused."""
+    lay = layout(patroni_cluster)
+    record = cluster.read_record(lay)
+    words = cluster.read_secrets(lay)
+    etcd = f"http://127.0.0.1:{record['etcd']}/v3/kv"
+    key = base64.b64encode(f"/service/{patroni_cluster}/config".encode()).decode()
+    assert _http(f"{etcd}/range", "POST", {"key": key}) in (400, 401)
+    assert _http(f"{etcd}/put", "POST", {"key": key, "value": base64.b64encode(b"{}").decode()}) in (400, 401)
+    head = status(cli, patroni_cluster)["leader"]
+    pg_port, api_port = cluster.ports_of(record).members[head]
+    for auth in (None, ("agency", "wrong"), (client["PGUSER"], client["PGPASSWORD"])):
+        assert _http(f"http://127.0.0.1:{api_port}/switchover", "POST", {"leader": head}, auth) == 401
+        assert _http(f"http://127.0.0.1:{api_port}/config", "PATCH", {"postgresql": {"parameters": {}}}, auth) == 401
+        assert _http(f"http://127.0.0.1:{api_port}/restart", "POST", {}, auth) == 401
+    with pytest.raises(psycopg2.OperationalError, match="pg_hba.conf rejects"):
+        psycopg2.connect(host="127.0.0.1", port=pg_port, user="postgres", password=words["superuser"],
+                         dbname="postgres", connect_timeout=5)
+    with pytest.raises(psycopg2.OperationalError, match="pg_hba.conf rejects replication"):  # physical
+        psycopg2.connect(host="127.0.0.1", port=pg_port, user=client["PGUSER"], password=client["PGPASSWORD"],
+                         dbname="postgres", connect_timeout=5, replication="true")
+    with pytest.raises(psycopg2.OperationalError, match="permission denied to start WAL sender"):  # logical
+        psycopg2.connect(host="127.0.0.1", port=pg_port, user=client["PGUSER"], password=client["PGPASSWORD"],
+                         dbname=client["PGDATABASE"], connect_timeout=5, replication="database")
+    with pytest.raises(psycopg2.OperationalError):  # another database than its own
+        psycopg2.connect(host="127.0.0.1", port=pg_port, user=client["PGUSER"], password=client["PGPASSWORD"],
+                         dbname="postgres", connect_timeout=5)
+    assert status(cli, patroni_cluster)["leader"] == head
+
+
+# -- a client on the cluster ----------------------------------------------------------------------------------
+
+def test_client_env_lists_every_member_and_reads_go_to_a_standby(cli, patroni_cluster, client):
+    record = cluster.read_record(layout(patroni_cluster))
+    ports = sorted(str(pg) for pg, _ in cluster.ports_of(record).members.values())
+    assert client["PGVECTOR_ENGINE"] == "patroni" and client["PGVECTOR_SERVER"] == patroni_cluster
+    assert sorted(client["PGPORT"].split(",")) == ports and client["PGTARGETSESSIONATTRS"] == "read-write"
+    assert client["DATABASE_URL"].endswith("?target_session_attrs=read-write")
+    assert "DATABASE_POOL_URL" not in client
+    conn = connect(client["DATABASE_URL"])
+    with conn.cursor() as cur:
+        cur.execute("SELECT pg_is_in_recovery(), current_setting('port')")
+        assert cur.fetchone() == (False, str(cluster.ports_of(record).members[status(cli, patroni_cluster)["leader"]][0]))
+        cur.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        assert cur.fetchone() is not None
+        cur.execute("CREATE TABLE docs (id int PRIMARY KEY, embedding vector(3))")
+        cur.execute("INSERT INTO docs SELECT i, ARRAY[i, i % 7, 1]::vector FROM generate_series(1, 500) i")
+        cur.execute("CREATE INDEX ON docs USING hnsw (embedding vector_l2_ops)")
+    conn.close()
+    reader = connect(client["DATABASE_READ_URL"])
+    with reader.cursor() as cur:
+        cur.execute("SELECT pg_is_in_recovery()")
+        assert cur.fetchone() == (True,)
+
+        def replicated():
+            cur.execute("SELECT to_regclass('docs') IS NOT NULL")
+            return cur.fetchone()[0]
+
+        wait_for(replicated, 30, "the table on the standby")
+        cur.execute("SET enable_seqscan = off")
+        cur.execute("EXPLAIN SELECT id FROM docs ORDER BY embedding <-> '[3,3,1]' LIMIT 3")
+        assert "docs_embedding_idx" in " ".join(row[0] for row in cur.fetchall())
+        cur.execute("SELECT id FROM docs ORDER BY embedding <-> '[3,3,1]' LIMIT 1")
+        assert cur.fetchone() == (3,)
+        with pytest.raises(psycopg2.Error, match="read-only"):
+            cur.execute("INSERT INTO docs VALUES (1000, '[1,1,1]')")
+    reader.close()
+    for command in ("status", "test"):
+        result = cli(command, CLIENT_ID=CLIENT)
+        assert result.returncode == 0, result.stderr + result.stdout
+
+
+# -- failures -------------------------------------------------------------------------------------------------
+
+def test_leader_postmaster_killed_writer_resumes_nothing_acknowledged_is_lost(cli, patroni_cluster, client, writer):
+    lay = layout(patroni_cluster)
+    head = healthy(cli, patroni_cluster)["leader"]
+    victim = postmaster_pid(lay, head)
+    os.kill(victim, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_for(lambda: writer.wrote_after(killed), 120, "writes after the leader's postmaster died")
+    writer.stop()
+    all_acked_present(client, writer)
+    after = healthy(cli, patroni_cluster)
+    assert all(postmaster_pid(lay, m) != victim for m in member_names())
+    assert {m["name"] for m in after["members"] if m["role"] != "leader"} | {after["leader"]} == set(member_names())
+
+
+def test_leader_patroni_killed_is_started_again_and_keeps_or_hands_over_the_lead(cli, patroni_cluster, client, writer):
+    lay = layout(patroni_cluster)
+    head = healthy(cli, patroni_cluster)["leader"]
+    victim = patroni_pid(lay, head)
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_for(lambda: patroni_pid(lay, head) not in (None, victim), 30, "the keeper starting Patroni again")
+    wait_for(lambda: writer.wrote_after(killed + 15), 120, "writes after the leader's Patroni died")
+    writer.stop()
+    all_acked_present(client, writer)
+    found = healthy(cli, patroni_cluster)
+    assert all(m["patroni_running"] for m in found["members"])
+
+
+def test_leader_host_lost_new_leader_old_one_rejoins_as_replica(cli, patroni_cluster, client, writer):
+    """The leader member's keeper, Patroni and PostgreSQL all killed at once (what a machine's loss looks like
+    from the others): a standby takes over after the leader key expires; make pgvector-cluster starts the lost
+    member again and it follows the new leader."""
+    lay = layout(patroni_cluster)
+    head = healthy(cli, patroni_cluster)["leader"]
+    keeper = int((lay.pid_dir / f"patroni-{patroni_cluster}-{head}.pid").read_text())
+    doomed = [keeper, patroni_pid(lay, head), postmaster_pid(lay, head)]
+    assert None not in doomed
+    for pid in doomed:
+        os.kill(pid or 0, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_for(lambda: writer.wrote_after(killed), 120, "writes after the leader's host was lost")
+    new = status(cli, patroni_cluster)
+    assert new["leader"] not in (None, head)
+    assert [m["patroni_running"] for m in new["members"] if m["name"] == head] == [False]
+    assert cli("cluster-status", CLUSTER=patroni_cluster).returncode == 3  # a member down: unhealthy
+    back = cli("cluster", CLUSTER=patroni_cluster)
+    assert back.returncode == 0, back.stderr + back.stdout
+    found = healthy(cli, patroni_cluster)
+    assert found["leader"] != head
+    assert [m["role"] for m in found["members"] if m["name"] == head] in (["replica"], ["sync_standby"])
+    writer.stop()
+    all_acked_present(client, writer)
+    reader = connect(client["DATABASE_READ_URL"])
+    with reader.cursor() as cur:
+        wait_for(lambda: cur.execute(f"SELECT count(*) FROM {writer.table}") or cur.fetchone()[0] >= len(writer.acked),
+                 30, "the writes on a standby")
+    reader.close()
+
+
+# -- planned changes ------------------------------------------------------------------------------------------
+
+def test_switchover_to_a_chosen_member(cli, patroni_cluster, client, writer):
+    head = healthy(cli, patroni_cluster)["leader"]
+    candidate = next(m for m in member_names() if m != head)
+    result = cli("cluster-switchover", CLUSTER=patroni_cluster, CANDIDATE=candidate)
+    assert result.returncode == 0, result.stderr
+    assert f"{candidate} leads now" in result.stdout
+    moved = time.monotonic()
+    wait_for(lambda: writer.wrote_after(moved), 60, "writes after the switchover")
+    writer.stop()
+    all_acked_present(client, writer)
+    assert healthy(cli, patroni_cluster)["leader"] == candidate
+    bad = cli("cluster-switchover", CLUSTER=patroni_cluster, CANDIDATE="m9")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+
+
+def test_restart_is_rolling_every_member_once(cli, patroni_cluster, client, writer):
+    lay = layout(patroni_cluster)
+    before = {m: postmaster_pid(lay, m) for m in member_names()}
+    result = cli("restart", CLIENT_ID=CLIENT, YES="true")
+    assert result.returncode == 0, result.stderr + result.stdout
+    after = {m: postmaster_pid(lay, m) for m in member_names()}
+    assert all(after[m] != before[m] for m in member_names())
+    started = time.monotonic()
+    wait_for(lambda: writer.wrote_after(started), 60, "writes after the rolling restart")
+    writer.stop()
+    all_acked_present(client, writer)
+    healthy(cli, patroni_cluster)
+
+
+def test_logs_and_backup_of_a_cluster_client(cli, patroni_cluster, client):
+    logs = cli("logs", CLIENT_ID=CLIENT, LINES="50")
+    assert logs.returncode == 0, logs.stderr
+    backup = cli("backup", "--json", CLIENT_ID=CLIENT)
+    assert backup.returncode == 0, backup.stderr + backup.stdout
+    done = json.loads(backup.stdout)
+    assert done["row_counts"]["docs"] == 500
+
+
+# -- bad input, removal ---------------------------------------------------------------------------------------
+
+def test_bad_cluster_input_is_one_sentence_and_creates_nothing(cli, stack_root):
+    for env, words in (({}, "CLUSTER is required"), ({"CLUSTER": "../x"}, "is not valid")):
+        result = cli("cluster", **env)
+        assert result.returncode != 0 and words in result.stderr and "Traceback" not in result.stderr
+    result = cli("install", CLIENT_ID="ha-none", DOMAIN=DOMAIN, ADMIN_EMAIL=EMAIL, ENGINE="patroni", CLUSTER="nope")
+    assert result.returncode != 0 and "does not exist" in result.stderr, result.stderr
+    assert not client_paths("ha-none").client_dir.exists()
+    assert not (stack_root / "pgvector" / "clusters" / "nope").exists()
+
+
+def test_a_cluster_with_a_client_is_not_removed_then_is(cli, stack_root):
+    """An asynchronous cluster of its own (SYNC=false): made, a client on it, removal refused, client uninstalled,
+    removed with its users, units and ports."""
+    name = "ha-rm"
+    made = cli("cluster", CLUSTER=name, SYNC="false", WITH_DEPS="true")
+    assert made.returncode == 0, made.stderr + made.stdout
+    found = healthy(cli, name)
+    assert found["synchronous"] is False and "sync_standby" not in [m["role"] for m in found["members"]]
+    put = cli("install", CLIENT_ID="ha-rm-a", DOMAIN=DOMAIN, ADMIN_EMAIL=EMAIL, ENGINE="patroni", CLUSTER=name)
+    assert put.returncode == 0, put.stderr
+    refused = cli("cluster-remove", CLUSTER=name, YES="true")
+    assert refused.returncode != 0 and "ha-rm-a" in refused.stderr
+    assert cli("uninstall", CLIENT_ID="ha-rm-a", YES="true", NO_BACKUP="true").returncode == 0
+    lay = layout(name)
+    removed = cli("cluster-remove", CLUSTER=name, YES="true")
+    assert removed.returncode == 0, removed.stderr
+    assert not lay.home.exists()
+    import pwd
+
+    for user in (lay.member_user, lay.etcd_user):
+        with pytest.raises(KeyError):
+            pwd.getpwnam(user)
+    registry = stack_root / "pgvector" / "ports"
+    assert not any(f"cluster:{name}/" in p.read_text() for p in registry.iterdir() if p.is_file()) \
+        if registry.is_dir() else True
