@@ -28,10 +28,10 @@ from pathlib import Path
 from agency_pgvector import tuning
 from agency_pgvector.system import systemd_running
 
-from . import cliprofile, converge, density, pool, provisioning, upgrade, vectors
+from . import cliprofile, converge, density, failover, pool, provisioning, upgrade, vectors
 from .common import PROJECT, Row, machine, stop_all
 
-SECTIONS = ("provisioning", "density", "vectors", "profile", "converge", "pool", "upgrade")
+SECTIONS = ("provisioning", "density", "vectors", "profile", "converge", "pool", "upgrade", "failover")
 
 
 def main() -> int:
@@ -86,6 +86,8 @@ def main() -> int:
         if "upgrade" in only:
             rows += upgrade.run(base, args.quick)
             stop_all(base / "upgrade")
+        if "failover" in only:
+            rows += failover.run(base, args.quick)
     finally:
         for server in servers:
             server.stop()
@@ -134,6 +136,15 @@ UPGRADE_HOW = [
     "`make pgvector-upgrade PG_MAJOR=18` (backup, pg_upgrade --link, analyze). A thread logs in with the tenant's .env",
     "every 20 ms throughout: the tenant's downtime is the longest gap between two logins that worked, against the gap a",
     "plain `make pgvector-restart` of the same server leaves. 20 fixed queries return the same top-10 before and after.",
+]
+
+
+FAILOVER_HOW = [
+    "Failover (section 8) makes a three-member Patroni cluster (synchronous mode; ttl 12 s, loop_wait 3 s,",
+    "retry_timeout 4 s) with a client on it; a thread commits one row at a time through the client's DATABASE_URL",
+    "(every member listed, target_session_attrs=read-write). Each gap is from the failure to the first commit that",
+    "returns after it: the leader member's keeper, Patroni and postmaster killed at once (a host's death), the leader's",
+    "postmaster alone, its Patroni alone; baseline a planned switchover. Every acknowledged commit is checked after.",
 ]
 
 
@@ -201,6 +212,8 @@ def write(path: Path, host: dict, table: str, notes: list[str], profile: list[st
         *POOL_HOW,
         "",
         *UPGRADE_HOW,
+        "",
+        *FAILOVER_HOW,
         "",
         "## Tuning choices (installer/agency_pgvector/tuning.py)",
         "",

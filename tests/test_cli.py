@@ -86,6 +86,11 @@ SCHEMA = {
     "list": {"clients": [{"client_id": str, "state": str, "engine": (str, NULL), "server": (str, NULL),
                           "endpoint": (str, NULL), "detail": str}],
              "shared_server": {"exists": bool, "port": (int, NULL), "tenants": [str]}},
+    "cluster": {"cluster": str, "dry_run": bool, "changed": bool, "items": [{"item": str, "status": str, "detail": str}]},
+    "cluster-status": {"cluster": str, "leader": (str, NULL), "synchronous": bool, "healthy": bool,
+                       "etcd": {"port": int, "running": bool, "authentication": bool},
+                       "members": [{"name": str, "role": (str, NULL), "state": (str, NULL), "port": int, "api_port": int,
+                                    "timeline": (int, NULL), "lag": (int, NULL), "patroni_running": bool}]},
 }
 
 

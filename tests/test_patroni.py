@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pwd
 import signal
 import stat
 import threading
@@ -19,8 +20,10 @@ import psycopg2
 import pytest
 
 from agency_pgvector import envfile
-from agency_pgvector.engines.patroni import cluster
+from agency_pgvector.engines.patroni import cluster, etcd, supervise
 from agency_pgvector.engines.patroni.layout import ClusterLayout, member_names
+from agency_pgvector.errors import UserError
+from test_cli import SCHEMA, mismatches
 
 from conftest import DOMAIN, EMAIL, client_paths
 
@@ -34,7 +37,9 @@ def layout(name: str) -> ClusterLayout:
 def status(cli, name: str) -> dict:
     result = cli("cluster-status", "--json", CLUSTER=name)
     assert "Traceback" not in result.stderr
-    return json.loads(result.stdout)
+    found = json.loads(result.stdout)
+    assert mismatches(found, SCHEMA["cluster-status"]) == []  # docs/json.md's shape
+    return found
 
 
 def wait_for(check, timeout: float, what: str):
@@ -49,8 +54,16 @@ def wait_for(check, timeout: float, what: str):
 
 def healthy(cli, name: str) -> dict:
     """Waits until every member runs and streams from a leader; returns the status."""
-    return wait_for(lambda: (s := status(cli, name))["healthy"] and all(
-        m["state"] in ("running", "streaming") for m in s["members"]) and s, 180, f"cluster {name} healthy")
+    seen: list = []
+
+    def check():
+        seen[:] = [status(cli, name)]
+        return seen[0]["healthy"] and seen[0]
+
+    try:
+        return wait_for(check, 180, f"cluster {name} healthy")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {json.dumps(seen[0]['members'])}") from None
 
 
 def postmaster_pid(lay: ClusterLayout, member: str) -> int:
@@ -119,6 +132,24 @@ class Writer(threading.Thread):
         self.join(30)
 
 
+def standby_count(env: dict, table: str) -> int:
+    """Rows of `table` as a standby sees them through DATABASE_READ_URL; -1 while it cannot tell (not replayed yet)."""
+    try:
+        conn = connect(env["DATABASE_READ_URL"])
+    except psycopg2.Error:
+        return -1
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_is_in_recovery()")
+            assert cur.fetchone() == (True,)
+            cur.execute(f"SELECT count(*) FROM {table}")
+            return cur.fetchone()[0]
+    except psycopg2.Error:
+        return -1
+    finally:
+        conn.close()
+
+
 def all_acked_present(env: dict, writer: Writer) -> None:
     conn = connect(env["DATABASE_URL"])
     with conn.cursor() as cur:
@@ -166,6 +197,7 @@ def test_cluster_has_a_leader_a_synchronous_standby_and_secured_etcd(cli, patron
     again = cli("cluster", "--json", CLUSTER=patroni_cluster)  # a converged cluster: nothing to do
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["changed"] is False, again.stdout
+    assert mismatches(json.loads(again.stdout), SCHEMA["cluster"]) == []
     text = cli("cluster-status", CLUSTER=patroni_cluster, COLUMNS="80")
     assert text.returncode == 0 and "leader" in text.stdout and "sync_standby" in text.stdout
 
@@ -236,6 +268,50 @@ def test_an_outsider_on_the_host_cannot_steer_the_cluster(cli, patroni_cluster, 
     assert status(cli, patroni_cluster)["leader"] == head
 
 
+def test_etcd_peer_is_a_private_socket_and_the_audit_sees_what_others_add(cli, patroni_cluster):
+    """Raft messages are not authenticated: the peer listener is a Unix socket in etcd's 0700 directory, no TCP port.
+    The audit run after `auth enable` (a new cluster's etcd is wiped when it fails) catches a user or a key the
+    installer did not make."""
+    lay = layout(patroni_cluster)
+    record = cluster.read_record(lay)
+    assert supervise.listener_uid(record["etcd_peer"]) is None
+    assert (lay.etcd_dir / f"localhost:{record['etcd_peer']}").is_socket()
+    assert stat.S_IMODE(lay.etcd_dir.stat().st_mode) == 0o700
+    assert supervise.listener_uid(record["etcd"]) == pwd.getpwnam(lay.etcd_user).pw_uid
+    root = cluster.read_secrets(lay)["etcd_root"]
+    port = record["etcd"]
+    assert etcd.audit(port, patroni_cluster, root, fresh=False) == []
+    auth = etcd.token(port, "root", root)
+    etcd.call(port, "/v3/auth/user/add", {"name": "intruder", "password": "x" * 12}, auth)
+    etcd.call(port, "/v3/auth/user/grant", {"user": "intruder", "role": "root"}, auth)
+    try:
+        assert any("intruder" in p for p in etcd.audit(port, patroni_cluster, root, fresh=False))
+    finally:
+        etcd.call(port, "/v3/auth/user/delete", {"name": "intruder"}, auth)
+    assert etcd.audit(port, patroni_cluster, root, fresh=False) == []
+    assert any("keys before" in p for p in etcd.audit(port, patroni_cluster, root, fresh=True))  # Patroni's own
+
+
+def test_secrets_go_only_to_a_port_the_clusters_user_holds(patroni_cluster):
+    """A squatter on a free loopback port (a member restarting, etcd down after a reboot) gets nothing: the
+    installer checks who holds the port before it sends the REST API or etcd password."""
+    import socket
+
+    lay = layout(patroni_cluster)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        assert supervise.listener_uid(port) == 0
+        with pytest.raises(UserError, match=f"Port {port} .* is held by user root, not {lay.member_user}"):
+            cluster.api(port, "/switchover", "POST", {}, "the-password", 1, lay.member_user)
+        squatter.settimeout(0.5)
+        with pytest.raises(socket.timeout):
+            squatter.accept()  # nothing connected
+    with pytest.raises(UserError, match="held by nobody"):
+        supervise.require_listener(port, lay.etcd_user, "etcd")
+
+
 # -- a client on the cluster ----------------------------------------------------------------------------------
 
 def test_client_env_lists_every_member_and_reads_go_to_a_standby(cli, patroni_cluster, client):
@@ -244,6 +320,7 @@ def test_client_env_lists_every_member_and_reads_go_to_a_standby(cli, patroni_cl
     assert client["PGVECTOR_ENGINE"] == "patroni" and client["PGVECTOR_SERVER"] == patroni_cluster
     assert sorted(client["PGPORT"].split(",")) == ports and client["PGTARGETSESSIONATTRS"] == "read-write"
     assert client["DATABASE_URL"].endswith("?target_session_attrs=read-write")
+    assert client["PGREQUIREAUTH"] == "scram-sha-256"
     assert "DATABASE_POOL_URL" not in client
     conn = connect(client["DATABASE_URL"])
     with conn.cursor() as cur:
@@ -333,18 +410,17 @@ def test_leader_host_lost_new_leader_old_one_rejoins_as_replica(cli, patroni_clu
     assert [m["role"] for m in found["members"] if m["name"] == head] in (["replica"], ["sync_standby"])
     writer.stop()
     all_acked_present(client, writer)
-    reader = connect(client["DATABASE_READ_URL"])
-    with reader.cursor() as cur:
-        wait_for(lambda: cur.execute(f"SELECT count(*) FROM {writer.table}") or cur.fetchone()[0] >= len(writer.acked),
-                 30, "the writes on a standby")
-    reader.close()
+    wait_for(lambda: standby_count(client, writer.table) >= len(writer.acked), 30, "the writes on a standby")
 
 
 # -- planned changes ------------------------------------------------------------------------------------------
 
 def test_switchover_to_a_chosen_member(cli, patroni_cluster, client, writer):
-    head = healthy(cli, patroni_cluster)["leader"]
-    candidate = next(m for m in member_names() if m != head)
+    found = healthy(cli, patroni_cluster)
+    candidate = next(m["name"] for m in found["members"] if m["role"] == "sync_standby")
+    other = next(m["name"] for m in found["members"] if m["role"] == "replica")
+    refused = cli("cluster-switchover", CLUSTER=patroni_cluster, CANDIDATE=other)  # synchronous: only the sync standby
+    assert refused.returncode != 0 and "sync_standby" in refused.stderr and "Traceback" not in refused.stderr
     result = cli("cluster-switchover", CLUSTER=patroni_cluster, CANDIDATE=candidate)
     assert result.returncode == 0, result.stderr
     assert f"{candidate} leads now" in result.stdout
@@ -374,10 +450,21 @@ def test_restart_is_rolling_every_member_once(cli, patroni_cluster, client, writ
 def test_logs_and_backup_of_a_cluster_client(cli, patroni_cluster, client):
     logs = cli("logs", CLIENT_ID=CLIENT, LINES="50")
     assert logs.returncode == 0, logs.stderr
+    conn = connect(client["DATABASE_URL"])
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE kept AS SELECT i AS id FROM generate_series(1, 77) i")
+    conn.close()
     backup = cli("backup", "--json", CLIENT_ID=CLIENT)
     assert backup.returncode == 0, backup.stderr + backup.stdout
     done = json.loads(backup.stdout)
-    assert done["row_counts"]["docs"] == 500
+    assert done["row_counts"]["public.kept"] == 77
+    conn = connect(client["DATABASE_URL"])
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM kept WHERE id > 7")
+    conn.close()
+    restored = cli("restore", "--json", CLIENT_ID=CLIENT, FILE=done["file"], YES="true")
+    assert restored.returncode == 0, restored.stderr + restored.stdout
+    wait_for(lambda: standby_count(client, "kept") == 77, 30, "the restored rows on a standby")
 
 
 # -- bad input, removal ---------------------------------------------------------------------------------------
@@ -409,8 +496,6 @@ def test_a_cluster_with_a_client_is_not_removed_then_is(cli, stack_root):
     removed = cli("cluster-remove", CLUSTER=name, YES="true")
     assert removed.returncode == 0, removed.stderr
     assert not lay.home.exists()
-    import pwd
-
     for user in (lay.member_user, lay.etcd_user):
         with pytest.raises(KeyError):
             pwd.getpwnam(user)

@@ -123,6 +123,9 @@ def layout_for(name: str, request) -> Layout:
         return Layout(name, "hx-sh-evil", "hx-sh-good", {"ENGINE": "embedded", "SERVER": "shared"}, False)
     if name == "dedicated":
         return Layout(name, "hx-de-evil", "hx-de-good", {"ENGINE": "embedded"}, True)
+    if name == "patroni":
+        cluster = request.getfixturevalue("patroni_cluster")
+        return Layout(name, "hx-pa-evil", "hx-pa-good", {"ENGINE": "patroni", "CLUSTER": cluster}, False)
     if name == "external":
         server = request.getfixturevalue("external_server")
         return Layout(name, "hx-ex-evil", "hx-ex-good", {"ENGINE": "external", "ADMIN_URL": server.admin_url}, False)
@@ -247,7 +250,7 @@ class Run:
         return "\n".join(parts)
 
 
-@pytest.mark.parametrize("layout_name", ["shared", "external", "dedicated", "docker"])
+@pytest.mark.parametrize("layout_name", ["shared", "external", "dedicated", "docker", "patroni"])
 def test_hostile_tenant_battery(cli, stack_root, request, layout_name, capsys):
     """Plant the battery in one client's database, then run the day-2 commands on it and on its neighbour.
 
@@ -273,7 +276,7 @@ def test_hostile_tenant_battery(cli, stack_root, request, layout_name, capsys):
     marker = f"hx-log-marker-{h}"
     witness.traps = hostile.plant(envs[h], marker).traps
     run = Run(f"hostile tenant battery on {layout_name}")
-    steps = FULL if layout.name in ("shared", "external") else [s for s in FULL if s[0] in SHORT]
+    steps = FULL if layout.name in ("shared", "external", "patroni") else [s for s in FULL if s[0] in SHORT]
     backups: dict = {}
     for index, (step, expect_h, expect_n) in enumerate(steps):
         if step == "status ALL JSON":

@@ -272,6 +272,9 @@ def env_values(spec: Spec, engine, tenant: Tenant, password: str, state, pool_po
     if len(every) > 1:  # a cluster: libpq tries each member and keeps the one that takes writes
         env.update({
             "PGTARGETSESSIONATTRS": "read-write",
+            # A member's port is free while it restarts (switchover, rolling restart, crash) and anyone on the host
+            # may bind it: libpq 16+ then refuses any authentication but SCRAM, which never sends the password.
+            "PGREQUIREAUTH": "scram-sha-256",
             "DATABASE_URL": f"{url}?target_session_attrs=read-write",
             "DATABASE_READ_URL": f"{url}?target_session_attrs=prefer-standby",  # vector search on a replica
         })

@@ -103,6 +103,8 @@ def tenant_params(env: dict, dbname: str | None = None) -> dict:
                   dbname=dbname or env["PGDATABASE"])
     if env.get("PGTARGETSESSIONATTRS"):
         params["target_session_attrs"] = env["PGTARGETSESSIONATTRS"]
+    if env.get("PGREQUIREAUTH"):  # the password only in a SCRAM exchange, never in clear to whoever holds a port
+        params["require_auth"] = env["PGREQUIREAUTH"]
     return params
 
 

@@ -116,7 +116,8 @@ def neighbours(client: Client) -> list[Tenant]:
             env = envfile.read(specs.Paths(client.spec.root, name).env_file)
         except UserError:  # that client's own status says what is wrong with its tree
             continue
-        same = (env.get("PGVECTOR_ENGINE"), env.get("PGVECTOR_SERVER")) == (client.env.get("PGVECTOR_ENGINE"), "shared")
+        same = (env.get("PGVECTOR_ENGINE"), env.get("PGVECTOR_SERVER")) == (client.env.get("PGVECTOR_ENGINE"),
+                                                                            client.engine.recorded_server())
         if name != client.id and same:
             out.append(Tenant.for_client(name, True))
     return out

@@ -10,11 +10,13 @@ rule ttl >= loop_wait + 2 x retry_timeout holds) put a new leader within about 1
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib.metadata
 import json
 import os
 import secrets
 import shutil
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -63,9 +65,13 @@ def read_secrets(lay: ClusterLayout) -> dict:
 
 # -- the REST API ---------------------------------------------------------------------------------------------
 def api(port: int, path: str, method: str = "GET", body: dict | None = None, password: str | None = None,
-        timeout: float = 5.0) -> tuple[int, object]:
+        timeout: float = 5.0, owner: str | None = None) -> tuple[int, object]:
+    """Patroni's REST API on a member's port. With the password, `owner` (the members' user) must hold the port:
+    the password goes to no other listener."""
     headers = {"Content-Type": "application/json"}
     if password is not None:
+        assert owner is not None
+        supervise.require_listener(port, owner, "Patroni's REST API")
         headers["Authorization"] = "Basic " + base64.b64encode(f"{API_USER}:{password}".encode()).decode()
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, headers=headers,
                                      data=json.dumps(body).encode() if body is not None else None)
@@ -247,7 +253,10 @@ def _make(lay: ClusterLayout, synchronous: bool) -> None:
 
 
 def _etcd_argv(lay: ClusterLayout, found: Ports) -> list[str]:
-    client, peer = f"http://127.0.0.1:{found.etcd}", f"http://127.0.0.1:{found.etcd_peer}"
+    # Clients (Patroni, the installer) over loopback TCP with etcd's authentication; the peer listener is a Unix
+    # socket named localhost:<port> in etcd's 0700 working directory: raft messages are not authenticated, so
+    # nobody but etcd's user may reach it.
+    client, peer = f"http://127.0.0.1:{found.etcd}", f"unix://localhost:{found.etcd_peer}"
     return [etcd_binary() or "/usr/bin/etcd", "--name", "etcd0", "--data-dir", str(lay.etcd_dir / "data"),
             "--listen-client-urls", client, "--advertise-client-urls", client, "--listen-peer-urls", peer,
             "--initial-advertise-peer-urls", peer, "--initial-cluster", f"etcd0={peer}",
@@ -260,7 +269,8 @@ def _patroni_argv(lay: ClusterLayout, member: str) -> list[str]:
 
 def _units(lay: ClusterLayout, found: Ports) -> None:
     systemd.install(supervise.unit_path(f"etcd-{lay.name}"),
-                    supervise.unit_text(f"etcd-{lay.name}", lay.etcd_user, _etcd_argv(lay, found), lay.etcd_dir / "etcd.log"))
+                    supervise.unit_text(f"etcd-{lay.name}", lay.etcd_user, _etcd_argv(lay, found), lay.etcd_dir / "etcd.log",
+                                        lay.etcd_dir))
     for member in member_names():
         name = f"patroni-{lay.name}-{member}"
         systemd.install(supervise.unit_path(name), supervise.unit_text(name, lay.member_user, _patroni_argv(lay, member),
@@ -271,22 +281,47 @@ def _start_etcd(lay: ClusterLayout) -> None:
     record = read_record(lay)
     assert record is not None
     supervise.start(lay.pid_dir, f"etcd-{lay.name}", lay.etcd_user, _etcd_argv(lay, ports_of(record)),
-                    lay.etcd_dir / "etcd.log", str(lay.etcd_dir))
-    _wait(lambda: etcd.healthy(record["etcd"]), 30, f"etcd of cluster {lay.name} did not become healthy",
-          lay.etcd_dir / "etcd.log")
+                    lay.etcd_dir / "etcd.log", str(lay.etcd_dir), cwd=lay.etcd_dir)
+    _wait(lambda: supervise.listener_uid(record["etcd"]) is not None and etcd.healthy(record["etcd"]), 30,
+          f"etcd of cluster {lay.name} did not become healthy", lay.etcd_dir / "etcd.log")
+    supervise.require_listener(record["etcd"], lay.etcd_user, f"etcd of cluster {lay.name}")
 
 
 def _secure_etcd(lay: ClusterLayout) -> None:
+    """Users, role, `auth enable`, then an audit as root of what etcd holds. Until `auth enable` anyone on the host
+    could write to it (a cluster /config with an archive_command, a user of their own with role root): if the
+    audit finds anything the installer did not make, and no member has started yet, etcd's data is wiped."""
     record = read_record(lay)
     assert record is not None
-    words = read_secrets(lay)
-    etcd.secure(record["etcd"], lay.name, words["etcd_root"], words["etcd_patroni"])
+    words, port = read_secrets(lay), record["etcd"]
+    supervise.require_listener(port, lay.etcd_user, f"etcd of cluster {lay.name}")
+    try:
+        etcd.secure(port, lay.name, words["etcd_root"], words["etcd_patroni"])
+        problems = etcd.audit(port, lay.name, words["etcd_root"], fresh=not _bootstrapped(lay))
+    except etcd.EtcdError as exc:
+        problems = [str(exc)]
+    if not problems:
+        return
+    if _bootstrapped(lay):
+        raise UserError(f"etcd of cluster {lay.name} is not as the installer made it ({problems[0]}), and members "
+                        "already hold data: check its users and keys by hand (etcdctl as root), then re-run.")
+    supervise.stop(lay.pid_dir, f"etcd-{lay.name}", lay.etcd_user, str(lay.etcd_dir))
+    run(["rm", "-rf", "--", str(lay.etcd_dir / "data")], user=server_user(False, lay.etcd_user))
+    raise UserError(f"etcd of cluster {lay.name} was not as the installer makes it before its authentication was on "
+                    f"({problems[0]}: an earlier run killed half-way, or someone on this host wrote to it). Its data "
+                    f"was wiped; re-run make pgvector-cluster CLUSTER={lay.name}.")
+
+
+def _bootstrapped(lay: ClusterLayout) -> bool:
+    """A member has a data directory: the cluster's state in etcd matters from then on."""
+    return any((lay.data_dir(m) / "PG_VERSION").exists() for m in member_names())
 
 
 def _start_members(lay: ClusterLayout, which: list[str]) -> None:
     """The first member alone on a new cluster (it bootstraps, the others then copy it), the rest together."""
     record = read_record(lay)
     assert record is not None
+    supervise.require_listener(record["etcd"], lay.etcd_user, f"etcd of cluster {lay.name}")  # members log in there
     first = which[:1] if leader(record) is None else []
     for group in (first, [m for m in which if m not in first]):
         for member in group:
@@ -319,8 +354,8 @@ def _died(lay: ClusterLayout, which: list[str]) -> bool:
 
 def _ready(record: dict, which: list[str]) -> bool:
     seen = {m["name"]: m for m in members(record)}
-    has_leader = any(m.get("role") == "leader" and m.get("state") == "running" for m in seen.values())
-    return has_leader and all(seen.get(m, {}).get("state") in ("running", "streaming") for m in which)
+    head = next((name for name, m in seen.items() if m.get("role") == "leader" and m.get("state") == "running"), None)
+    return head is not None and all(m == head or seen.get(m, {}).get("state") == "streaming" for m in which)
 
 
 def _wait(check, timeout: float, what: str, log: Path) -> None:
@@ -402,7 +437,31 @@ def stop(lay: ClusterLayout) -> None:
     head = leader(record)
     for member in sorted(member_names(), key=lambda m: m == head):
         supervise.stop(lay.pid_dir, f"patroni-{lay.name}-{member}", lay.member_user, str(lay.member_config(member)))
+        _stop_orphan(lay, member)
     supervise.stop(lay.pid_dir, f"etcd-{lay.name}", lay.etcd_user, str(lay.etcd_dir))
+
+
+def _stop_orphan(lay: ClusterLayout, member: str) -> None:
+    """Patroni starts PostgreSQL in a session of its own: a Patroni killed hard (or before its keeper) leaves the
+    server running. Found by its pid file, owned by the members' user and running on this data directory: a fast
+    shutdown (SIGINT), then SIGKILL after 30 s."""
+    try:
+        number = int((lay.data_dir(member) / "postmaster.pid").read_text().split()[0])
+        info = os.stat(f"/proc/{number}")
+        cmdline = Path(f"/proc/{number}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, ValueError, IndexError):
+        return
+    user = server_user(False, lay.member_user)
+    if user is None or info.st_uid != user.pw_uid or str(lay.data_dir(member)) not in cmdline:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(number, signal.SIGINT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{number}"):
+        time.sleep(0.1)
+    if os.path.exists(f"/proc/{number}"):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(number, signal.SIGKILL)
 
 
 def switchover(lay: ClusterLayout, candidate: str | None = None) -> str:
@@ -414,7 +473,8 @@ def switchover(lay: ClusterLayout, candidate: str | None = None) -> str:
     if head is None:
         raise UserError(f"Cluster {lay.name} has no leader now: see make pgvector-cluster-status CLUSTER={lay.name}.")
     body = {"leader": head, **({"candidate": candidate} if candidate else {})}
-    status, answer = api(ports_of(record).members[head][1], "/switchover", "POST", body, read_secrets(lay)["api"], 60)
+    status, answer = api(ports_of(record).members[head][1], "/switchover", "POST", body, read_secrets(lay)["api"], 60,
+                         lay.member_user)
     if status != 200:
         raise UserError(f"Patroni refused the switchover of cluster {lay.name} ({str(answer).strip()[:200]}): "
                         "see make pgvector-cluster-status.")
@@ -454,8 +514,10 @@ def rolling_restart(lay: ClusterLayout) -> None:
     head = leader(record)
     for member in [m for m in member_names() if m != head] + ([head] if head else []):
         if member == leader(record):
-            switchover(lay)
-        status, answer = api(found.members[member][1], "/restart", "POST", {}, password, 120)
+            switchover(lay)  # then the old leader is demoted and follows: restart it once it streams
+            _wait(lambda m=member: _ready(record, [m]), 120, f"cluster {lay.name}: {member} did not follow the new "
+                  "leader", lay.log_dir(member) / "patroni.log")
+        status, answer = api(found.members[member][1], "/restart", "POST", {}, password, 120, lay.member_user)
         if status != 200:
             raise UserError(f"Patroni did not restart {member} of cluster {lay.name} ({str(answer).strip()[:200]}).")
         _wait(lambda m=member: _ready(record, [m]), 120, f"cluster {lay.name}: {member} did not come back",
@@ -480,5 +542,5 @@ def status(lay: ClusterLayout) -> dict:
     head = next((r["name"] for r in rows if r["role"] == "leader" and r["state"] == "running"), None)
     return {"cluster": lay.name, "leader": head, "synchronous": record["synchronous"],
             "etcd": {"port": record["etcd"], "running": seen.etcd_running, "authentication": seen.secured},
-            "members": rows, "healthy": head is not None and all(r["state"] in ("running", "streaming") for r in rows)
+            "members": rows, "healthy": head is not None and all(r["state"] == "streaming" for r in rows if r["name"] != head)
             and (not record["synchronous"] or _synchronous(seen.members))}

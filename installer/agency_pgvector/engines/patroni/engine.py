@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ...errors import UserError
 from ...locks import client_lock
-from ...report import OK
+from ...report import CHANGE, OK
 from ...runner import Step
 from ..base import Capabilities, Endpoint, Engine, ServerPlan
 from . import cluster
@@ -20,6 +20,12 @@ class Observed:
     record: dict | None
     leader: str | None
     members: list[dict]
+    rewinder_connects: bool | None = None  # None: not read (no leader)
+
+
+REWINDER_GRANT = ("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_database d, pg_catalog.aclexplode(d.datacl) a "
+                  "WHERE d.datname OPERATOR(pg_catalog.=) 'postgres' AND a.privilege_type OPERATOR(pg_catalog.=) "
+                  "'CONNECT' AND a.grantee OPERATOR(pg_catalog.=) 'rewinder'::pg_catalog.regrole)")
 
 
 class PatroniEngine(Engine):
@@ -61,15 +67,40 @@ class PatroniEngine(Engine):
         record = cluster.read_record(self.layout)
         seen = cluster.members(record) if record else []
         head = next((m["name"] for m in seen if m.get("role") == "leader" and m.get("state") == "running"), None)
-        return Observed(record, head, seen)
+        granted = None
+        if head is not None:
+            conn = self.admin_connect()
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(REWINDER_GRANT)
+                    granted = cur.fetchone()[0]
+            finally:
+                conn.close()
+        return Observed(record, head, seen, granted)
 
     def plan_server(self, seen: Observed, create: bool) -> ServerPlan:
+        if self.spec.enable_cloud:
+            raise UserError("ENABLE_CLOUD is not offered on a Patroni cluster yet (remote access goes through PgBouncer, "
+                            "which would not follow a failover): install without it. Nothing was changed.")
         if seen.record is None:
             self._record()  # raises the refusal
         if seen.leader is None:
             self._leader()
         detail = ", ".join(f"{m['name']} {m.get('role')}" for m in seen.members)
-        return ServerPlan([Step(f"cluster {self.layout.name}", OK, detail)], reachable=True)
+        steps = [Step(f"cluster {self.layout.name}", OK, detail)]
+        # The tenant plan takes CONNECT on postgres from PUBLIC; pg_rewind (an old leader rejoining) logs in there.
+        steps.append(Step("rewind login", OK if seen.rewinder_connects else CHANGE,
+                          "rewinder may connect to postgres (pg_rewind when an old leader rejoins)",
+                          run=None if seen.rewinder_connects else self._grant_rewinder))
+        return ServerPlan(steps, reachable=True)
+
+    def _grant_rewinder(self) -> None:
+        conn = self.admin_connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("GRANT CONNECT ON DATABASE postgres TO rewinder")
+        finally:
+            conn.close()
 
     def recorded_server(self) -> str:
         return self.layout.name

@@ -86,3 +86,29 @@ def secure(port: int, scope: str, root_password: str, patroni_password: str) -> 
     ]
     for path, body in steps:
         call(port, path, body)
+
+
+def audit(port: int, scope: str, root_password: str, fresh: bool) -> list[str]:
+    """What is wrong with a secured etcd, read as root: users, roles and the patroni role's permission exactly as
+    secure() made them, and (fresh: no member has started yet) no key at all. Anyone on the host could reach etcd
+    before `auth enable`: whatever they added in that window shows here."""
+    auth = token(port, "root", root_password)
+    problems = []
+    users = set(call(port, "/v3/auth/user/list", {}, auth).get("users", []))
+    roles = set(call(port, "/v3/auth/role/list", {}, auth).get("roles", []))
+    if users != {"root", "patroni"} or roles != {"root", "patroni"}:
+        problems.append(f"users {sorted(users)} and roles {sorted(roles)}, not root and patroni alone")
+    for user in ("root", "patroni"):
+        if user in users and call(port, "/v3/auth/user/get", {"name": user}, auth).get("roles", []) != [user]:
+            problems.append(f"user {user} holds other roles than {user}")
+    key = prefix(scope)
+    wanted = [{"permType": "READWRITE", "key": _b64(key), "range_end": _b64(_range_end(key))}]
+    if "patroni" in roles and call(port, "/v3/auth/role/get", {"role": "patroni"}, auth).get("perm", []) != wanted:
+        problems.append("role patroni may reach other keys than its cluster's")
+    if fresh:
+        count = int(call(port, "/v3/kv/range", {"key": _b64("\0"), "range_end": _b64("\0"), "count_only": True},
+                         auth).get("count", 0))
+        if count:
+            problems.append(f"{count} keys before any member started")
+    return problems
+

@@ -13,6 +13,7 @@ opens a file in a directory another user owns."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
@@ -21,23 +22,25 @@ import time
 from pathlib import Path
 
 from ... import systemd
+from ...errors import UserError
 from ...system import replace_file
 
 _PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
-# $0 is the log, "$@" the command. TERM (stop) is passed on to the process, which is waited for.
+# $0 is the log, "$@" the command. TERM (stop) is passed on to the process, which is waited for. The process dies
+# with its keeper (a killed keeper's orphan would otherwise run beside the next keeper's, two Patronis for one member).
 KEEPER = ('trap \'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 0\' TERM INT; '
-          'while :; do "$@" >>"$0" 2>&1 & child=$!; wait "$child"; sleep 2; done')
+          'while :; do setpriv --pdeathsig KILL -- "$@" >>"$0" 2>&1 & child=$!; wait "$child"; sleep 2; done')
 
 
 def unit_path(name: str) -> Path:
     return systemd.unit_path(f"agency-{name}")
 
 
-def unit_text(name: str, user: str, argv: list[str], log: Path) -> str:
+def unit_text(name: str, user: str, argv: list[str], log: Path, cwd: Path | None = None) -> str:
     command = " ".join(argv)  # argv holds paths and flags the installer made: no spaces, no quotes
     return (f"# Managed by agency-pgvector: {name}\n[Unit]\nDescription=agency-pgvector {name}\n"
             "After=network.target\n\n[Service]\nType=simple\n"
-            f"User={user}\nGroup={user}\nExecStart=/bin/sh -c 'exec {command} >>{log} 2>&1'\n"
+            f"User={user}\nGroup={user}\nWorkingDirectory={cwd or '/'}\nExecStart=/bin/sh -c 'exec {command} >>{log} 2>&1'\n"
             "KillMode=mixed\nTimeoutStopSec=60\nRestart=always\nRestartSec=2\n\n"
             "[Install]\nWantedBy=multi-user.target\n")
 
@@ -59,14 +62,14 @@ def pid(pid_dir: Path, name: str, user: str, marker: str) -> int | None:
     return number
 
 
-def start(pid_dir: Path, name: str, user: str, argv: list[str], log: Path, marker: str) -> None:
+def start(pid_dir: Path, name: str, user: str, argv: list[str], log: Path, marker: str, cwd: Path | None = None) -> None:
     if systemd.managed(unit_path(name)):
         systemd.start(unit_path(name), check=True)
         return
     if pid(pid_dir, name, user, marker) is not None:
         return
     account = pwd.getpwnam(user)
-    child = subprocess.Popen(["/bin/sh", "-c", KEEPER, str(log), *argv], cwd="/",
+    child = subprocess.Popen(["/bin/sh", "-c", KEEPER, str(log), *argv], cwd=str(cwd or "/"),
                              env={"PATH": _PATH, "LANG": "C.UTF-8", "HOME": "/nonexistent"},
                              user=account.pw_uid, group=account.pw_gid, extra_groups=[], start_new_session=True,
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -80,12 +83,14 @@ def stop(pid_dir: Path, name: str, user: str, marker: str, timeout: float = 60.0
     number = pid(pid_dir, name, user, marker)
     if number is None:
         return
-    os.kill(number, signal.SIGTERM)  # to the keeper, which passes it on: Patroni stops PostgreSQL first; etcd flushes
+    with contextlib.suppress(ProcessLookupError):  # it may end on its own meanwhile
+        os.kill(number, signal.SIGTERM)  # to the keeper, which passes it on: Patroni stops PostgreSQL first; etcd flushes
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and pid(pid_dir, name, user, marker) == number:
         time.sleep(0.1)
     if pid(pid_dir, name, user, marker) == number:
-        os.killpg(number, signal.SIGKILL)  # the keeper's session: the keeper, the process and what it started
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(number, signal.SIGKILL)  # the keeper's session: the keeper and the process (pdeathsig)
     _pid_file(pid_dir, name).unlink(missing_ok=True)
 
 
@@ -93,3 +98,34 @@ def running(pid_dir: Path, name: str, user: str, marker: str) -> bool:
     if systemd.managed(unit_path(name)):
         return systemd.run_action("is-active", unit_path(name)).returncode == 0
     return pid(pid_dir, name, user, marker) is not None
+
+
+def listener_uid(port: int) -> int | None:
+    """The uid that holds the TCP listening socket on 127.0.0.1:`port` (or on every address), None when nobody
+    listens. Anyone on the host may bind a free loopback port: before a secret is sent to a port, its listener
+    must be the cluster's own user (a squatter would collect the etcd root or the REST API password)."""
+    wanted = {f"0100007F:{port:04X}", f"00000000:{port:04X}"}
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 7 and fields[1] in wanted and fields[3] == "0A":  # 0A: LISTEN
+            return int(fields[7])
+    return None
+
+
+def require_listener(port: int, user: str, what: str) -> None:
+    owner = listener_uid(port)
+    if owner != pwd.getpwnam(user).pw_uid:
+        who = "nobody" if owner is None else _user_name(owner)
+        raise UserError(f"Port {port} ({what}) is held by {who}, not {user}: another program took it. Find it with "
+                        f"ss -ltnp 'sport = :{port}', stop it, then re-run. Nothing was sent to it.")
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name}"
+    except KeyError:
+        return f"uid {uid}"

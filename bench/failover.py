@@ -1,0 +1,183 @@
+"""Failover (issue 15): how long a client on a three-member Patroni cluster (synchronous mode, the installer's timing:
+ttl 12 s, loop_wait 3 s, retry_timeout 4 s) cannot write, seen from the app: a thread inserts one row per commit
+through the client's unchanged DATABASE_URL (every member listed, target_session_attrs=read-write, a 2 s connect
+timeout) and the gap is the time from the failure to the first commit that returns after it.
+
+- leader lost: the leader member's keeper, Patroni and postmaster killed at once (SIGKILL), as when its host dies; a
+  standby takes over once the leader key expires; `make pgvector-cluster` then brings the member back as a replica;
+- leader's postmaster killed: its Patroni (still holding the key) starts PostgreSQL again;
+- leader's Patroni killed: its keeper starts it again and it adopts the running server.
+Baseline, same run, same cluster: a planned `make pgvector-cluster-switchover`. Every commit that returned is
+checked to be there afterwards (acknowledged writes lost: target 0).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+from agency_pgvector import envfile
+from agency_pgvector.engines.patroni import cluster
+from agency_pgvector.engines.patroni.layout import ClusterLayout
+from agency_pgvector.spec import Spec
+
+from .common import CLI, DOMAIN, EMAIL, Row, median, sh
+
+SECTION = "8 failover"
+NAME = "bench"
+
+
+class Writer:
+    def __init__(self, url: str):
+        self.url, self.acked, self.times = url, [], []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        import psycopg2
+
+        conn, n = None, 0
+        while not self._stop.is_set():
+            try:
+                if conn is None:
+                    conn = psycopg2.connect(self.url, connect_timeout=2)
+                    conn.autocommit = True
+                n += 1
+                with conn.cursor() as cur:
+                    cur.execute("INSERT INTO writes (id) VALUES (%s)", (n,))
+                self.acked.append(n)
+                self.times.append(time.monotonic())
+            except psycopg2.Error:
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.05)
+            time.sleep(0.01)
+
+    def first_after(self, moment: float, timeout: float = 120.0) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            later = [t for t in list(self.times) if t > moment]
+            if later:
+                return later[0] - moment
+            time.sleep(0.05)
+        raise RuntimeError(f"no write within {timeout:.0f} s of the failure")
+
+
+def _env(root: Path) -> dict:
+    return {**os.environ, "AGENCY_STACK_ROOT": str(root), "AGENCY_STACK_LOG": str(root.parent / "log" / "failover.log"),
+            "PGVECTOR_PORT_RANGE": "21000-21099", "CLUSTER": NAME, "DOMAIN": DOMAIN, "ADMIN_EMAIL": EMAIL, "YES": "true"}
+
+
+def _status(root: Path) -> dict:
+    return json.loads(sh([str(CLI), "cluster-status", "--json"], env=_env(root), check=False).stdout)
+
+
+def _healthy(root: Path, timeout: float = 180.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = _status(root)
+        if found["healthy"]:
+            return found
+        time.sleep(0.5)
+    raise RuntimeError(f"cluster {NAME} not healthy within {timeout:.0f} s")
+
+
+def _pid(path: Path) -> int:
+    return int(path.read_text().split()[0])
+
+
+def _patroni(lay: ClusterLayout, member: str) -> int:
+    config = str(lay.member_config(member)).encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if len(argv) >= 3 and argv[1].endswith(b"/bin/patroni") and argv[2] == config:
+                return int(entry.name)
+    raise RuntimeError(f"no Patroni process for {member}")
+
+
+def _kill(lay: ClusterLayout, what: str) -> None:
+    head = _healthy(lay.state_dir.parent)["leader"]
+    pids = {"leader lost": [_pid(lay.pid_dir / f"patroni-{NAME}-{head}.pid"), _patroni(lay, head),
+                            _pid(lay.data_dir(head) / "postmaster.pid")],
+            "postmaster killed": [_pid(lay.data_dir(head) / "postmaster.pid")],
+            "Patroni killed": [_patroni(lay, head)]}[what]
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+
+
+def run(base: Path, quick: bool) -> list[Row]:
+    root = base / "failover"
+    lay = ClusterLayout(NAME, root / "pgvector")
+    try:
+        return _run(root, lay, quick)
+    finally:
+        cluster.stop(lay)
+
+
+def _run(root: Path, lay: ClusterLayout, quick: bool) -> list[Row]:
+    sh([str(CLI), "cluster", "--quiet"], env={**_env(root), "WITH_DEPS": "true"})
+    sh([str(CLI), "install", "--quiet"], env={**_env(root), "CLIENT_ID": "bench-ha", "ENGINE": "patroni"})
+    url = envfile.read(Spec(client_id="bench-ha", root=root).paths.env_file)["DATABASE_URL"]
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE writes (id int PRIMARY KEY)")
+    conn.close()
+    repeats = 1 if quick else 3
+    gaps: dict[str, list[float]] = {}
+    with Writer(url) as writer:
+        time.sleep(2)
+        for _ in range(repeats):
+            found = _healthy(root)
+            candidate = next(m["name"] for m in found["members"] if m["role"] == "sync_standby")
+            moment = time.monotonic()
+            sh([str(CLI), "cluster-switchover"], env={**_env(root), "CANDIDATE": candidate})
+            gaps.setdefault("switchover", []).append(writer.first_after(moment))
+            for what in ("leader lost", "postmaster killed", "Patroni killed"):
+                _healthy(root)
+                time.sleep(2)
+                moment = time.monotonic()
+                _kill(lay, what)
+                gaps.setdefault(what, []).append(writer.first_after(moment + 0.001))
+                if what == "leader lost":
+                    sh([str(CLI), "cluster", "--quiet"], env=_env(root))
+        _healthy(root)
+        time.sleep(1)
+    conn = psycopg2.connect(url)
+    with conn.cursor() as cur:
+        cur.execute("SELECT id FROM writes")
+        present = {row[0] for row in cur.fetchall()}
+    conn.close()
+    lost = len(set(writer.acked) - present)
+    base_gap = median(gaps["switchover"])
+    note = f"median of {repeats}; each: {', '.join(f'{g:.1f}' for g in gaps['leader lost'])} s"
+    return [
+        Row(SECTION, "switchover (planned): write gap", base_gap, "s", note=f"median of {repeats}"),
+        Row(SECTION, "leader lost (host death): write gap", median(gaps["leader lost"]), "s",
+            "switchover", base_gap, "<= 15 s", median(gaps["leader lost"]) <= 15, note),
+        Row(SECTION, "leader's postmaster killed: write gap", median(gaps["postmaster killed"]), "s",
+            "switchover", base_gap, note=f"median of {repeats}"),
+        Row(SECTION, "leader's Patroni killed: write gap", median(gaps["Patroni killed"]), "s",
+            "switchover", base_gap, note=f"median of {repeats}"),
+        Row(SECTION, "acknowledged writes lost (sync mode)", float(lost), "",
+            target="= 0", met=lost == 0, note=f"{len(writer.acked)} acknowledged"),
+    ]
