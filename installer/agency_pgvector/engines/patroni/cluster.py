@@ -177,7 +177,11 @@ def _describe(seen: list[dict]) -> str:
 # -- apply ----------------------------------------------------------------------------------------------------
 def _install_etcd() -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    result = run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "etcd-server"], check=False, env=env)
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "etcd-server"]
+    result = run(install, check=False, env=env)
+    if result.returncode != 0:  # package lists never fetched (a fresh machine) or stale: once more after an update
+        run(["apt-get", "update", "-q"], check=False, env=env)
+        result = run(install, check=False, env=env)
     if result.returncode != 0 or etcd_binary() is None:
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
         raise UserError(f"Installing etcd with apt-get failed ({tail[0]}): run apt-get install etcd-server by hand, "
