@@ -140,11 +140,12 @@ UPGRADE_HOW = [
 
 
 FAILOVER_HOW = [
-    "Failover (section 8) makes a three-member Patroni cluster (synchronous mode; ttl 12 s, loop_wait 3 s,",
-    "retry_timeout 4 s) with a client on it; a thread commits one row at a time through the client's DATABASE_URL",
-    "(every member listed, target_session_attrs=read-write). Each gap is from the failure to the first commit that",
-    "returns after it: the leader member's keeper, Patroni and postmaster killed at once (a host's death), the leader's",
-    "postmaster alone, its Patroni alone; baseline a planned switchover. Every acknowledged commit is checked after.",
+    "Failover (section 8) makes a three-member Patroni cluster (synchronous mode; ttl 10 s, loop_wait 2 s,",
+    "retry_timeout 3 s) with a client on it; a thread commits one row at a time through the client's DATABASE_URL",
+    "(every member listed, target_session_attrs=read-write). Each gap is the longest time without a commit returning,",
+    "from the failure until the writer runs steadily again: the leader member's keeper, Patroni and postmaster killed",
+    "at once (a host's death), the leader's postmaster alone, its Patroni alone; baseline a planned switchover. Every",
+    "acknowledged commit is checked afterwards.",
 ]
 
 

@@ -4,7 +4,7 @@ steps that are missing, so a re-run or a run after a kill finishes the job); the
 REST API.
 
 Failover timing: Patroni's leader key lives `ttl` seconds; a member that loses its leader takes over within one
-`loop_wait` after the key expires. The installer's defaults (ttl 12, loop_wait 3, retry_timeout 4, Patroni's own
+`loop_wait` after the key expires. The installer's defaults (ttl 10, loop_wait 2, retry_timeout 3, Patroni's own
 rule ttl >= loop_wait + 2 x retry_timeout holds) put a new leader within about 15 s of the old one's death."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from . import etcd, supervise
 from .layout import ClusterLayout, member_names
 
 PATRONI = "4.1.5"  # from PyPI: 4.x knows PostgreSQL 18 (Debian's 3.0.2 predates it)
-TIMING = {"ttl": 12, "loop_wait": 3, "retry_timeout": 4}
+TIMING = {"ttl": 10, "loop_wait": 2, "retry_timeout": 3}
 API_USER = "agency"  # Patroni's REST API login (unsafe methods: switchover, restart)
 
 
@@ -155,10 +155,11 @@ def plan(lay: ClusterLayout, seen: Seen, with_deps: bool, synchronous: bool) -> 
                           run=lambda: _make(lay, synchronous)))
     else:
         steps.append(Step(f"cluster {lay.name}", OK, f"{lay.home}"))
-    if not seen.etcd_running:
-        steps.append(Step("etcd", CHANGE if seen.record else CREATE, "started", run=lambda: _start_etcd(lay)))
-    if not seen.secured:
-        steps.append(Step("etcd authentication", CREATE if seen.record is None else CHANGE,
+    if not seen.etcd_running:  # its authentication is checked (or, new, switched on) once it answers
+        steps.append(Step("etcd", CHANGE if seen.record else CREATE, "started; authentication on and audited",
+                          run=lambda: _start_etcd(lay)))
+    elif not seen.secured:
+        steps.append(Step("etcd authentication", CHANGE,
                           "users root and patroni; the members' user reads and writes only its cluster's keys",
                           run=lambda: _secure_etcd(lay)))
     stopped = [m for m, up in seen.running.items() if not up]
@@ -289,6 +290,7 @@ def _start_etcd(lay: ClusterLayout) -> None:
     _wait(lambda: supervise.listener_uid(record["etcd"]) is not None and etcd.healthy(record["etcd"]), 30,
           f"etcd of cluster {lay.name} did not become healthy", lay.etcd_dir / "etcd.log")
     supervise.require_listener(record["etcd"], lay.etcd_user, f"etcd of cluster {lay.name}")
+    _secure_etcd(lay)
 
 
 def _secure_etcd(lay: ClusterLayout) -> None:
@@ -300,7 +302,8 @@ def _secure_etcd(lay: ClusterLayout) -> None:
     words, port = read_secrets(lay), record["etcd"]
     supervise.require_listener(port, lay.etcd_user, f"etcd of cluster {lay.name}")
     try:
-        etcd.secure(port, lay.name, words["etcd_root"], words["etcd_patroni"])
+        if not etcd.auth_enabled(port):
+            etcd.secure(port, lay.name, words["etcd_root"], words["etcd_patroni"])
         problems = etcd.audit(port, lay.name, words["etcd_root"], fresh=not _bootstrapped(lay))
     except etcd.EtcdError as exc:
         problems = [str(exc)]
@@ -542,7 +545,9 @@ def status(lay: ClusterLayout) -> dict:
         info = listed.get(member, {})
         rows.append({"name": member, "role": info.get("role"), "state": info.get("state"),
                      "port": found.members[member][0], "api_port": found.members[member][1],
-                     "timeline": info.get("timeline"), "lag": info.get("lag"), "patroni_running": seen.running[member]})
+                     "timeline": info.get("timeline"),
+                     "lag": info["lag"] if isinstance(info.get("lag"), int) else None,  # Patroni may say "unknown"
+                     "patroni_running": seen.running[member]})
     head = next((r["name"] for r in rows if r["role"] == "leader" and r["state"] == "running"), None)
     return {"cluster": lay.name, "leader": head, "synchronous": record["synchronous"],
             "etcd": {"port": record["etcd"], "running": seen.etcd_running, "authentication": seen.secured},

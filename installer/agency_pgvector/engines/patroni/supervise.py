@@ -116,12 +116,20 @@ def listener_uid(port: int) -> int | None:
     return None
 
 
-def require_listener(port: int, user: str, what: str) -> None:
+def require_listener(port: int, user: str, what: str, wait: float = 15.0) -> None:
+    """`user` listens on `port`, else one sentence and nothing sent. A port nobody holds yet is waited for (the
+    process may be starting: a keeper starts a dead Patroni again after 2 s)."""
+    deadline = time.monotonic() + wait
     owner = listener_uid(port)
+    while owner is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        owner = listener_uid(port)
+    if owner is None:
+        raise UserError(f"Nothing listens on port {port} ({what}): it is stopped or not started yet. See make "
+                        "pgvector-cluster-status; make pgvector-cluster starts what is not running.")
     if owner != pwd.getpwnam(user).pw_uid:
-        who = "nobody" if owner is None else _user_name(owner)
-        raise UserError(f"Port {port} ({what}) is held by {who}, not {user}: another program took it. Find it with "
-                        f"ss -ltnp 'sport = :{port}', stop it, then re-run. Nothing was sent to it.")
+        raise UserError(f"Port {port} ({what}) is held by {_user_name(owner)}, not {user}: another program took it. "
+                        f"Find it with ss -ltnp 'sport = :{port}', stop it, then re-run. Nothing was sent to it.")
 
 
 def _user_name(uid: int) -> str:
