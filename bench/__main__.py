@@ -140,7 +140,7 @@ UPGRADE_HOW = [
 
 
 FAILOVER_HOW = [
-    "Failover (section 8) makes a three-member Patroni cluster (synchronous mode; ttl 10 s, loop_wait 2 s,",
+    "Failover (section 8) makes a three-member Patroni cluster (synchronous mode; ttl 20 s, loop_wait 2 s,",
     "retry_timeout 3 s) with a client on it; a thread commits one row at a time through the client's DATABASE_URL",
     "(every member listed, target_session_attrs=read-write). Each gap is the longest time without a commit returning,",
     "from the failure until the writer runs steadily again: the leader member's keeper, Patroni and postmaster killed",

@@ -1,5 +1,5 @@
 """Failover (issue 15): how long a client on a three-member Patroni cluster (synchronous mode, the installer's timing:
-ttl 10 s, loop_wait 2 s, retry_timeout 3 s) cannot write, seen from the app: a thread inserts one row per commit
+ttl 20 s, loop_wait 2 s, retry_timeout 3 s) cannot write, seen from the app: a thread inserts one row per commit
 through the client's unchanged DATABASE_URL (every member listed, target_session_attrs=read-write, a 2 s connect
 timeout) and the gap is the longest time without a commit returning, from the failure until the writer runs
 steadily again.
