@@ -9,6 +9,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,26 @@ class Row:
     @property
     def ratio(self) -> float | None:
         return self.value / self.base_value if self.base_value else None
+
+
+class Background:
+    """A loop (`_run`, checking `_stop`) on a thread of its own for the length of a `with` block: the probes that
+    watch a server from outside while a command runs (upgrade's logins, failover's writes)."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        raise NotImplementedError
 
 
 def timed(fn, *args, **kwargs) -> tuple[float, object]:

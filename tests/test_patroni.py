@@ -70,21 +70,6 @@ def postmaster_pid(lay: ClusterLayout, member: str) -> int:
     return int((lay.data_dir(member) / "postmaster.pid").read_text().splitlines()[0])
 
 
-def patroni_pid(lay: ClusterLayout, member: str) -> int | None:
-    """The Patroni process itself (the keeper shell's child), by its command line; None when there is none."""
-    config = str(lay.member_config(member)).encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if len(argv) >= 3 and argv[1].endswith(b"/bin/patroni") and argv[2] == config:
-            return int(entry.name)
-    return None
-
-
 def connect(url: str):
     conn = psycopg2.connect(url, connect_timeout=3)
     conn.autocommit = True
@@ -378,11 +363,11 @@ def test_leader_postmaster_killed_writer_resumes_nothing_acknowledged_is_lost(cl
 def test_leader_patroni_killed_is_started_again_and_keeps_or_hands_over_the_lead(cli, patroni_cluster, client, writer):
     lay = layout(patroni_cluster)
     head = healthy(cli, patroni_cluster)["leader"]
-    victim = patroni_pid(lay, head)
+    victim = cluster.patroni_pid(lay, head)
     assert victim is not None
     os.kill(victim, signal.SIGKILL)
     killed = time.monotonic()
-    wait_for(lambda: patroni_pid(lay, head) not in (None, victim), 30, "the keeper starting Patroni again")
+    wait_for(lambda: cluster.patroni_pid(lay, head) not in (None, victim), 30, "the keeper starting Patroni again")
     wait_for(lambda: writer.wrote_after(killed + 15), 120, "writes after the leader's Patroni died")
     writer.stop()
     all_acked_present(client, writer)
@@ -397,7 +382,7 @@ def test_leader_host_lost_new_leader_old_one_rejoins_as_replica(cli, patroni_clu
     lay = layout(patroni_cluster)
     head = healthy(cli, patroni_cluster)["leader"]
     keeper = int((lay.pid_dir / f"patroni-{patroni_cluster}-{head}.pid").read_text())
-    doomed = [keeper, patroni_pid(lay, head), postmaster_pid(lay, head)]
+    doomed = [keeper, cluster.patroni_pid(lay, head), postmaster_pid(lay, head)]
     assert None not in doomed
     for pid in doomed:
         os.kill(pid or 0, signal.SIGKILL)
@@ -499,6 +484,14 @@ def test_bad_cluster_input_is_one_sentence_and_creates_nothing(cli, stack_root):
     assert result.returncode != 0 and "does not exist" in result.stderr, result.stderr
     assert not client_paths("ha-none").client_dir.exists()
     assert not (stack_root / "pgvector" / "clusters" / "nope").exists()
+
+
+def test_enable_cloud_on_a_cluster_is_refused_with_nothing_created(cli, patroni_cluster):
+    result = cli("install", CLIENT_ID="ha-cloud", DOMAIN=DOMAIN, ADMIN_EMAIL=EMAIL, ENGINE="patroni",
+                 CLUSTER=patroni_cluster, ENABLE_CLOUD="true")
+    assert result.returncode != 0 and result.stderr.count("\n") == 1, result.stderr
+    assert "ENABLE_CLOUD" in result.stderr and "Traceback" not in result.stderr
+    assert not client_paths("ha-cloud").client_dir.exists()
 
 
 def test_a_cluster_with_a_client_is_not_removed_then_is(cli, stack_root):

@@ -65,7 +65,8 @@ def _install(spec: Spec, batch: Batch | None = None) -> Result:
     settings = pooler.resolve(spec.pool, existing, tenant.connection_limit)
     if engine.capabilities.pool:
         pooler.preflight(spec.with_deps)
-    if spec.enable_cloud:  # the CA, the pooler's certificate and their checks are openssl commands
+    if spec.enable_cloud:  # remote access is the pool's; the CA, the pooler's certificate and their checks are openssl
+        engines.require(engine, "pool")
         tls.need_openssl()
     report = Report(dry_run=spec.dry_run)
     key = engine.server_id()

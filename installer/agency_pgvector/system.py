@@ -9,6 +9,7 @@ import pwd
 import socket
 import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal, overload
 
@@ -168,16 +169,28 @@ def require_trusted(path: Path) -> None:
         owner_ok = info.st_uid in (0, os.geteuid())
         sticky_ok = info.st_uid == 0 and mode & stat.S_ISVTX
         if not owner_ok or (mode & (stat.S_IWGRP | stat.S_IWOTH) and not sticky_ok):
-            raise UserError(f"Refusing to use {folder}: it is owned by {_user_name(info.st_uid)} with mode {mode:04o}, so "
+            raise UserError(f"Refusing to use {folder}: it is owned by {user_name(info.st_uid)} with mode {mode:04o}, so "
                             f"another user could swap what root reads or writes below it: check its contents, then run "
                             f"chown root:root {folder} && chmod go-w {folder}.")
 
 
-def _user_name(uid: int) -> str:
+def user_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return f"uid {uid}"
+
+
+def processes() -> Iterator[tuple[int, list[bytes]]]:
+    """Every process's pid and argv (from /proc; one that ends meanwhile is skipped)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        yield int(entry.name), argv
 
 
 def systemd_running() -> bool:

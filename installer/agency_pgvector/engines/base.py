@@ -45,7 +45,7 @@ WHAT = {  # how a capability reads in a refusal
     "restart": "Restarting the server",
     "remove": "REMOVE_SERVER=true",
     "upgrade": "Upgrading the server's PostgreSQL",
-    "pool": "A PgBouncer pool",
+    "pool": "A PgBouncer pool (and ENABLE_CLOUD, whose remote access is the pool's)",
 }
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ... import log, sessions
 from ...errors import UserError
-from ...system import own_dir, run, write_group_file
+from ...system import own_dir, processes, run, write_group_file
 from ...text import first_line
 from . import runtime
 from .runtime import Runtime
@@ -346,16 +346,7 @@ def _analyze(engine, rt: Runtime) -> None:
 def _pg_upgrade_running(engine) -> int | None:
     """A pg_upgrade of this server that outlived the run that started it (only that run was killed)."""
     needle = str(engine.data_dir).encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"/pg_upgrade") and needle in argv:
-            return int(entry.name)
-    return None
+    return next((pid for pid, argv in processes() if argv[0].endswith(b"/pg_upgrade") and needle in argv), None)
 
 
 def resume(engine) -> Move | None:

@@ -28,7 +28,17 @@ from ... import ports, systemd
 from ...errors import UserError
 from ...report import CHANGE, CREATE, OK
 from ...runner import Step
-from ...system import ensure_dir, own_dir, replace_file, run, server_user, system_user, world_readable, write_group_file
+from ...system import (
+    ensure_dir,
+    own_dir,
+    processes,
+    replace_file,
+    run,
+    server_user,
+    system_user,
+    world_readable,
+    write_group_file,
+)
 from ..embedded import runtime
 from . import etcd, supervise
 from .layout import ClusterLayout, member_names
@@ -353,6 +363,13 @@ def _synchronous(seen: list[dict]) -> bool:
 
 def _patroni_running(lay: ClusterLayout, member: str) -> bool:
     return supervise.running(lay.pid_dir, f"patroni-{lay.name}-{member}", lay.member_user, str(lay.member_config(member)))
+
+
+def patroni_pid(lay: ClusterLayout, member: str) -> int | None:
+    """The member's Patroni process itself (under systemd, or the keeper shell's child), by its command line."""
+    config = str(lay.member_config(member)).encode()
+    return next((pid for pid, argv in processes()
+                 if len(argv) >= 3 and argv[1].endswith(b"/bin/patroni") and argv[2] == config), None)
 
 
 def _died(lay: ClusterLayout, which: list[str]) -> bool:

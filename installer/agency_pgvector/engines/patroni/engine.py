@@ -37,7 +37,8 @@ class PatroniEngine(Engine):
         "remove": "a cluster holds many clients: remove it with make pgvector-cluster-remove CLUSTER=... once empty",
         "upgrade": "moving a cluster to new PostgreSQL binaries (a rolling minor update, pg_upgrade of a cluster) is "
                    "not built yet; back the client up and restore it onto a new cluster",
-        "pool": "PgBouncer in front of a cluster would not follow a failover: the .env lists every member instead",
+        "pool": "PgBouncer in front of a cluster would not follow a failover (the .env lists every member instead); "
+                "install without ENABLE_CLOUD",
     }
 
     def __init__(self, spec, cluster_name: str):
@@ -79,9 +80,6 @@ class PatroniEngine(Engine):
         return Observed(record, head, seen, granted)
 
     def plan_server(self, seen: Observed, create: bool) -> ServerPlan:
-        if self.spec.enable_cloud:
-            raise UserError("ENABLE_CLOUD is not offered on a Patroni cluster yet (remote access goes through PgBouncer, "
-                            "which would not follow a failover): install without it. Nothing was changed.")
         if seen.record is None:
             self._record()  # raises the refusal
         if seen.leader is None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ... import systemd
 from ...errors import UserError
-from ...system import replace_file
+from ...system import replace_file, user_name
 
 _PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 # $0 is the log, "$@" the command. TERM (stop) is passed on to the process, which is waited for. The process dies
@@ -128,12 +128,6 @@ def require_listener(port: int, user: str, what: str, wait: float = 15.0) -> Non
         raise UserError(f"Nothing listens on port {port} ({what}): it is stopped or not started yet. See make "
                         "pgvector-cluster-status; make pgvector-cluster starts what is not running.")
     if owner != pwd.getpwnam(user).pw_uid:
-        raise UserError(f"Port {port} ({what}) is held by {_user_name(owner)}, not {user}: another program took it. "
+        raise UserError(f"Port {port} ({what}) is held by user {user_name(owner)}, not {user}: another program took it. "
                         f"Find it with ss -ltnp 'sport = :{port}', stop it, then re-run. Nothing was sent to it.")
 
-
-def _user_name(uid: int) -> str:
-    try:
-        return f"user {pwd.getpwuid(uid).pw_name}"
-    except KeyError:
-        return f"uid {uid}"
