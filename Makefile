@@ -15,7 +15,7 @@ VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE
         JSON QUIET ALL LINES FOLLOW YES NO_BACKUP KEEP_DATA REMOVE_SERVER FILE TARGET_CLIENT SAMPLES \
         PGVECTOR_IMAGE PGVECTOR_PORT_RANGE SERVER POOL_MODE POOL_SIZE POOL_MAX_CONNECTIONS POOLER \
         AGENCY_STACK_ROOT AGENCY_STACK_LOG PYTHON VENV SAMPLES_EMBEDDER BACKUP_KEEP SCHEDULE \
-        METRICS_FILE PG_MAJOR CLUSTER SYNC CANDIDATE
+        METRICS_FILE PG_MAJOR CLUSTER SYNC CANDIDATE TO ABORT
 
 # `make help` lists every variable from these lines, `#: NAME meaning` (tests/test_make.py: one per name in VARS).
 #: CLIENT_ID            the client: 1-32 of a-z 0-9 - (not given: client default, said on stderr)
@@ -25,6 +25,8 @@ VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE
 #: CLUSTER              a Patroni cluster: make pgvector-cluster makes it, ENGINE=patroni puts a client on it
 #: SYNC                 make pgvector-cluster: synchronous replication (default true; false: asynchronous)
 #: CANDIDATE            make pgvector-cluster-switchover: the member to lead (default: Patroni picks)
+#: TO                   make pgvector-move: shared, dedicated or a cluster's name
+#: ABORT                make pgvector-move: undo a move that was not switched
 #: SERVER               embedded engine: dedicated (default) or shared (one server, many clients)
 #: ADMIN_URL            superuser URL of an existing server (ENGINE=external; never printed)
 #: PORT                 host port for a new server (default: first free in PGVECTOR_PORT_RANGE)
@@ -95,7 +97,7 @@ endif
         pgvector-backup pgvector-restore pgvector-rotate pgvector-upgrade pgvector-completion pgvector-backup-schedule \
         pgvector-logrotate pgvector-metrics pgvector-list pgvector-suspend pgvector-resume \
         pgvector-remove-shared-server pgvector-cluster pgvector-cluster-status \
-        pgvector-cluster-switchover pgvector-cluster-remove lint test-setup test bench
+        pgvector-cluster-switchover pgvector-cluster-remove pgvector-move pgvector-move-finish lint test-setup test bench
 
 # Each entry as "  name  text", the text wrapped to fit 80 columns under its own column.
 columns = awk -F'\t' '{ if (length($$1) > 20) { print "  " $$1; line = sprintf("%22s", "") } \
@@ -207,6 +209,12 @@ pgvector-restore: $(VENV)/.installed ## Restore FILE=... into the client (or TAR
 
 pgvector-rotate: $(VENV)/.installed ## New password: role and .env together, old sessions ended
 	@$(CLI) rotate
+
+pgvector-move: $(VENV)/.installed ## Move a client to TO=shared|dedicated|<cluster> while it writes (ABORT)
+	@$(CLI) move
+
+pgvector-move-finish: $(VENV)/.installed ## Remove the old copy a move kept (YES; ALL: those kept 7 days)
+	@$(CLI) move-finish
 
 pgvector-upgrade: $(VENV)/.installed ## newest PostgreSQL minor (PG_MAJOR: major), then vector
 	@$(CLI) upgrade

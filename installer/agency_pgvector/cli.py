@@ -703,6 +703,54 @@ def cluster_remove_cmd(name: str = ClusterOpt, yes: bool = YesOpt) -> None:
     print(f"Cluster {name} removed.")
 
 
+@app.command("move")
+def move_cmd(client_id: str = ClientOpt,
+             to: str = typer.Option("", "--to", envvar="TO", help="shared, dedicated, or a cluster's name."),
+             abort: bool = typer.Option(False, "--abort", envvar="ABORT", help="Undo a move that was not switched."),
+             as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
+    """Move a client to another server while it writes: logical replication, a short write freeze, the .env
+    switched in one rename; the old copy is kept until make pgvector-move-finish (make pgvector-move)."""
+    from .ops.common import load
+    from .ops.move import move
+    from .ui import progress
+
+    if not to and not abort:
+        raise InputError("TO is required: add TO=shared, TO=dedicated or TO=<cluster> (or ABORT=true to undo a move).")
+    client = load(client_id)
+    with progress(quiet or as_json)("moving"):
+        moved = move(client, to, abort)
+    if as_json:
+        _print_json(moved.to_json())
+    elif not quiet:
+        if moved.phase == "rolled back":
+            print(f"Move of client {client.id} undone: it stays on {moved.source}, which takes writes again.")
+        else:
+            print(f"Client {client.id} moved from {moved.source} to {moved.target}: {moved.rows} rows, writes paused "
+                  f"{moved.freeze_seconds:.2f} s, {moved.seconds:.1f} s in all. Its .env names the new server; the "
+                  f"old copy is kept (make pgvector-move-finish CLIENT_ID={client.id} YES=true removes it).")
+
+
+@app.command("move-finish")
+def move_finish_cmd(client_id: str = ClientOpt, everyone: bool = AllOpt, yes: bool = YesOpt) -> None:
+    """Remove the old copy a move kept: now with YES=true; ALL=true: every client's once kept 7 days (cron)."""
+    from .ops.common import installed_clients, load
+    from .ops.move import finish, read_journal
+
+    if everyone:
+        names = [n for n in installed_clients() if read_journal(load(n).spec).get("phase") == "kept"]
+    else:
+        names = [client_id]
+    for name in names:
+        try:
+            done = finish(load(name), yes and not everyone)
+        except UserError as exc:
+            if not everyone:
+                raise
+            print(f"{name}: {exc}", file=sys.stderr)
+            continue
+        print(f"Client {name}: the old copy on {done.source} is removed.")
+
+
 @app.command("rotate")
 def rotate_cmd(client_id: str = ClientOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt) -> None:
     """New password: role and .env together, old sessions ended, new login checked (make pgvector-rotate)."""

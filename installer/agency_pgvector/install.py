@@ -48,10 +48,16 @@ def install(spec: Spec, batch: Batch | None = None) -> Result:
         return _install(spec, batch)
 
 
-def _install(spec: Spec, batch: Batch | None = None) -> Result:
+def _install(spec: Spec, batch: Batch | None = None, existing: dict | None = None, moving: bool = False) -> Result:
+    """`existing`, `moving`: the switch of make pgvector-move (ops/move.py), the .env written for the new server."""
     paths = spec.paths
     require_trusted(paths.component_dir)  # the client's tree, as far as it exists, before anything in it is read
-    existing = envfile.read(paths.env_file)
+    if not moving:
+        from .ops.move import unfinished
+
+        if (why := unfinished(spec)) is not None:
+            raise UserError(why)
+    existing = existing if existing is not None else envfile.read(paths.env_file)
     resuming = False
     if not existing:  # a client suspended by KEEP_DATA=true: its record names its server; the resume sets a new password
         from .ops.common import read_suspended

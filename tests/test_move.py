@@ -1,0 +1,352 @@
+"""make pgvector-move: a client from server to server while a writer keeps committing through its .env
+(real embedded servers, the shared server and the session's Patroni cluster; logical replication for real).
+
+The writer re-reads the .env after every failed commit, as an app restarted by its supervisor would. Every
+commit it saw acknowledged must be on the server the .env names at the end; rows, vectors, the HNSW index,
+sequences and the password must arrive intact; a move killed at any step must be finished or undone by the
+next run with nothing lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from agency_pgvector import envfile
+
+from conftest import DOMAIN, EMAIL, client_paths
+
+ROWS, DIM = 2000, 16
+
+
+def connect(url: str):
+    conn = psycopg2.connect(url, connect_timeout=3)
+    conn.autocommit = True
+    return conn
+
+
+def env_of(client_id: str) -> dict:
+    return envfile.read(client_paths(client_id).env_file)
+
+
+class Writer(threading.Thread):
+    """One transaction per step: insert id n into `log`, add one to the no-primary-key counter (UPDATE on a table
+    without a replica identity fails while it is published, unless the move gave it one). On any error it reads
+    the .env again and reconnects."""
+
+    def __init__(self, client_id: str):
+        super().__init__(daemon=True)
+        self.client_id = client_id
+        self.acked: list[int] = []
+        self.times: list[float] = []
+        self.errors: list[str] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        conn, n = None, 0
+        while not self.halt.is_set():
+            try:
+                if conn is None:
+                    conn = psycopg2.connect(env_of(self.client_id)["DATABASE_URL"], connect_timeout=3)
+                n += 1
+                with conn.cursor() as cur:
+                    cur.execute("INSERT INTO log (id) VALUES (%s)", (n,))
+                    cur.execute("UPDATE counter SET n = n + 1")
+                conn.commit()
+                self.acked.append(n)
+                self.times.append(time.monotonic())
+                time.sleep(0.005)
+            except psycopg2.Error as exc:
+                self.errors.append(str(exc).strip().splitlines()[0])
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.05)
+        if conn is not None:
+            conn.close()
+
+    def writes_after(self, moment: float) -> int:
+        return sum(1 for t in self.times if t > moment)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(30)
+
+
+def seed(env: dict) -> str:
+    """Vectors with an HNSW index, a table without a primary key, a sequence; returns a digest of the vectors."""
+    conn = connect(env["DATABASE_URL"])
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE TABLE docs (id bigserial PRIMARY KEY, body text, emb vector({DIM}))")
+        cur.execute(f"INSERT INTO docs (body, emb) SELECT 'doc ' || g, (SELECT array_agg(sin(g * d)) FROM "
+                    f"generate_series(1, {DIM}) d)::vector FROM generate_series(1, {ROWS}) g")
+        cur.execute("CREATE INDEX docs_hnsw ON docs USING hnsw (emb vector_cosine_ops)")
+        cur.execute("CREATE TABLE log (id int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
+        cur.execute("CREATE TABLE counter (n bigint)")
+        cur.execute("INSERT INTO counter VALUES (0)")
+    conn.close()
+    return digest(env)
+
+
+def digest(env: dict) -> str:
+    conn = connect(env["DATABASE_URL"])
+    with conn.cursor() as cur:
+        cur.execute("SELECT md5(string_agg(id || ':' || body || ':' || emb::text, ',' ORDER BY id)), count(*) FROM docs")
+        found = cur.fetchone()
+    conn.close()
+    return f"{found[0]}/{found[1]}"
+
+
+def check_arrived(env: dict, writer: Writer, vectors: str) -> None:
+    """On the server the .env names: every acknowledged commit, the counter in step with the log, the vectors, the
+    HNSW index used, the sequence ahead of every id."""
+    conn = connect(env["DATABASE_URL"])
+    with conn.cursor() as cur:
+        cur.execute("SELECT id FROM log")
+        present = {row[0] for row in cur.fetchall()}
+        cur.execute("SELECT n FROM counter")
+        (counter,) = cur.fetchone()
+        cur.execute("SET enable_seqscan = off")
+        cur.execute("EXPLAIN SELECT id FROM docs ORDER BY emb <=> (SELECT emb FROM docs WHERE id = 7) LIMIT 5")
+        plan = " ".join(row[0] for row in cur.fetchall())
+        cur.execute("SELECT id FROM docs ORDER BY emb <=> (SELECT emb FROM docs WHERE id = 7) LIMIT 1")
+        nearest = cur.fetchone()[0]
+        cur.execute("INSERT INTO docs (body) VALUES ('after the move') RETURNING id")
+        new_id = cur.fetchone()[0]
+    conn.close()
+    lost = sorted(set(writer.acked) - present)
+    assert writer.acked and not lost, f"{len(lost)} acknowledged commits lost (first {lost[:5]})"
+    assert counter == len(present), (counter, len(present))
+    assert "docs_hnsw" in plan and nearest == 7, plan
+    assert new_id > ROWS, new_id
+
+
+def move(cli, client_id: str, to: str, **env: str) -> subprocess.CompletedProcess:
+    return cli("move", "--json", CLIENT_ID=client_id, TO=to, **env)
+
+
+def finish(cli, client_id: str) -> None:
+    done = cli("move-finish", CLIENT_ID=client_id, YES="true")
+    assert done.returncode == 0, done.stderr + done.stdout
+
+
+def moved_ok(cli, client_id: str, to: str) -> dict:
+    result = move(cli, client_id, to)
+    assert result.returncode == 0, result.stderr + result.stdout
+    return json.loads(result.stdout)
+
+
+@pytest.fixture
+def traveller(install):
+    """A client on its own dedicated server, seeded, with a writer running."""
+    made: list[Writer] = []
+
+    def make(client_id: str) -> tuple[Writer, str]:
+        vectors = seed(install(client_id))
+        writer = Writer(client_id)
+        writer.start()
+        deadline = time.monotonic() + 30
+        while len(writer.acked) < 20:
+            assert time.monotonic() < deadline, writer.errors[-3:]
+            time.sleep(0.05)
+        made.append(writer)
+        return writer, vectors
+
+    yield make
+    for writer in made:
+        writer.stop()
+
+
+def test_dedicated_to_shared_to_cluster_to_dedicated_with_a_writer_throughout(cli, traveller, patroni_cluster):
+    cid = "mv-tour"
+    writer, vectors = traveller(cid)
+    password = env_of(cid)["PGVECTOR_DB_PASS"]
+    legs = []
+    for to, engine in (("shared", "embedded"), (patroni_cluster, "patroni"), ("dedicated", "embedded")):
+        before = env_of(cid)
+        result = moved_ok(cli, cid, to)
+        after = env_of(cid)
+        assert (after["PGVECTOR_ENGINE"], after["PGVECTOR_SERVER"]) == (engine, to)
+        assert after["PGVECTOR_DB_PASS"] == password  # the same secret: apps reconnect with the new .env only
+        assert result["phase"] == "kept" and result["freeze_seconds"] < 30
+        assert digest(after) == vectors, "vectors changed on the way"
+        moment = time.monotonic()
+        deadline = moment + 30
+        while writer.writes_after(moment) < 20:  # the writer found the new server through the rewritten .env
+            assert time.monotonic() < deadline, writer.errors[-3:]
+            time.sleep(0.05)
+        # the old copy is kept, closed to its tenant, until move-finish
+        with pytest.raises(psycopg2.OperationalError):
+            psycopg2.connect(before["DATABASE_URL"].split("?")[0], connect_timeout=3).close()
+        status = json.loads(cli("status", "--json", CLIENT_ID=cid).stdout)["clients"][0]
+        assert status["healthy"], status["problems"]
+        finish(cli, cid)
+        legs.append(result)
+    writer.stop()
+    check_arrived(env_of(cid), writer, vectors)
+    assert not (client_paths(cid).component_dir / "move.json").exists()
+    gone = cli("uninstall", CLIENT_ID=cid, YES="true", NO_BACKUP="true", REMOVE_SERVER="true")
+    assert gone.returncode == 0, gone.stderr
+
+
+def test_a_move_keeps_the_old_copy_until_finished_and_refuses_a_second_move_meanwhile(cli, traveller):
+    cid = "mv-keep"
+    writer, vectors = traveller(cid)
+    moved_ok(cli, cid, "shared")
+    again = move(cli, cid, "dedicated")
+    assert again.returncode == 3 and "move-finish" in again.stderr and "Traceback" not in again.stderr
+    early = cli("move-finish", CLIENT_ID=cid)
+    assert early.returncode == 3 and "YES=true" in early.stderr
+    from conftest import admin
+
+    conn = admin(cid)  # the old dedicated server still runs and holds the old database
+    with conn.cursor() as cur:
+        cur.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = 'vectoruser'")
+        assert cur.fetchone() == (False,)
+        cur.execute("SELECT count(*) FROM pg_database WHERE datname = 'vectordb'")
+        assert cur.fetchone() == (1,)
+        cur.execute("SELECT count(*) FROM pg_replication_slots")
+        assert cur.fetchone() == (0,), "the move's slot stayed behind"
+    conn.close()
+    finish(cli, cid)
+    from agency_pgvector.engines.embedded import EmbeddedEngine
+    from agency_pgvector.spec import Spec
+
+    assert not EmbeddedEngine(Spec(client_id=cid, root=Path(os.environ["AGENCY_STACK_ROOT"]))).exists()
+    writer.stop()
+    check_arrived(env_of(cid), writer, vectors)
+    gone = cli("uninstall", CLIENT_ID=cid, YES="true", NO_BACKUP="true")
+    assert gone.returncode == 0, gone.stderr
+
+
+def _killed_move(client_id: str, to: str, needle: str) -> bool:
+    """Run the move and SIGKILL its process group once `needle` is in the component log; False if it ended first."""
+    log = Path(os.environ["AGENCY_STACK_LOG"])
+    start = log.stat().st_size if log.exists() else 0
+    proc = subprocess.Popen([sys.executable, "-m", "agency_pgvector", "move", "--quiet"],
+                            env={**os.environ, "CLIENT_ID": client_id, "TO": to}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    while proc.poll() is None:
+        if needle in (log.read_text()[start:] if log.exists() else ""):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.002)
+    return False
+
+
+KILL_POINTS = ["move: target tenant made", "move: schema restored", "move: subscribed", "changed indexes",
+               "move: writes frozen", "move: caught up", "move: replication dropped", "move: switched"]
+
+
+@pytest.mark.parametrize("point", range(len(KILL_POINTS)))
+def test_a_move_killed_at_each_step_converges_with_nothing_lost(cli, traveller, point):
+    cid = f"mv-kill{point}"
+    writer, vectors = traveller(cid)
+    assert _killed_move(cid, "shared", KILL_POINTS[point]), "the move ended before the kill point"
+    blocked = cli("install", CLIENT_ID=cid, DOMAIN=DOMAIN, ADMIN_EMAIL=EMAIL)
+    if (client_paths(cid).component_dir / "move.json").exists() and \
+            json.loads((client_paths(cid).component_dir / "move.json").read_text())["phase"] != "kept":
+        assert blocked.returncode == 3 and "unfinished" in blocked.stderr, blocked.stderr
+    result = moved_ok(cli, cid, "shared")  # the next run finishes it (or starts again after undoing it)
+    assert result["phase"] == "kept"
+    assert env_of(cid)["PGVECTOR_SERVER"] == "shared"
+    moment = time.monotonic()
+    deadline = moment + 30
+    while writer.writes_after(moment) < 10:
+        assert time.monotonic() < deadline, writer.errors[-3:]
+        time.sleep(0.05)
+    writer.stop()
+    assert digest(env_of(cid)) == vectors
+    check_arrived(env_of(cid), writer, vectors)
+    finish(cli, cid)
+    gone = cli("uninstall", CLIENT_ID=cid, YES="true", NO_BACKUP="true")
+    assert gone.returncode == 0, gone.stderr
+
+
+def test_abort_undoes_a_move_and_the_source_takes_writes_again(cli, traveller):
+    cid = "mv-abort"
+    writer, vectors = traveller(cid)
+    assert _killed_move(cid, "shared", "move: writes frozen")
+    frozen_at = time.monotonic()
+    undone = cli("move", CLIENT_ID=cid, ABORT="true")
+    assert undone.returncode == 0, undone.stderr
+    assert env_of(cid)["PGVECTOR_SERVER"] == "dedicated"
+    assert not (client_paths(cid).component_dir / "move.json").exists()
+    deadline = time.monotonic() + 30
+    while writer.writes_after(frozen_at) < 10:
+        assert time.monotonic() < deadline, writer.errors[-3:]
+        time.sleep(0.05)
+    from agency_pgvector.engines.embedded import SharedEmbeddedEngine
+    from agency_pgvector.spec import Spec
+
+    shared = SharedEmbeddedEngine(Spec(client_id=cid, root=Path(os.environ["AGENCY_STACK_ROOT"])))
+    conn = shared.admin_connect()
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_database WHERE datname = 'vectordb_mv_abort'")
+        assert cur.fetchone() == (0,), "the target copy stayed"
+    conn.close()
+    from conftest import admin
+
+    conn = admin(cid, "vectordb")
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_replication_slots")
+        slots = cur.fetchone()[0]
+        cur.execute("SELECT count(*) FROM pg_publication")
+        publications = cur.fetchone()[0]
+        cur.execute("SELECT count(*) FROM pg_roles WHERE rolname LIKE '%.mover'")
+        movers = cur.fetchone()[0]
+        cur.execute("SELECT relreplident FROM pg_class WHERE relname = 'counter'")
+        ident = cur.fetchone()[0]
+    conn.close()
+    assert (slots, publications, movers, ident) == (0, 0, 0, "d")
+    writer.stop()
+    check_arrived(env_of(cid), writer, vectors)
+    nothing = cli("move", CLIENT_ID=cid, ABORT="true")
+    assert nothing.returncode == 3 and "nothing to undo" in nothing.stderr
+    gone = cli("uninstall", CLIENT_ID=cid, YES="true", NO_BACKUP="true", REMOVE_SERVER="true")
+    assert gone.returncode == 0, gone.stderr
+
+
+def test_bad_move_input_is_one_sentence_and_changes_nothing(cli, install):
+    cid = "mv-bad"
+    install(cid)
+    for env, needle in (({"TO": "nowhere"}, "no server of this host"), ({"TO": "dedicated"}, "already"),
+                        ({"TO": ""}, "TO is required"), ({"TO": "x;rm -rf /"}, "no server of this host")):
+        result = cli("move", CLIENT_ID=cid, **env)
+        assert result.returncode == 2, result.stderr
+        assert needle in result.stderr and "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (client_paths(cid).component_dir / "move.json").exists()
+    gone = cli("uninstall", CLIENT_ID=cid, YES="true", NO_BACKUP="true", REMOVE_SERVER="true")
+    assert gone.returncode == 0, gone.stderr
+
+
+def test_a_server_without_logical_decoding_is_refused_with_nothing_created(cli, install):
+    cid = "mv-replica"
+    install(cid)
+    from conftest import admin
+
+    conn = admin(cid)
+    conn.cursor().execute("ALTER SYSTEM SET wal_level = replica")
+    conn.close()
+    assert cli("restart", CLIENT_ID=cid, YES="true").returncode == 0
+    try:
+        result = cli("move", CLIENT_ID=cid, TO="shared")
+        assert result.returncode == 3 and "wal_level=replica" in result.stderr and "Traceback" not in result.stderr
+        assert "nothing was moved" in result.stderr
+        assert not (client_paths(cid).component_dir / "move.json").exists()
+        assert env_of(cid)["PGVECTOR_SERVER"] == "dedicated"
+    finally:
+        conn = admin(cid)
+        conn.cursor().execute("ALTER SYSTEM RESET wal_level")
+        conn.close()
+    gone = cli("uninstall", CLIENT_ID=cid, YES="true", NO_BACKUP="true", REMOVE_SERVER="true")
+    assert gone.returncode == 0, gone.stderr
