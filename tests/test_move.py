@@ -350,3 +350,71 @@ def test_a_server_without_logical_decoding_is_refused_with_nothing_created(cli, 
         conn.close()
     gone = cli("uninstall", CLIENT_ID=cid, YES="true", NO_BACKUP="true", REMOVE_SERVER="true")
     assert gone.returncode == 0, gone.stderr
+
+
+def _shared_admin(dbname: str):
+    from agency_pgvector.engines.embedded import SharedEmbeddedEngine
+    from agency_pgvector.spec import Spec
+
+    return SharedEmbeddedEngine(Spec(client_id="x", root=Path(os.environ["AGENCY_STACK_ROOT"]))).admin_connect(dbname)
+
+
+def test_a_hostile_tenant_cannot_narrow_or_hide_what_moves(cli, install):
+    """The tenant plants a publication under the move's name that covers one table, and a table whose forced row
+    security hides every row even from its owner: every row of every table still arrives."""
+    cid = "mv-hostile"
+    env = install(cid)
+    conn = connect(env["DATABASE_URL"])
+    with conn.cursor() as cur:
+        cur.execute("CREATE TABLE shown (id int PRIMARY KEY)")
+        cur.execute("INSERT INTO shown SELECT generate_series(1, 30)")
+        cur.execute("CREATE SCHEMA side")
+        cur.execute("CREATE TABLE side.hidden (id int PRIMARY KEY, secret text)")
+        cur.execute("INSERT INTO side.hidden SELECT g, 'row ' || g FROM generate_series(1, 50) g")
+        cur.execute("ALTER TABLE side.hidden ENABLE ROW LEVEL SECURITY")
+        cur.execute("ALTER TABLE side.hidden FORCE ROW LEVEL SECURITY")
+        cur.execute("CREATE POLICY nobody ON side.hidden USING (false)")
+        cur.execute("CREATE PUBLICATION agency_move FOR TABLE shown")
+    conn.close()
+    moved_ok(cli, cid, "shared")
+    admin_conn = _shared_admin("vectordb_mv_hostile")
+    with admin_conn.cursor() as cur:
+        cur.execute("SELECT (SELECT count(*) FROM public.shown), (SELECT count(*) FROM side.hidden)")
+        assert cur.fetchone() == (30, 50)
+        cur.execute("SELECT relforcerowsecurity FROM pg_class WHERE relname = 'hidden'")
+        assert cur.fetchone() == (True,)  # the tenant's own rules came along
+    admin_conn.close()
+    finish(cli, cid)
+    gone = cli("uninstall", CLIENT_ID=cid, YES="true", NO_BACKUP="true")
+    assert gone.returncode == 0, gone.stderr
+
+
+def test_a_schema_change_during_the_move_undoes_it_and_writes_go_on_at_the_source(cli, traveller):
+    cid = "mv-ddl"
+    writer, vectors = traveller(cid)
+    log = Path(os.environ["AGENCY_STACK_LOG"])
+    start = log.stat().st_size
+    proc = subprocess.Popen([sys.executable, "-m", "agency_pgvector", "move"], env={**os.environ, "CLIENT_ID": cid,
+                            "TO": "shared"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while "move: subscribed" not in log.read_text()[start:]:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.002)
+    conn = connect(env_of(cid)["DATABASE_URL"])
+    conn.cursor().execute("CREATE TABLE added_meanwhile (id int)")
+    conn.close()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 3 and "changed during the move" in err and "undone" in err, err
+    assert env_of(cid)["PGVECTOR_SERVER"] == "dedicated"
+    assert not (client_paths(cid).component_dir / "move.json").exists()
+    moment = time.monotonic()
+    deadline = moment + 30
+    while writer.writes_after(moment) < 10:
+        assert time.monotonic() < deadline, writer.errors[-3:]
+        time.sleep(0.05)
+    writer.stop()
+    check_arrived(env_of(cid), writer, vectors)
+    again = moved_ok(cli, cid, "shared")  # once the schema holds still, the move goes through
+    assert again["phase"] == "kept"
+    finish(cli, cid)
+    gone = cli("uninstall", CLIENT_ID=cid, YES="true", NO_BACKUP="true")
+    assert gone.returncode == 0, gone.stderr

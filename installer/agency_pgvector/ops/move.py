@@ -27,7 +27,7 @@ from pathlib import Path
 
 from psycopg2 import sql
 
-from .. import engines, envfile, log, pooler, scram, sessions
+from .. import engines, envfile, log, pooler, scram, sessions, spec as specs
 from ..engines.base import Engine
 from ..errors import InputError, UserError
 from ..provision import EXTENSION_SCHEMA, Tenant, lock, terminate
@@ -131,6 +131,21 @@ def unfinished(client_spec) -> str | None:
     return None
 
 
+def moving_roles(root: Path) -> set[str]:
+    """Logins a move under way keeps on its servers (the move's login on the source, the tenant on the target):
+    status expects them there while the move runs."""
+    from .common import installed_clients
+
+    names: set[str] = set()
+    for cid in installed_clients(root):
+        journal = read_journal(specs.Spec(client_id=cid, root=root))
+        if journal and journal.get("phase") != "kept":
+            shared = {"embedded/shared", f"patroni/{journal.get('target_server')}"}
+            names.add(f"{Tenant.for_client(cid, journal['source_server'] != 'dedicated').role}.mover")
+            names.add(Tenant.for_client(cid, where(journal["target_engine"], journal["target_server"]) in shared).role)
+    return names
+
+
 def source_engine(client: Client, journal: dict) -> Engine:
     """The server the client came from, as the journal recorded it."""
     base = replace(client.spec, engine="auto", server="", cluster="", with_deps=False)
@@ -185,13 +200,18 @@ class _Run:
             _rollback(self.client, self.journal, self.report)
             self.journal = {}
             phase = None
-        if phase is None:
-            self._preflight()
-            self._prepare()
-            self._copy()
-            phase = "frozen"
-        if phase == "frozen":
+        try:
+            if phase is None:
+                self._preflight()
+                self._prepare()
+                self._copy()
             moved.freeze_seconds, moved.rows = self._freeze_and_switch()
+        except UserError as exc:
+            if not self.journal or self.journal.get("phase") == "kept" or self.journal.get("switching"):
+                raise
+            _rollback(self.client, self.journal, Report())  # the source takes writes again, as before the move
+            raise UserError(f"{exc} The move was undone: client {self.client.id} stays on "
+                            f"{where(self.source.name, self.source.recorded_server())}.") from None
         self.schema_file.unlink(missing_ok=True)
         return moved
 
@@ -355,13 +375,13 @@ class _Run:
                 waiting, tables, errors = cur.fetchone()
                 if errors:
                     raise UserError(f"Copying client {self.client.id}'s tables to {self.target.label} failed ({errors} "
-                                    "error(s); the target server's log says why): the move was rolled back.")
+                                    "error(s); the target server's log says why).")
                 if not waiting:
                     self.report.add("copy", OK, f"{tables} table(s) copied, changes streaming")
                     return
                 if time.monotonic() > deadline:
                     raise UserError(f"The first copy of client {self.client.id}'s tables did not finish within "
-                                    f"{COPY_TIMEOUT:.0f} s: the move was rolled back.")
+                                    f"{COPY_TIMEOUT:.0f} s.")
                 time.sleep(0.2)
 
     # -- freeze and switch
@@ -388,6 +408,7 @@ class _Run:
                         cur.execute(sql.SQL("DROP SUBSCRIPTION {}").format(sql.Identifier(NAME)))
             finally:
                 dst.close()
+            self._save(switching=True)  # from here on the move only goes forward
             _drop_source_machinery(src, self.tenant.role, self.client.id)
             log.event("move: replication dropped")
         finally:
@@ -416,13 +437,12 @@ class _Run:
                 found = cur.fetchone()
                 if found is None:
                     raise UserError(f"The move's replication slot is gone from client {self.client.id}'s source server "
-                                    "(a failover there?): add ABORT=true to undo the move, then move again.")
+                                    "(a failover there?).")
                 if found[0]:
                     return
                 if time.monotonic() > deadline:
-                    raise UserError(f"The target did not catch up with the source within {CATCH_UP_TIMEOUT:.0f} s; the "
-                                    f"tenant cannot log in meanwhile. Re-run make pgvector-move CLIENT_ID={self.client.id}"
-                                    " TO=... to go on, or add ABORT=true to undo the move (writes resume on the source).")
+                    raise UserError(f"The target did not catch up with the source within {CATCH_UP_TIMEOUT:.0f} s "
+                                    "(see the target server's log).")
                 time.sleep(0.02)
 
     def _compare(self, src, dst) -> int:
@@ -433,12 +453,11 @@ class _Run:
                 counts.append((cur.fetchone(), _row_counts(cur)))
         (src_print, src_rows), (dst_print, dst_rows) = counts
         if src_print != dst_print:
-            raise UserError(f"Client {self.client.id}'s tables or columns changed during the move (DDL is not replicated): "
-                            f"add ABORT=true to undo it, then move again.")
+            raise UserError(f"Client {self.client.id}'s tables or columns changed during the move (DDL is not "
+                            "replicated): move again once its schema changes are done.")
         if src_rows != dst_rows:
             wrong = sorted(set(src_rows.items()) ^ set(dst_rows.items()))[:3]
-            raise UserError(f"Row counts differ between source and target ({wrong}): the switch was not made; re-run "
-                            f"make pgvector-move CLIENT_ID={self.client.id} TO=..., or add ABORT=true.")
+            raise UserError(f"Row counts differ between source and target ({wrong}).")
         self.report.add("compared", OK, f"{len(src_rows)} table(s), {sum(src_rows.values())} rows, same columns")
         return sum(src_rows.values())
 

@@ -17,6 +17,7 @@ from ..provision import plan, read_state
 from ..report import OK
 from ..tuning import settings as tuning_settings
 from .common import Client, first_line, neighbours, tenant_connect
+from .move import moving_roles, unfinished
 
 VECTOR_COLUMNS = """
 SELECT n.nspname, c.relname, a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod),
@@ -204,6 +205,8 @@ def check(client: Client) -> ClientStatus:
     problems = out.problems
     if mode is not None and mode != 0o600:
         problems.append(f".env is mode {mode:04o}, not 0600: run chmod 600 {env_file}")
+    if (moving := unfinished(client.spec)) is not None:
+        problems.append(moving)
     try:
         out.server.where = client.engine.where()
         if "," in (client.env.get("PGHOST") or ""):  # a cluster's .env lists every member: show the leader
@@ -320,7 +323,7 @@ def _roles(client: Client, cur, out: ClientStatus) -> None:
     (A NOLOGIN role that is no superuser is left alone: an uninstall with KEEP_DATA leaves one.)"""
     admin = cur.connection.info.user
     expected = ({admin, client.tenant.role, *client.engine.service_roles}
-                | {tenant.role for tenant in neighbours(client)})
+                | {tenant.role for tenant in neighbours(client)} | moving_roles(client.spec.root))
     cur.execute("SELECT rolname, rolsuper, rolcanlogin FROM pg_catalog.pg_roles WHERE rolname !~ '^pg_' ORDER BY 1")
     for name, superuser, login in cur.fetchall():
         if (superuser and name != admin) or (login and name not in expected):

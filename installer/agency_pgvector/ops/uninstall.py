@@ -49,6 +49,13 @@ def uninstall(client: Client, *, keep_data: bool, no_backup: bool, remove_server
                         "pgvector-list), make pgvector-remove-shared-server removes it.")
     if remove_server and not keep_data:
         require(client.engine, "remove")
+    from .move import read_journal, unfinished
+
+    if (why := unfinished(client.spec)) is not None:
+        raise UserError(why)
+    if read_journal(client.spec):  # a switched move's old copy: only move-finish knows where it is
+        raise UserError(f"Client {client.id} keeps an old copy from a move: make pgvector-move-finish CLIENT_ID={client.id} "
+                        "YES=true removes it; then uninstall.")
     owned = client.engine.capabilities.remove
     remove_server = remove_server and not keep_data
     with operation(client.spec, "uninstall"):
