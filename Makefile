@@ -15,7 +15,7 @@ VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE
         JSON QUIET ALL LINES FOLLOW YES NO_BACKUP KEEP_DATA REMOVE_SERVER FILE TARGET_CLIENT SAMPLES \
         PGVECTOR_IMAGE PGVECTOR_PORT_RANGE SERVER POOL_MODE POOL_SIZE POOL_MAX_CONNECTIONS POOLER \
         AGENCY_STACK_ROOT AGENCY_STACK_LOG PYTHON VENV SAMPLES_EMBEDDER BACKUP_KEEP SCHEDULE \
-        METRICS_FILE PG_MAJOR CLUSTER SYNC CANDIDATE TO ABORT
+        METRICS_FILE PG_MAJOR CLUSTER SYNC CANDIDATE TO ABORT MAX_CLIENTS MAX_CONNECTIONS MAX_DISK_GB
 
 # `make help` lists every variable from these lines, `#: NAME meaning` (tests/test_make.py: one per name in VARS).
 #: CLIENT_ID            the client: 1-32 of a-z 0-9 - (not given: client default, said on stderr)
@@ -27,7 +27,10 @@ VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE
 #: CANDIDATE            make pgvector-cluster-switchover: the member to lead (default: Patroni picks)
 #: TO                   make pgvector-move: shared, dedicated or a cluster's name
 #: ABORT                make pgvector-move: undo a move that was not switched
-#: SERVER               embedded engine: dedicated (default) or shared (one server, many clients)
+#: SERVER               dedicated (default), shared, a cluster, or auto (least loaded)
+#: MAX_CLIENTS          make pgvector-servers SERVER=...: clients the server takes
+#: MAX_CONNECTIONS      make pgvector-servers SERVER=...: sessions in use when full
+#: MAX_DISK_GB          make pgvector-servers SERVER=...: database size when full
 #: ADMIN_URL            superuser URL of an existing server (ENGINE=external; never printed)
 #: PORT                 host port for a new server (default: first free in PGVECTOR_PORT_RANGE)
 #: PGVECTOR_PORT_RANGE  where new servers' ports come from (default 5433-6432)
@@ -97,7 +100,7 @@ endif
         pgvector-backup pgvector-restore pgvector-rotate pgvector-upgrade pgvector-completion pgvector-backup-schedule \
         pgvector-logrotate pgvector-metrics pgvector-list pgvector-suspend pgvector-resume \
         pgvector-remove-shared-server pgvector-cluster pgvector-cluster-status \
-        pgvector-cluster-switchover pgvector-cluster-remove pgvector-move pgvector-move-finish lint test-setup test bench
+        pgvector-cluster-switchover pgvector-cluster-remove pgvector-move pgvector-move-finish pgvector-servers lint test-setup test bench
 
 # Each entry as "  name  text", the text wrapped to fit 80 columns under its own column.
 columns = awk -F'\t' '{ if (length($$1) > 20) { print "  " $$1; line = sprintf("%22s", "") } \
@@ -209,6 +212,9 @@ pgvector-restore: $(VENV)/.installed ## Restore FILE=... into the client (or TAR
 
 pgvector-rotate: $(VENV)/.installed ## New password: role and .env together, old sessions ended
 	@$(CLI) rotate
+
+pgvector-servers: $(VENV)/.installed ## Servers for new clients: load, capacity (SERVER + MAX_*)
+	@$(CLI) servers
 
 pgvector-move: $(VENV)/.installed ## Move a client to TO=shared|dedicated|<cluster> while it writes (ABORT)
 	@$(CLI) move

@@ -7,6 +7,8 @@
     python -m bench --quick --only converge       ALL=true against separate runs, on 20 clients (100 in full mode)
     python -m bench --only pool                   PgBouncer against direct: short connections, HNSW queries
     python -m bench --only upgrade                minor and major server upgrades: downtime, duration, sizes
+    python -m bench --only move                   a client moved to the shared server while it writes: freeze,
+                                                  duration against backup + restore, commits lost
     python -m bench --explore       also build HNSW under a grid of maintenance_work_mem / worker counts
 
 Everything runs under a throw-away AGENCY_STACK_ROOT in /tmp; every server it starts is stopped at the end,
@@ -28,10 +30,10 @@ from pathlib import Path
 from agency_pgvector import tuning
 from agency_pgvector.system import systemd_running
 
-from . import cliprofile, converge, density, failover, pool, provisioning, upgrade, vectors
+from . import cliprofile, converge, density, failover, move, pool, provisioning, upgrade, vectors
 from .common import PROJECT, Row, machine, stop_all
 
-SECTIONS = ("provisioning", "density", "vectors", "profile", "converge", "pool", "upgrade", "failover")
+SECTIONS = ("provisioning", "density", "vectors", "profile", "converge", "pool", "upgrade", "failover", "move")
 
 
 def main() -> int:
@@ -88,6 +90,8 @@ def main() -> int:
             stop_all(base / "upgrade")
         if "failover" in only:
             rows += failover.run(base, args.quick)
+        if "move" in only:
+            rows += move.run(base, args.quick)
     finally:
         for server in servers:
             server.stop()
@@ -146,6 +150,18 @@ FAILOVER_HOW = [
     "from the failure until the writer runs steadily again: the leader member's keeper, Patroni and postmaster killed",
     "at once (a host's death), the leader's postmaster alone, its Patroni alone; baseline a planned switchover. Every",
     "acknowledged commit is checked afterwards.",
+]
+
+
+MOVE_HOW = [
+    "Move (section 9) installs a client with its own embedded server, loads 100k x 384 clustered unit vectors (20k",
+    "with --quick) and builds an HNSW index (cosine); baseline, in the same run: `make pgvector-backup` of it and",
+    "`make pgvector-restore` of that dump into a second, freshly installed empty client on the shared server (wall",
+    "clock of both). Then `make pgvector-move TO=shared` while a thread commits one row at a time through the client's",
+    ".env, reading its DATABASE_URL again after every failed commit: the freeze is the move's own (source NOLOGIN to",
+    "the new .env), the pause the longest time between two acknowledged commits from the move's start until the writer",
+    "runs steadily on the new server, against its usual gap; the steps' times come from the component log. Every",
+    "acknowledged commit is looked up on the server the .env names afterwards; then `make pgvector-move-finish`.",
 ]
 
 
@@ -215,6 +231,8 @@ def write(path: Path, host: dict, table: str, notes: list[str], profile: list[st
         *UPGRADE_HOW,
         "",
         *FAILOVER_HOW,
+        "",
+        *MOVE_HOW,
         "",
         "## Tuning choices (installer/agency_pgvector/tuning.py)",
         "",

@@ -42,6 +42,21 @@ def load(conn, data: np.ndarray) -> float:
     return seconds
 
 
+def load_indexed(url: str, data: np.ndarray) -> None:
+    """As the tenant (its DATABASE_URL): `data` loaded with binary COPY and the HNSW index built (cosine, default m and
+    ef_construction), as an app would; hnsw.build's CHECKPOINT needs more than a tenant has."""
+    import psycopg2
+
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        load(conn, data)
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE INDEX {TABLE}_hnsw ON {TABLE} USING hnsw (embedding vector_cosine_ops)")
+    finally:
+        conn.close()
+
+
 def build(conn, m: int = 16, ef_construction: int = 64) -> tuple[float, bool]:
     """Seconds to build the HNSW index, and whether pgvector said the graph outgrew maintenance_work_mem.
 

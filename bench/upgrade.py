@@ -71,17 +71,8 @@ def _neighbours(url: str, queries: np.ndarray) -> list[list[int]]:
 
 
 def _load(url: str, rows: int, dim: int) -> np.ndarray:
-    import psycopg2
-
     data, queries = hnsw.dataset(rows, dim, 20)
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    try:
-        hnsw.load(conn, data)
-        with conn.cursor() as cur:  # as the tenant (hnsw.build's CHECKPOINT needs more than a tenant has)
-            cur.execute(f"CREATE INDEX {hnsw.TABLE}_hnsw ON {hnsw.TABLE} USING hnsw (embedding vector_cosine_ops)")
-    finally:
-        conn.close()
+    hnsw.load_indexed(url, data)
     return queries
 
 

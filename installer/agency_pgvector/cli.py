@@ -105,8 +105,8 @@ def install_cmd(
                                          help="Superuser URL of an existing server (ENGINE=external). "
                                               "Prefer the env var: argv is visible to every user."),
     server: str = typer.Option("", "--server", envvar="SERVER",
-                               help="Embedded engine: dedicated (one server per client, "
-                                    "default) or shared (one server, many clients)."),
+                               help="dedicated (one server per client), shared (one server, many clients), a cluster's "
+                                    "name, or auto (the least loaded with room: make pgvector-servers)."),
     port: str | None = typer.Option(None, "--port", envvar="PORT",
                                     help="Host port for a new server (default: first free from 5433)."),
     with_deps: bool = typer.Option(False, "--with-deps", envvar="WITH_DEPS",
@@ -701,6 +701,43 @@ def cluster_remove_cmd(name: str = ClusterOpt, yes: bool = YesOpt) -> None:
     _confirm(yes, f"Remove cluster {_cluster_given(name)} and its data?")
     clusters.remove(name)
     print(f"Cluster {name} removed.")
+
+
+@app.command("servers")
+def servers_cmd(
+    server: str = typer.Option("", "--server", envvar="SERVER", help="With MAX_*: the server whose capacity to set."),
+    max_clients: str = typer.Option("", "--max-clients", envvar="MAX_CLIENTS", help="Clients the server takes at most."),
+    max_connections: str = typer.Option("", "--max-connections", envvar="MAX_CONNECTIONS",
+                                        help="Sessions in use at which the server takes no new client."),
+    max_disk_gb: str = typer.Option("", "--max-disk-gb", envvar="MAX_DISK_GB",
+                                    help="Size of the client databases at which the server takes no new client."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """The servers new clients go to, their load and capacity (make pgvector-servers); with SERVER and MAX_* sets a
+    capacity first. make pgvector SERVER=auto puts a new client on the least loaded one with room."""
+    from . import inventory, spec as specs
+
+    changes = {key: value for key, value in (
+        ("clients", inventory.limit("MAX_CLIENTS", max_clients)),
+        ("connections", inventory.limit("MAX_CONNECTIONS", max_connections)),
+        ("disk_gb", inventory.limit("MAX_DISK_GB", max_disk_gb))) if value is not None}
+    spec = specs.Spec(client_id="x", root=specs.root_from_env(), log_file=specs.log_from_env())
+    if changes:
+        if not server:
+            raise InputError("MAX_CLIENTS, MAX_CONNECTIONS and MAX_DISK_GB set one server's capacity: add SERVER=<name>.")
+        inventory.set_capacity(spec, server, changes)
+    found = inventory.inventory(spec)
+    if as_json:
+        _print_json({"servers": [s.to_json() for s in found]})
+        return
+    from .ui import rows_table
+
+    rows_table("Servers for new clients (make pgvector SERVER=auto picks the least loaded with room)",
+               ["server", "kind", "clients", "connections", "disk GB", "fs used", "room"],
+               [[s.name, s.kind, f"{s.clients}/{s.max_clients}",
+                 "-" if s.connections is None else f"{s.connections}/{s.max_connections}",
+                 "-" if s.disk_gb is None else f"{s.disk_gb:.1f}" + (f"/{s.max_disk_gb:.0f}" if s.max_disk_gb else ""),
+                 "-" if s.fs_used is None else f"{s.fs_used:.0%}", s.full() or "yes"] for s in found])
 
 
 @app.command("move")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import engines, envfile, pooler, ports, registry, scram, tls
+from . import engines, envfile, inventory, pooler, ports, registry, scram, tls
 from .engines.base import ServerPlan
 from .errors import UserError
 from .provision import State, Tenant, apply as apply_sql, lock, plan, read_state, record
@@ -66,6 +66,13 @@ def _install(spec: Spec, batch: Batch | None = None, existing: dict | None = Non
         resuming = bool(existing)
         if resuming:
             spec = replace(spec, force=True)
+    placed = ""
+    if not existing and inventory.wants_placement(spec):  # a new client: on a server with room (inventory.py)
+        spec, placed = inventory.place(spec)
+    elif spec.server == "auto":  # a client that is somewhere already stays there
+        spec = replace(spec, server="")
+    elif spec.server and spec.server == existing.get("PGVECTOR_SERVER") and existing.get("PGVECTOR_ENGINE") == "patroni":
+        spec = replace(spec, server="", cluster=spec.server)  # SERVER=<its cluster>, as placement named it
     engine = engines.get(spec, existing.get("PGVECTOR_ENGINE"), existing.get("PGVECTOR_SERVER"))
     tenant = Tenant.for_client(spec.client_id, engine.capabilities.shared)
     settings = pooler.resolve(spec.pool, existing, tenant.connection_limit)
@@ -75,6 +82,8 @@ def _install(spec: Spec, batch: Batch | None = None, existing: dict | None = Non
         engines.require(engine, "pool")
         tls.need_openssl()
     report = Report(dry_run=spec.dry_run)
+    if placed:
+        report.add("placement", OK, placed)
     key = engine.server_id()
     if batch is not None and key in batch.servers:
         server = batch.servers[key]

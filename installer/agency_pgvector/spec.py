@@ -80,8 +80,10 @@ def cluster(value: str) -> str:
 
 
 def server(value: str) -> str:
-    if value not in SERVERS:
-        raise InputError(f"SERVER {_show(value)} is not known: use SERVER=dedicated (one server per client) or SERVER=shared.")
+    """SERVER: dedicated, shared, auto (placement: inventory.py) or a cluster's name from the inventory."""
+    if value not in SERVERS and value != "auto" and not _CLIENT_ID.fullmatch(value or ""):
+        raise InputError(f"SERVER {_show(value)} is not known: use SERVER=dedicated (one server per client), "
+                         "SERVER=shared, SERVER=auto (the least loaded with room) or a cluster's name.")
     return value
 
 

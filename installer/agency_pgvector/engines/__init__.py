@@ -56,8 +56,8 @@ def get(spec: Spec, recorded: str | None = None, recorded_server: str | None = N
 
         server = spec.server or recorded_server or "dedicated"
         if recorded_server and server != recorded_server:
-            raise UserError(f"Client {spec.client_id} lives on a {recorded_server} server; it cannot move to "
-                            f"SERVER={server} in place: back it up, uninstall, install again and restore.")
+            raise UserError(f"Client {spec.client_id} lives on a {recorded_server} server; make pgvector does not "
+                            f"move it: make pgvector-move CLIENT_ID={spec.client_id} TO={server} does, while it runs.")
         return SharedEmbeddedEngine(spec) if server == "shared" else EmbeddedEngine(spec)
     if name == "patroni":
         from .patroni import PatroniEngine
@@ -67,8 +67,8 @@ def get(spec: Spec, recorded: str | None = None, recorded_server: str | None = N
             raise UserError("ENGINE=patroni needs the cluster: add CLUSTER=<name> (make pgvector-cluster CLUSTER=<name> "
                             "WITH_DEPS=true creates one).")
         if recorded_server and spec.cluster and spec.cluster != recorded_server:
-            raise UserError(f"Client {spec.client_id} lives on cluster {recorded_server}; it cannot move to "
-                            f"CLUSTER={spec.cluster} in place: back it up, uninstall, install again and restore.")
+            raise UserError(f"Client {spec.client_id} lives on cluster {recorded_server}; make pgvector does not move "
+                            f"it: make pgvector-move CLIENT_ID={spec.client_id} TO={spec.cluster} does, while it runs.")
         return PatroniEngine(spec, name_)
     if name == "external":
         from .external import ExternalEngine

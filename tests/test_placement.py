@@ -1,0 +1,134 @@
+"""The inventory (make pgvector-servers) and placement (make pgvector SERVER=auto / SERVER=<name>) on real servers:
+a full server is skipped, the least loaded one with room is chosen and named, all full refuses with the numbers
+and nothing created. Capacities live in one file of the session's root: each test removes it again."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import DOMAIN, EMAIL, client_paths
+
+
+def capacity_file() -> Path:
+    return Path(os.environ["AGENCY_STACK_ROOT"]) / "pgvector" / "inventory" / "capacity.json"
+
+
+@pytest.fixture
+def servers(cli):
+    """Read the inventory; set a capacity; the capacity file is gone after the test."""
+
+    def read() -> dict[str, dict]:
+        result = cli("servers", "--json")
+        assert result.returncode == 0, result.stderr
+        return {s["name"]: s for s in json.loads(result.stdout)["servers"]}
+
+    def fill(*names: str) -> None:
+        """Make `names` full: a server that is running has at least the inventory's own session, so a cap of one
+        connection fills it (the shared server and clusters); dedicated: its client count (at least 1)."""
+        for name, row in read().items():
+            if name in names:
+                cap = {"MAX_CLIENTS": str(max(row["clients"], 1))} if row["kind"] == "dedicated" else {"MAX_CONNECTIONS": "1"}
+                result = cli("servers", SERVER=name, **cap)
+                assert result.returncode == 0, result.stderr
+        assert all(read()[name]["full"] for name in names if read()[name]["kind"] != "dedicated")
+
+    yield read, fill
+    capacity_file().unlink(missing_ok=True)
+
+
+def new_client(cli, client_id: str, **env: str):
+    return cli("install", CLIENT_ID=client_id, DOMAIN=DOMAIN, ADMIN_EMAIL=EMAIL, WITH_DEPS="true", **env)
+
+
+def test_inventory_lists_the_shared_server_dedicated_and_the_clusters_with_their_load(cli, install, servers):
+    read, _ = servers
+    install("pl-shared", SERVER="shared")
+    found = read()
+    assert {"shared", "dedicated"} <= set(found)
+    shared = found["shared"]
+    assert shared["kind"] == "shared" and shared["clients"] >= 1 and shared["max_clients"] == 50
+    assert shared["connections"] is not None and shared["max_connections"] > 0 and shared["full"] is None
+    assert 0 <= shared["load"] < 1 and found["dedicated"]["max_clients"] == 100
+    assert capacity_file().exists() is False
+    assert cli("servers", SERVER="shared", MAX_CLIENTS="7").returncode == 0
+    assert read()["shared"]["max_clients"] == 7
+    assert oct(capacity_file().stat().st_mode & 0o777) == "0o600"
+    assert oct(capacity_file().parent.parent.stat().st_mode & 0o777) == "0o711"  # the state directory stays traversable
+    text = cli("servers").stdout
+    assert "shared" in text and "dedicated" in text
+
+
+def test_auto_skips_a_full_server_and_says_which_it_chose_and_why(cli, install, servers):
+    read, fill = servers
+    install("pl-fill", SERVER="shared")
+    fill("shared", *[name for name, row in read().items() if row["kind"] == "cluster"])
+    result = new_client(cli, "pl-auto", SERVER="auto", JSON="true")
+    assert result.returncode == 0, result.stderr
+    rows = {row["item"]: row for row in json.loads(result.stdout)["items"]}
+    why = rows["placement"]["detail"]
+    assert why.startswith("dedicated: least loaded with room") and "skipped shared (connections" in why, why
+    env = client_paths("pl-auto").env_file.read_text()
+    assert "PGVECTOR_SERVER=dedicated" in env
+    again = new_client(cli, "pl-auto", SERVER="auto")  # a re-run stays where the client is
+    assert again.returncode == 0, again.stderr
+    gone = cli("uninstall", CLIENT_ID="pl-auto", YES="true", NO_BACKUP="true", REMOVE_SERVER="true")
+    assert gone.returncode == 0, gone.stderr
+
+
+def test_all_full_refuses_with_the_numbers_and_creates_nothing(cli, install, servers):
+    read, fill = servers
+    install("pl-full", SERVER="shared")
+    fill("shared", *[name for name, row in read().items() if row["kind"] == "cluster"])
+    if read()["dedicated"]["clients"] == 0:
+        install("pl-full-d")  # a dedicated client, so a capacity of 1 is full
+    fill("dedicated")
+    for env in ({"SERVER": "auto"}, {"SERVER": "shared"}, {"SERVER": "dedicated"}):
+        result = new_client(cli, "pl-none", **env)
+        assert result.returncode == 3, result.stderr
+        assert "No room for client pl-none" in result.stderr and "nothing was created" in result.stderr
+        assert "clients " in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert not client_paths("pl-none").client_dir.exists()
+        assert not client_paths("pl-none").server_dir.exists()
+    listed = json.loads(cli("list", "--json").stdout)["clients"]
+    assert "pl-none" not in {row["client_id"] for row in listed}
+
+
+def test_a_named_cluster_is_placement_too(cli, servers, patroni_cluster):
+    read, fill = servers
+    result = new_client(cli, "pl-cluster", SERVER=patroni_cluster, JSON="true")
+    assert result.returncode == 0, result.stderr
+    rows = {row["item"]: row for row in json.loads(result.stdout)["items"]}
+    assert rows["placement"]["detail"].startswith(f"{patroni_cluster}: as named, has room")
+    env = client_paths("pl-cluster").env_file.read_text()
+    assert "PGVECTOR_ENGINE=patroni" in env and f"PGVECTOR_SERVER={patroni_cluster}" in env
+    assert new_client(cli, "pl-cluster", SERVER=patroni_cluster).returncode == 0  # the re-run names its cluster
+    fill(patroni_cluster)
+    refused = new_client(cli, "pl-cluster2", SERVER=patroni_cluster)
+    assert refused.returncode == 3 and f"on {patroni_cluster}" in refused.stderr, refused.stderr
+    gone = cli("uninstall", CLIENT_ID="pl-cluster", YES="true", NO_BACKUP="true")
+    assert gone.returncode == 0, gone.stderr
+
+
+@pytest.mark.parametrize("env, needle, code", [
+    ({"SERVER": "shared", "MAX_CLIENTS": "0"}, "MAX_CLIENTS '0' is not valid", 2),
+    ({"SERVER": "shared", "MAX_CONNECTIONS": "12a"}, "MAX_CONNECTIONS '12a' is not valid", 2),
+    ({"SERVER": "shared", "MAX_DISK_GB": "9" * 50}, "MAX_DISK_GB", 2),
+    ({"MAX_CLIENTS": "3"}, "add SERVER=<name>", 2),
+    ({"SERVER": "nowhere", "MAX_CLIENTS": "3"}, "not in the inventory", 2),
+])
+def test_bad_capacity_input_is_one_sentence_and_changes_nothing(cli, servers, env, needle, code):
+    result = cli("servers", **env)
+    assert result.returncode == code and needle in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not capacity_file().exists()
+
+
+def test_unknown_server_for_a_new_client_is_refused_before_anything(cli):
+    result = new_client(cli, "pl-unknown", SERVER="nowhere")
+    assert result.returncode == 2 and "not in the inventory" in result.stderr, result.stderr
+    assert not client_paths("pl-unknown").client_dir.exists()
