@@ -240,10 +240,8 @@ def _run(root: Path, quick: bool) -> list[Row]:
     # what the writer saw
     usual = median([g for g, _, _ in _gaps(before)])
     quiet_max = max(g for g, _, _ in _gaps(before))
-    around = [t for t in writer.times if t >= started - 1.0]
-    last_before = max((t for t in writer.times if t < started), default=started)
-    around = [last_before] + [t for t in around if t > last_before]
-    pauses = _gaps(around)
+    last_before = max((t for t in writer.times if t < started), default=started)  # from the last commit before it
+    pauses = _gaps([last_before] + [t for t in writer.times if t > last_before])
     longest, gap_from, gap_to = max(pauses)
     seen = steps.seen
     freeze_at = (seen.get("move: writes frozen", ended) - 0.5, seen.get("move: switched", ended) + 0.5)
@@ -256,6 +254,7 @@ def _run(root: Path, quick: bool) -> list[Row]:
         return "-" if t is None else f"+{t - started:.2f}"
 
     phases = _phases(seen, started, ended)
+    catch_up = _between(seen, "move: writes frozen", "move: caught up")
     print("move steps (s after the command started): "
           + ", ".join(f"{step} {rel(seen.get(step))}" for step in (*STEPS[:4], "copied", *STEPS[4:])))
     print(f"writer: {len(writer.acked)} acknowledged, {len(writer.errors)} failed attempts ({'; '.join(kinds)}); longest "
@@ -264,8 +263,8 @@ def _run(root: Path, quick: bool) -> list[Row]:
     out = [
         Row(SECTION, "write freeze (the move's freeze_seconds: source NOLOGIN to the new .env)", moved["freeze_seconds"],
             "s", target="<= 2 s", met=moved["freeze_seconds"] <= 2.0,
-            note=f"{size}; catch-up, sequences, row counts of {moved['rows']} rows compared, replication dropped, "
-                 f".env rewritten"),
+            note=f"{size}; tenant NOLOGIN and its sessions ended, catch-up ({catch_up} in the log), sequences, row "
+                 f"counts of {moved['rows']} rows compared, replication dropped, .env rewritten"),
         Row(SECTION, "writer's longest pause between acknowledged commits (client-visible)", longest, "s",
             "usual gap (median before the move)", usual, "report",
             note=f"one commit each ~10 ms, {RETRY * 1000:.0f} ms between failed attempts (.env read again); longest gap "
@@ -287,6 +286,10 @@ def _run(root: Path, quick: bool) -> list[Row]:
         _cli(root, "uninstall", "--quiet", CLIENT_ID=client, NO_BACKUP="true")
     _cli(root, "remove-shared-server", "--quiet")
     return out
+
+
+def _between(seen: dict[str, float], first: str, then: str) -> str:
+    return f"{seen[then] - seen[first]:.2f} s" if first in seen and then in seen else "-"
 
 
 def _phases(seen: dict[str, float], started: float, ended: float) -> str:

@@ -117,7 +117,8 @@ def test_port(value):
 @given(hostile_text)
 def test_engine_and_server(value):
     assert _check(spec.engine, "ENGINE", value) in (None, *spec.ENGINES)
-    assert _check(spec.server, "SERVER", value) in (None, *spec.SERVERS)
+    server = _check(spec.server, "SERVER", value)  # dedicated, shared, auto or a cluster's name (a client id's shape)
+    assert server is None or server in (*spec.SERVERS, "auto") or spec._CLIENT_ID.fullmatch(server)
 
 
 @BULK

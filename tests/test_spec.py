@@ -112,7 +112,7 @@ GOOD = dict(client="acme", domain_="example.com", admin_email="ops@example.com")
     (dict(domain_="exa mple.com"), "DOMAIN 'exa mple.com' is not a valid host name"),
     (dict(admin_email="nobody"), "ADMIN_EMAIL 'nobody' is not a valid e-mail address"),
     (dict(engine_="podman"), "ENGINE 'podman' is not known"),
-    (dict(server_="both"), "SERVER 'both' is not known"),
+    (dict(server_="Both!"), "SERVER 'Both!' is not known"),
     (dict(engine_="external"), "ENGINE=external needs the superuser URL"),
     (dict(admin_url_="mysql://root:hunter2@db/x"), "ADMIN_URL is not a PostgreSQL URL"),
     (dict(admin_url_="postgresql://u:p@ss@db/postgres"), "ADMIN_URL could not be parsed"),
