@@ -91,6 +91,12 @@ SCHEMA = {
                        "etcd": {"port": int, "running": bool, "authentication": bool},
                        "members": [{"name": str, "role": (str, NULL), "state": (str, NULL), "port": int, "api_port": int,
                                     "timeline": (int, NULL), "lag": (int, NULL), "patroni_running": bool}]},
+    "servers": {"servers": [{"name": str, "kind": str, "exists": bool, "up": bool, "clients": int, "max_clients": int,
+                             "connections": (int, NULL), "max_connections": (int, NULL), "disk_gb": (NUMBER, NULL),
+                             "max_disk_gb": (NUMBER, NULL), "fs_used": (NUMBER, NULL), "full": (str, NULL),
+                             "load": NUMBER}]},
+    "move": {"client_id": str, "source": str, "target": str, "phase": str, "freeze_seconds": NUMBER, "seconds": NUMBER,
+             "rows": int, "items": [ITEM]},
 }
 
 

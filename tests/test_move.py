@@ -21,6 +21,7 @@ import psycopg2
 import pytest
 
 from agency_pgvector import envfile
+from test_cli import SCHEMA, mismatches
 
 from conftest import DOMAIN, EMAIL, client_paths
 
@@ -141,7 +142,9 @@ def finish(cli, client_id: str) -> None:
 def moved_ok(cli, client_id: str, to: str) -> dict:
     result = move(cli, client_id, to)
     assert result.returncode == 0, result.stderr + result.stdout
-    return json.loads(result.stdout)
+    out = json.loads(result.stdout)
+    assert mismatches(out, SCHEMA["move"]) == [], out  # the shape docs/json.md gives
+    return out
 
 
 @pytest.fixture

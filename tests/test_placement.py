@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from test_cli import SCHEMA, mismatches
+
 from conftest import DOMAIN, EMAIL, client_paths
 
 
@@ -24,7 +26,9 @@ def servers(cli):
     def read() -> dict[str, dict]:
         result = cli("servers", "--json")
         assert result.returncode == 0, result.stderr
-        return {s["name"]: s for s in json.loads(result.stdout)["servers"]}
+        out = json.loads(result.stdout)
+        assert mismatches(out, SCHEMA["servers"]) == [], out  # the shape docs/json.md gives
+        return {s["name"]: s for s in out["servers"]}
 
     def fill(*names: str) -> None:
         """Make `names` full: a server that is running has at least the inventory's own session, so a cap of one
