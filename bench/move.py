@@ -1,4 +1,4 @@
-"""Moving a client (issue 16): `make pgvector-move TO=shared` for a client with N x 384 clustered unit vectors (100k;
+"""Moving a client: `make pgvector-move TO=shared` for a client with N x 384 clustered unit vectors (100k;
 20k with --quick) and an HNSW index (cosine, default m and ef_construction) on its own embedded server, while a
 thread commits one row at a time through the client's .env (DATABASE_URL read again after every failed commit, as
 an app restarted by its supervisor would, so it follows the .env to the new server).
@@ -10,8 +10,8 @@ an app restarted by its supervisor would, so it follows the .env to the new serv
   two servers (`backup` of the client, then `restore` of that dump into a second, freshly installed empty client on
   the shared server), both wall clock with the CLI's start-up; the steps of the move from its component log;
 - acknowledged commits lost: every commit the writer saw return is looked up on the server the .env names after the
-  move (target 0). The HNSW index must serve the same 20 fixed queries on the target (EXPLAIN shows it, recall@10
-  against exact search before and after).
+  move (target 0). The HNSW index must answer 20 fixed queries on the target (EXPLAIN shows it; recall@10 against
+  exact search reported before and after).
 
 Then `move-finish` (the old dedicated server goes), both clients uninstalled and the shared server removed.
 """

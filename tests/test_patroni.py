@@ -454,17 +454,22 @@ def test_a_stopped_cluster_comes_back_with_make_pgvector_cluster(cli, patroni_cl
     conn.close()
 
 
-def test_logs_and_backup_of_a_cluster_client(cli, patroni_cluster, client):
+def test_logs_and_backup_of_a_cluster_client(cli, patroni_cluster, client, writer):
+    """The backup reads a standby, in one snapshot with its row counts: taken while the writer commits, its
+    manifest still matches what the restore finds."""
     logs = cli("logs", CLIENT_ID=CLIENT, LINES="50")
     assert logs.returncode == 0, logs.stderr
     conn = connect(client["DATABASE_URL"])
     with conn.cursor() as cur:
         cur.execute("CREATE TABLE kept AS SELECT i AS id FROM generate_series(1, 77) i")
     conn.close()
+    log = Path(os.environ["AGENCY_STACK_LOG"])
+    start = log.stat().st_size
     backup = cli("backup", "--json", CLIENT_ID=CLIENT)
     assert backup.returncode == 0, backup.stderr + backup.stdout
+    assert "backup read from a standby" in log.read_text()[start:]
     done = json.loads(backup.stdout)
-    assert done["row_counts"]["public.kept"] == 77
+    assert done["row_counts"]["public.kept"] == 77 and done["row_counts"][f"public.{writer.table}"] > 0
     conn = connect(client["DATABASE_URL"])
     with conn.cursor() as cur:
         cur.execute("DELETE FROM kept WHERE id > 7")

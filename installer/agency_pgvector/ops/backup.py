@@ -159,6 +159,33 @@ def prune(client: Client, keep: int) -> list[Path]:
     return old
 
 
+def _snapshot_session(client: Client, login: dict):
+    """A read-only REPEATABLE READ transaction of the reader whose snapshot pg_dump shares (--snapshot), so the
+    manifest's row counts are those of the archive even while the app writes. A cluster's client is read from a
+    standby where one answers (the leader keeps its cycles for writes); the reader role, made on the leader, may
+    take a moment to reach it, and the leader serves when no standby does."""
+    import psycopg2
+
+    tries = [{**login, "PGTARGETSESSIONATTRS": "prefer-standby"}] * 20 if "," in login.get("PGHOST", "") else []
+    for attempt in [*tries, login]:
+        try:
+            conn = sessions.tenant(attempt, client.tenant.database)
+        except psycopg2.OperationalError:
+            if attempt is login:
+                raise
+            time.sleep(0.25)
+            continue
+        conn.autocommit = False
+        conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.inet_server_port()")
+            standby, port = cur.fetchone()
+        if "," in login.get("PGHOST", ""):  # pg_dump goes to the same member
+            attempt = {**attempt, "PGHOST": "127.0.0.1", "PGPORT": str(port), "PGTARGETSESSIONATTRS": "any"}
+        return attempt, conn, f"{'a standby' if standby else 'the primary'} (port {port})"
+    raise AssertionError("unreachable")
+
+
 def _backup(client: Client) -> Backup:
     folder = client.spec.paths.backups_dir
     envfile.ensure_private_dir(folder)
@@ -166,13 +193,21 @@ def _backup(client: Client) -> Backup:
     target = folder / f"{client.id}-{stamp}.dump"
     partial = target.with_name(f"{target.name}.{os.getpid()}.partial")  # never shared with an orphaned pg_dump
     with reader(client) as login:
-        counts = _counts(login, client.tenant.database)
-        old = os.umask(0o077)
+        login, session, where = _snapshot_session(client, login)
         try:
-            result = _tool("pg_dump", ["--format=custom", "--no-owner", "--no-privileges", f"--file={partial}"],
-                           sessions.tool_env(sessions.tenant_params(login)))
+            with session.cursor() as cur:
+                cur.execute("SELECT pg_catalog.pg_export_snapshot()")
+                (snapshot,) = cur.fetchone()
+            counts = row_counts(session)  # in the snapshot pg_dump reads: the manifest matches the archive
+            old = os.umask(0o077)
+            try:
+                result = _tool("pg_dump", ["--format=custom", "--no-owner", "--no-privileges", f"--snapshot={snapshot}",
+                                           f"--file={partial}"], sessions.tool_env(sessions.tenant_params(login)))
+            finally:
+                os.umask(old)
         finally:
-            os.umask(old)
+            session.close()
+        log.event(f"backup read from {where}")
     if result.returncode != 0:
         partial.unlink(missing_ok=True)
         raise UserError(f"pg_dump of {client.tenant.database} failed: {_tail(result)}.")

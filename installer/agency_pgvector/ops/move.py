@@ -33,7 +33,7 @@ from ..errors import InputError, UserError
 from ..provision import EXTENSION_SCHEMA, Tenant, lock, terminate
 from ..report import CHANGE, OK, Report
 from ..runner import operation
-from .backup import SKIP_ENTRIES, _tail, _tool, reader
+from .backup import SKIP_ENTRIES, _tail, _tool, reader, row_counts
 from .common import Client
 
 JOURNAL = "move.json"
@@ -362,6 +362,13 @@ class _Run:
             dst.close()
         self._restore("post-data")
         self.report.add("indexes", CHANGE, "indexes, constraints and triggers built on the target")
+        # The index build held the tables' locks, so changes queued up meanwhile: drained before the freeze, the
+        # freeze only waits for what arrives in its own second.
+        src = self.source.admin_connect(self.tenant.database)
+        try:
+            self._catch_up(src, COPY_TIMEOUT)
+        finally:
+            src.close()
 
     def _wait_copied(self, dst) -> None:
         deadline = time.monotonic() + COPY_TIMEOUT
@@ -426,8 +433,9 @@ class _Run:
                                         f"pgvector-move-finish CLIENT_ID={self.client.id}")
         return freeze, rows
 
-    def _catch_up(self, src) -> None:
-        deadline = time.monotonic() + CATCH_UP_TIMEOUT
+    def _catch_up(self, src, timeout: float = CATCH_UP_TIMEOUT) -> None:
+        """Wait until the target confirmed every change the source had written when this began."""
+        deadline = time.monotonic() + timeout
         with src.cursor() as cur:
             cur.execute("SELECT pg_catalog.pg_current_wal_lsn()")
             (end,) = cur.fetchone()
@@ -441,7 +449,7 @@ class _Run:
                 if found[0]:
                     return
                 if time.monotonic() > deadline:
-                    raise UserError(f"The target did not catch up with the source within {CATCH_UP_TIMEOUT:.0f} s "
+                    raise UserError(f"The target did not catch up with the source within {timeout:.0f} s "
                                     "(see the target server's log).")
                 time.sleep(0.02)
 
@@ -450,7 +458,7 @@ class _Run:
         for conn in (src, dst):
             with conn.cursor() as cur:
                 cur.execute(FINGERPRINT)
-                counts.append((cur.fetchone(), _row_counts(cur)))
+                counts.append((cur.fetchone(), row_counts(conn)))
         (src_print, src_rows), (dst_print, dst_rows) = counts
         if src_print != dst_print:
             raise UserError(f"Client {self.client.id}'s tables or columns changed during the move (DDL is not "
@@ -632,19 +640,6 @@ def _copy_sequences(src, dst) -> None:
         for schema, name, last, called in values:
             cur.execute(sql.SQL("SELECT pg_catalog.setval(%s::pg_catalog.regclass, %s, %s)"),
                         (sql.Identifier(schema, name).as_string(dst), last, called))
-
-
-def _row_counts(cur) -> dict[str, int]:
-    cur.execute("""SELECT n.nspname, c.relname FROM pg_catalog.pg_class c
-                   JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
-                   WHERE c.relkind = 'r'
-                     AND n.nspname OPERATOR(pg_catalog.<>) ALL (ARRAY['pg_catalog', 'information_schema'])
-                     AND n.nspname OPERATOR(pg_catalog.!~) '^pg_(temp|toast)'""")
-    counts = {}
-    for schema, table in cur.fetchall():
-        cur.execute(sql.SQL("SELECT pg_catalog.count(*) FROM ONLY {}.{}").format(sql.Identifier(schema), sql.Identifier(table)))
-        counts[f"{schema}.{table}"] = cur.fetchone()[0]
-    return counts
 
 
 def _drop_source_machinery(src, role: str, client_id: str) -> None:
