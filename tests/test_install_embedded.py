@@ -163,7 +163,7 @@ def test_shared_server_mode_holds_many_clients_apart(install, cli):
     again = cli("install", CLIENT_ID="sierra", DOMAIN="example.com", ADMIN_EMAIL="ops@example.com")
     assert "No changes" in again.stdout, again.stdout + again.stderr
     moved = cli("install", CLIENT_ID="sierra", DOMAIN="example.com", ADMIN_EMAIL="ops@example.com", SERVER="dedicated")
-    assert moved.returncode == 3 and "cannot move" in moved.stderr
+    assert moved.returncode == 3 and "make pgvector-move" in moved.stderr
 
 
 def test_verbose_shows_the_sql_but_masks_the_password(install, cli):

@@ -379,10 +379,31 @@ def test_a_hostile_tenant_cannot_narrow_or_hide_what_moves(cli, install):
         cur.execute("ALTER TABLE side.hidden FORCE ROW LEVEL SECURITY")
         cur.execute("CREATE POLICY nobody ON side.hidden USING (false)")
         cur.execute("CREATE PUBLICATION agency_move FOR TABLE shown")
+        # code that runs wherever the table's index expression is planned: as a superuser it makes a superuser
+        cur.execute("CREATE FUNCTION public.pwn() RETURNS int LANGUAGE plpgsql VOLATILE AS $f$ BEGIN "
+                    "IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN "
+                    "EXECUTE 'CREATE ROLE mv_evil LOGIN SUPERUSER'; END IF; RETURN 1; END $f$")
+        cur.execute("CREATE FUNCTION public.trap(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $f$ BEGIN "
+                    "PERFORM public.pwn(); RETURN $1; END $f$")
+        cur.execute("CREATE INDEX shown_trap ON shown ((id + public.trap(1)))")
+        cur.execute("CREATE INDEX hidden_trap ON side.hidden (id) WHERE public.trap(1) = 1")
+        # a type of the tenant's own named like pgvector's, first on its search_path
+        cur.execute("CREATE DOMAIN public.vector AS text CHECK (false)")
     conn.close()
+    before = env_of(cid)
     moved_ok(cli, cid, "shared")
+    after = env_of(cid)
+    assert (after["DOMAIN"], after["ADMIN_EMAIL"]) == (before["DOMAIN"], before["ADMIN_EMAIL"])  # as installed
+    from conftest import admin
+
+    for conn in (admin(cid), _shared_admin("postgres")):  # neither server ran the trap as a superuser
+        with conn.cursor() as cur:
+            cur.execute("SELECT rolname FROM pg_roles WHERE rolsuper AND rolname <> 'postgres'")
+            assert cur.fetchall() == []
+        conn.close()
     admin_conn = _shared_admin("vectordb_mv_hostile")
     with admin_conn.cursor() as cur:
+        cur.execute("DROP INDEX public.shown_trap, side.hidden_trap")  # before this superuser session plans a query
         cur.execute("SELECT (SELECT count(*) FROM public.shown), (SELECT count(*) FROM side.hidden)")
         assert cur.fetchone() == (30, 50)
         cur.execute("SELECT relforcerowsecurity FROM pg_class WHERE relname = 'hidden'")
@@ -422,3 +443,48 @@ def test_a_schema_change_during_the_move_undoes_it_and_writes_go_on_at_the_sourc
     finish(cli, cid)
     gone = cli("uninstall", CLIENT_ID=cid, YES="true", NO_BACKUP="true")
     assert gone.returncode == 0, gone.stderr
+
+
+def test_after_the_switch_a_move_only_goes_forward(cli, traveller):
+    """Killed once the .env may already name the target: ABORT would drop the live copy, so it is refused; the
+    next run finishes the move."""
+    cid = "mv-forward"
+    writer, vectors = traveller(cid)
+    assert _killed_move(cid, "shared", "move: replication dropped")
+    journal = json.loads((client_paths(cid).component_dir / "move.json").read_text())
+    assert journal.get("switching") is True
+    refused = cli("move", CLIENT_ID=cid, ABORT="true")
+    assert refused.returncode == 3 and "switched already" in refused.stderr, refused.stderr
+    blocked = cli("install", CLIENT_ID=cid, DOMAIN=DOMAIN, ADMIN_EMAIL=EMAIL)
+    assert blocked.returncode == 3 and "ABORT" not in blocked.stderr, blocked.stderr
+    assert moved_ok(cli, cid, "shared")["phase"] == "kept"
+    moment = time.monotonic()
+    deadline = moment + 30
+    while writer.writes_after(moment) < 10:
+        assert time.monotonic() < deadline, writer.errors[-3:]
+        time.sleep(0.05)
+    writer.stop()
+    check_arrived(env_of(cid), writer, vectors)
+    finish(cli, cid)
+    assert cli("uninstall", CLIENT_ID=cid, YES="true", NO_BACKUP="true").returncode == 0
+
+
+def test_two_clients_move_to_the_same_server_at_once(cli, traveller):
+    first, first_vectors = traveller("mv-twin-a")
+    second, second_vectors = traveller("mv-twin-b")
+    runs = [subprocess.Popen([sys.executable, "-m", "agency_pgvector", "move", "--json"], text=True,
+                             env={**os.environ, "CLIENT_ID": cid, "TO": "shared"}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE) for cid in ("mv-twin-a", "mv-twin-b")]
+    for run in runs:
+        out, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err
+        assert json.loads(out)["phase"] == "kept"
+    for cid, writer, vectors in (("mv-twin-a", first, first_vectors), ("mv-twin-b", second, second_vectors)):
+        moment = time.monotonic()
+        while writer.writes_after(moment) < 10:
+            assert time.monotonic() < moment + 30, writer.errors[-3:]
+            time.sleep(0.05)
+        writer.stop()
+        check_arrived(env_of(cid), writer, vectors)
+        finish(cli, cid)
+        assert cli("uninstall", CLIENT_ID=cid, YES="true", NO_BACKUP="true").returncode == 0

@@ -10,7 +10,7 @@ from typing import Any
 from . import engines, envfile, inventory, pooler, ports, registry, scram, tls
 from .engines.base import ServerPlan
 from .errors import UserError
-from .provision import State, Tenant, apply as apply_sql, lock, plan, read_state, record
+from .provision import EXTENSION_SCHEMA, State, Tenant, apply as apply_sql, lock, plan, read_state, record
 from .render import SAMPLES_DIR, render
 from .report import CHANGE, CREATE, OK, Report
 from .runner import apply, operation
@@ -390,7 +390,9 @@ def _check_login(engine, tenant: Tenant, password: str, report: Report, pool_por
         conn = sessions.tenant(dict(PGHOST=point.host, PGPORT=point.port, PGUSER=tenant.role, PGPASSWORD=password,
                                     PGDATABASE=tenant.database))
         with conn.cursor() as cur:
-            cur.execute("SELECT '[1,2,3]'::vector <=> '[1,2,4]'::vector")
+            # qualified: a tenant's own type or operator named vector / <=> in public must not fail the check
+            cur.execute(f"SELECT '[1,2,3]'::{EXTENSION_SCHEMA}.vector OPERATOR({EXTENSION_SCHEMA}.<=>) "
+                        f"'[1,2,4]'::{EXTENSION_SCHEMA}.vector")
         conn.close()
     except psycopg2.Error as exc:
         raise UserError(f"The tenant could not log in with its .env ({first_line(exc)}): check the server's "

@@ -225,9 +225,12 @@ def place(spec: Spec) -> tuple[Spec, str]:
         candidates = servers
     else:
         candidates = [s for s in servers if s.name == named]
+        if not candidates and spec.cluster:
+            raise InputError(f"Cluster {named[:40]} does not exist on this host: nothing was created. make "
+                             f"pgvector-cluster CLUSTER={named[:40]} WITH_DEPS=true creates it.")
         if not candidates:
             names = ", ".join(s.name for s in servers)
-            raise InputError(f"{'CLUSTER' if spec.cluster else 'SERVER'}={named[:40]!r} is not in the inventory "
+            raise InputError(f"SERVER={named[:40]!r} is not in the inventory "
                              f"{'for ENGINE=' + spec.engine + ' ' if spec.engine != 'auto' else ''}({names}, or auto): "
                              "nothing was created. make pgvector-cluster CLUSTER=<name> makes a cluster.")
     room = [s for s in candidates if s.full() is None]

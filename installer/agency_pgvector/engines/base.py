@@ -62,6 +62,8 @@ class Engine(ABC):
     capabilities: Capabilities
     refusals: dict[str, str] = {}  # capability -> why this engine lacks it (and what to do instead)
     service_roles: tuple[str, ...] = ()  # logins the engine's own machinery keeps on the server (status expects them)
+    # how the server gets wal_level=logical, which a move from it needs ({client}: the client's id)
+    logical_fix = "Set wal_level = logical on that server and restart it, then move again."
 
     def __init__(self, spec: Spec):
         self.spec = spec

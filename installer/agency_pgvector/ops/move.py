@@ -19,12 +19,12 @@ taken no write since the freeze began, so nothing is lost either way). ABORT=tru
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import psycopg2
 from psycopg2 import sql
 
 from .. import engines, envfile, log, pooler, scram, sessions, spec as specs
@@ -34,10 +34,10 @@ from ..provision import EXTENSION_SCHEMA, Tenant, lock, terminate
 from ..report import CHANGE, OK, Report
 from ..runner import operation
 from .backup import SKIP_ENTRIES, _tail, _tool, reader, row_counts
-from .common import Client
+from .common import Client, first_line
 
 JOURNAL = "move.json"
-NAME = "agency_move"  # publication (in the tenant database), subscription and slot: one move per client at a time
+NAME = "agency_move"  # the publication (in the tenant database); subscription and slot: agency_move_<client>
 COPY_TIMEOUT = 3600.0  # the first copy of every table
 CATCH_UP_TIMEOUT = 60.0  # at the freeze: the target confirms the source's last WAL position
 KEEP_DAYS = 7  # how long the old copy stays before make pgvector-move-finish ALL=true removes it
@@ -84,12 +84,14 @@ def target_spec(client: Client, to: str):
     """The spec of the client on server `to`: shared, dedicated, or a Patroni cluster's name."""
     from ..engines.patroni.cluster import read_record
     from ..engines.patroni.layout import ClusterLayout
+    from ..install import installed_spec
     from ..spec import cluster as cluster_name
 
-    base = replace(client.spec, with_deps=True, force=False, dry_run=False, server="", cluster="", engine="auto")
+    # the contact and remote access as installed (the .env), not as this command's environment has them
+    base = replace(installed_spec(client.id), with_deps=True, server="", cluster="", engine="auto")
     if to in ("shared", "dedicated"):
         return replace(base, engine="embedded", server=to)
-    name = cluster_name(to) if re.fullmatch(r"[a-z0-9-]{1,32}", to or "") else ""
+    name = cluster_name(to) if specs._CLIENT_ID.fullmatch(to or "") else ""
     if name and read_record(ClusterLayout(name, client.spec.paths.state_dir)) is not None:
         return replace(base, engine="patroni", cluster=name)
     raise InputError(f"TO={to[:40]!r} is no server of this host: use TO=shared, TO=dedicated or the name of a cluster "
@@ -126,8 +128,9 @@ def unfinished(client_spec) -> str | None:
     journal = read_journal(client_spec)
     if journal and journal.get("phase") != "kept":
         cid = client_spec.client_id
+        way_back = "" if journal.get("switching") else ", or add ABORT=true to undo it"
         return (f"A move of client {cid} to {journal.get('to')} is unfinished ({journal.get('phase')}): run make "
-                f"pgvector-move CLIENT_ID={cid} TO={journal.get('to')} to finish it, or add ABORT=true to undo it.")
+                f"pgvector-move CLIENT_ID={cid} TO={journal.get('to')} to finish it{way_back}.")
     return None
 
 
@@ -138,7 +141,10 @@ def moving_roles(root: Path) -> set[str]:
 
     names: set[str] = set()
     for cid in installed_clients(root):
-        journal = read_journal(specs.Spec(client_id=cid, root=root))
+        try:
+            journal = read_journal(specs.Spec(client_id=cid, root=root))
+        except UserError:  # that client's tree or journal is unsound: its own status says so
+            continue
         if journal and journal.get("phase") != "kept":
             shared = {"embedded/shared", f"patroni/{journal.get('target_server')}"}
             names.add(f"{Tenant.for_client(cid, journal['source_server'] != 'dedicated').role}.mover")
@@ -187,6 +193,7 @@ class _Run:
         self.report = Report()
         self.password = client.env.get("PGVECTOR_DB_PASS") or ""
         self.schema_file = client.spec.paths.component_dir / "move-schema.dump"
+        self.sub = _slot(client.id)  # the subscription's name on the target, and the slot's on the source
 
     def _save(self, **changes) -> None:
         self.journal.update(changes)
@@ -206,11 +213,12 @@ class _Run:
                 self._prepare()
                 self._copy()
             moved.freeze_seconds, moved.rows = self._freeze_and_switch()
-        except UserError as exc:
+        except (UserError, psycopg2.Error) as exc:
             if not self.journal or self.journal.get("phase") == "kept" or self.journal.get("switching"):
                 raise
             _rollback(self.client, self.journal, Report())  # the source takes writes again, as before the move
-            raise UserError(f"{exc} The move was undone: client {self.client.id} stays on "
+            why = str(exc) if isinstance(exc, UserError) else f"A statement of the move failed ({first_line(exc)})."
+            raise UserError(f"{why} The move was undone: client {self.client.id} stays on "
                             f"{where(self.source.name, self.source.recorded_server())}.") from None
         self.schema_file.unlink(missing_ok=True)
         return moved
@@ -235,7 +243,7 @@ class _Run:
         cid = self.client.id
         if wal != "logical":
             raise UserError(f"The source server of client {cid} runs wal_level={wal}; a move needs logical (logical "
-                            f"replication): nothing was moved. {self._wal_fix()}")
+                            f"replication): nothing was moved. {self.source.logical_fix.format(client=cid)}")
         unlogged = [f"{n}.{r}" for _, n, r, kind, persistence, _, _ in tables if persistence == "u" and kind != "S"]
         if unlogged:
             raise UserError(f"Client {cid} has unlogged tables ({', '.join(unlogged[:3])}), which logical replication "
@@ -250,14 +258,6 @@ class _Run:
         if target_version // 10000 < version // 10000:
             raise UserError(f"The target runs PostgreSQL {target_version // 10000}, older than the source's "
                             f"{version // 10000}: moves go to the same or a newer major. Nothing was moved.")
-
-    def _wal_fix(self) -> str:
-        if self.source.name == "embedded":
-            return (f"make pgvector CLIENT_ID={self.client.id} sets it (one restart of that server), then move again.")
-        if self.source.name == "docker":
-            return ("Recreate the container with -c wal_level=logical, or back up and restore into the target "
-                    "(make pgvector-backup, make pgvector-restore TARGET_CLIENT=...).")
-        return "Set wal_level = logical on that server and restart it, then move again."
 
     # -- prepare and copy
     def _prepare(self) -> None:
@@ -303,9 +303,7 @@ class _Run:
         with tempfile.NamedTemporaryFile("w", suffix=".list") as handle:
             handle.write("\n".join(entries) + "\n")
             handle.flush()
-            login = dict(PGHOST=",".join(str(p.host) for p in self.target.endpoints()),
-                         PGPORT=",".join(str(p.port) for p in self.target.endpoints()), PGUSER=self.ttenant.role,
-                         PGPASSWORD=self.password, PGDATABASE=self.ttenant.database)
+            login = self._target_login()
             result = _tool("pg_restore", ["--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction",
                                           f"--section={section}", f"--use-list={handle.name}",
                                           f"--dbname={self.ttenant.database}", str(self.schema_file)],
@@ -336,8 +334,12 @@ class _Run:
                 cur.execute(sql.SQL("CREATE PUBLICATION {} FOR ALL TABLES").format(sql.Identifier(NAME)))
                 terminate(cur, f"{self.tenant.role}.mover")
                 cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(mover))
+                # REPLICATION is what a logical walsender needs, and it would also allow a base backup of the whole
+                # source server: the password lives in the target's catalog only, and the login for a day at most
+                until = time.strftime("%Y-%m-%d %H:%M:%S+00", time.gmtime(time.time() + 86400))
                 cur.execute(sql.SQL("CREATE ROLE {} LOGIN REPLICATION BYPASSRLS NOSUPERUSER NOCREATEDB NOCREATEROLE "
-                                    "CONNECTION LIMIT 8 IN ROLE {} PASSWORD %s").format(mover, sql.Identifier(self.tenant.role)),
+                                    "CONNECTION LIMIT 4 VALID UNTIL {} IN ROLE {} PASSWORD %s").format(
+                                        mover, sql.Literal(until), sql.Identifier(self.tenant.role)),
                             (scram.hash_password(password),))
         finally:
             src.close()
@@ -352,7 +354,7 @@ class _Run:
                 cur.execute("SET log_statement = 'none'; SET log_min_error_statement = 'panic'; "
                             "SET log_min_duration_statement = -1")
                 cur.execute(sql.SQL("CREATE SUBSCRIPTION {} CONNECTION {} PUBLICATION {} WITH (slot_name = {}, "
-                                    "copy_data = true)").format(sql.Identifier(NAME), sql.Literal(conninfo),
+                                    "copy_data = true)").format(sql.Identifier(_slot(self.client.id)), sql.Literal(conninfo),
                                                                 sql.Identifier(NAME), sql.Literal(_slot(self.client.id))))
                 cur.execute("RESET log_statement; RESET log_min_error_statement; RESET log_min_duration_statement")
             self.report.add("subscription", CHANGE, f"copying {self.tenant.database} from {self.source.label}")
@@ -378,7 +380,7 @@ class _Run:
                             "(SELECT sync_error_count OPERATOR(pg_catalog.+) apply_error_count "
                             " FROM pg_catalog.pg_stat_subscription_stats WHERE subname = %s) "
                             "FROM pg_catalog.pg_subscription s LEFT JOIN pg_catalog.pg_subscription_rel r "
-                            "ON r.srsubid OPERATOR(pg_catalog.=) s.oid WHERE s.subname = %s", (NAME, NAME))
+                            "ON r.srsubid OPERATOR(pg_catalog.=) s.oid WHERE s.subname = %s", (self.sub, self.sub))
                 waiting, tables, errors = cur.fetchone()
                 if errors:
                     raise UserError(f"Copying client {self.client.id}'s tables to {self.target.label} failed ({errors} "
@@ -406,13 +408,12 @@ class _Run:
             log.event("move: writes frozen")
             dst = self.target.admin_connect(self.ttenant.database)
             try:
-                if _subscribed(dst):
+                if _subscribed(dst, self.sub):
                     self._catch_up(src)
-                    _copy_sequences(src, dst)
-                    rows = self._compare(src, dst)
+                    rows = self._verify()
                     log.event("move: caught up")
                     with dst.cursor() as cur:
-                        cur.execute(sql.SQL("DROP SUBSCRIPTION {}").format(sql.Identifier(NAME)))
+                        cur.execute(sql.SQL("DROP SUBSCRIPTION {}").format(sql.Identifier(self.sub)))
             finally:
                 dst.close()
             self._save(switching=True)  # from here on the move only goes forward
@@ -453,13 +454,25 @@ class _Run:
                                     "(see the target server's log).")
                 time.sleep(0.02)
 
-    def _compare(self, src, dst) -> int:
-        counts = []
-        for conn in (src, dst):
-            with conn.cursor() as cur:
-                cur.execute(FINGERPRINT)
-                counts.append((cur.fetchone(), row_counts(conn)))
-        (src_print, src_rows), (dst_print, dst_rows) = counts
+    def _verify(self) -> int:
+        """Sequences copied, then tables, columns and row counts compared. Read with the tenant's rights only (a
+        reader login on each side, BYPASSRLS): planning even a count(*) evaluates the table's index expressions,
+        and those are the tenant's code."""
+        target = Client(self.tspec, self.target, self._target_login(), self.ttenant)
+        with reader(self.client) as src_login, reader(target) as dst_login:
+            src = sessions.tenant(src_login, self.tenant.database)
+            dst = sessions.tenant(dst_login, self.ttenant.database)
+            try:
+                _copy_sequences(src, dst)
+                seen = []
+                for conn in (src, dst):
+                    with conn.cursor() as cur:
+                        cur.execute(FINGERPRINT)
+                        seen.append((cur.fetchone(), row_counts(conn)))
+            finally:
+                src.close()
+                dst.close()
+        (src_print, src_rows), (dst_print, dst_rows) = seen
         if src_print != dst_print:
             raise UserError(f"Client {self.client.id}'s tables or columns changed during the move (DDL is not "
                             "replicated): move again once its schema changes are done.")
@@ -469,12 +482,20 @@ class _Run:
         self.report.add("compared", OK, f"{len(src_rows)} table(s), {sum(src_rows.values())} rows, same columns")
         return sum(src_rows.values())
 
+    def _target_login(self) -> dict:
+        every = self.target.endpoints()
+        login = dict(PGHOST=",".join(p.host for p in every), PGPORT=",".join(str(p.port) for p in every),
+                     PGUSER=self.ttenant.role, PGPASSWORD=self.password, PGDATABASE=self.ttenant.database)
+        if len(every) > 1:
+            login.update(PGTARGETSESSIONATTRS="read-write", PGREQUIREAUTH="scram-sha-256")
+        return login
+
 
 # -- undo, finish -----------------------------------------------------------------------------------------------
 def _abort(client: Client, journal: dict) -> Moved:
     if not journal:
         raise UserError(f"No move of client {client.id} is under way: nothing to undo.")
-    if journal.get("phase") == "kept":
+    if journal.get("phase") == "kept" or journal.get("switching"):
         raise UserError(f"Client {client.id}'s move to {journal['to']} was switched already: its apps use the target. "
                         f"Move it back with make pgvector-move CLIENT_ID={client.id} TO={journal['source_server']} "
                         "after make pgvector-move-finish.")
@@ -488,25 +509,20 @@ def _rollback(client: Client, journal: dict, report: Report) -> None:
     """Undo a move that was not switched: the target's subscription, tenant and (a new dedicated) server go, the
     source takes writes again as before. Every step tolerates what a killed run did not get to."""
     source = source_engine(client, journal)
-    tspec = replace(client.spec, engine=journal["target_engine"], server="", cluster="", with_deps=False)
-    if journal["target_engine"] == "embedded":
-        tspec = replace(tspec, server=journal["target_server"])
-    else:
-        tspec = replace(tspec, cluster=journal["target_server"])
-    target = engines.get(tspec)
+    target = engines.get(target_spec(client, journal["to"]))
     tenant = Tenant.for_client(client.id, source.capabilities.shared)
     ttenant = Tenant.for_client(client.id, target.capabilities.shared)
     if _reachable(target):
         dst = target.admin_connect()
         try:
             with dst.cursor() as cur:
-                cur.execute("SELECT 1 FROM pg_catalog.pg_subscription WHERE subname = %s", (NAME,))
+                cur.execute("SELECT 1 FROM pg_catalog.pg_subscription WHERE subname = %s", (_slot(client.id),))
                 if cur.fetchone() is not None and journal.get("target_created"):
                     sub = target.admin_connect(ttenant.database)
                     try:  # the slot on the source is dropped below, so the subscription forgets it
                         for statement in ("ALTER SUBSCRIPTION {} DISABLE", "ALTER SUBSCRIPTION {} SET (slot_name = NONE)",
                                           "DROP SUBSCRIPTION {}"):
-                            sub.cursor().execute(sql.SQL(statement).format(sql.Identifier(NAME)))
+                            sub.cursor().execute(sql.SQL(statement).format(sql.Identifier(_slot(client.id))))
                     finally:
                         sub.close()
                 if journal.get("target_created"):
@@ -607,9 +623,9 @@ def _server_version_num(engine: Engine) -> int:
         conn.close()
 
 
-def _subscribed(dst) -> bool:
+def _subscribed(dst, name: str) -> bool:
     with dst.cursor() as cur:
-        cur.execute("SELECT 1 FROM pg_catalog.pg_subscription WHERE subname = %s", (NAME,))
+        cur.execute("SELECT 1 FROM pg_catalog.pg_subscription WHERE subname = %s", (name,))
         return cur.fetchone() is not None
 
 
@@ -638,7 +654,7 @@ def _copy_sequences(src, dst) -> None:
             values.append((schema, name, *cur.fetchone()))
     with dst.cursor() as cur:
         for schema, name, last, called in values:
-            cur.execute(sql.SQL("SELECT pg_catalog.setval(%s::pg_catalog.regclass, %s, %s)"),
+            cur.execute("SELECT pg_catalog.setval(%s::pg_catalog.regclass, %s, %s)",
                         (sql.Identifier(schema, name).as_string(dst), last, called))
 
 

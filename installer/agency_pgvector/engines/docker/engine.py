@@ -39,6 +39,8 @@ class Observed:
 
 class DockerEngine(Engine):
     name = "docker"
+    logical_fix = ("Recreate the container with -c wal_level=logical, or back up and restore into a client on the "
+                   "target (make pgvector-backup, make pgvector-restore TARGET_CLIENT=...).")
     refusals = {
         "remove": "the container was not created by this installer and is left as it is",
         "upgrade": "a container's PostgreSQL comes with its image: a newer minor is a new image of the same major "

@@ -51,6 +51,7 @@ class Observed:
 class EmbeddedEngine(Engine):
     name = "embedded"
     capabilities = Capabilities(owns_server=True, shared=False, logs=True, restart=True, remove=True, upgrade=True)
+    logical_fix = "make pgvector CLIENT_ID={client} sets it (one restart of that server), then move again."
 
     def __init__(self, spec):
         super().__init__(spec)
