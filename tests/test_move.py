@@ -220,7 +220,17 @@ def test_a_move_keeps_the_old_copy_until_finished_and_refuses_a_second_move_mean
         cur.execute("SELECT count(*) FROM pg_replication_slots")
         assert cur.fetchone() == (0,), "the move's slot stayed behind"
     conn.close()
-    finish(cli, cid)
+    cron = Path(os.environ["AGENCY_CRON_DIR"]) / "agency-pgvector-move-finish"
+    assert "move-finish --all" in cron.read_text()  # retention runs without anyone remembering it
+    kept = cli("move-finish", ALL="true")  # cron's run: younger than 7 days, kept
+    assert kept.returncode == 0 and "kept until 7 days" in kept.stderr, kept.stderr
+    journal_file = client_paths(cid).component_dir / "move.json"
+    journal = json.loads(journal_file.read_text())
+    journal["switched"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 8 * 86400))
+    journal_file.write_text(json.dumps(journal))
+    expired = cli("move-finish", ALL="true")
+    assert expired.returncode == 0 and f"Client {cid}: the old copy" in expired.stdout, expired.stderr
+    assert not journal_file.exists()
     from agency_pgvector.engines.embedded import EmbeddedEngine
     from agency_pgvector.spec import Spec
 

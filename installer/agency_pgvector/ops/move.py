@@ -18,6 +18,7 @@ taken no write since the freeze began, so nothing is lost either way). ABORT=tru
 
 from __future__ import annotations
 
+import calendar
 import json
 import tempfile
 import time
@@ -430,6 +431,10 @@ class _Run:
         if self.source.capabilities.pool:
             pooler.converge(self.source, self.client.id, None, self.report)  # the source's pool entry goes
         self._save(phase="kept", switched=_now(), freeze_seconds=round(freeze, 3))
+        from .schedule import move_retention
+
+        cron, changed = move_retention()
+        self.report.add("retention", CHANGE if changed else OK, f"{cron}: old copies go after {KEEP_DAYS} days")
         self.report.add("old copy", OK, f"{self.tenant.database} kept on {self.source.label} (NOLOGIN) until make "
                                         f"pgvector-move-finish CLIENT_ID={self.client.id}")
         return freeze, rows
@@ -564,7 +569,7 @@ def finish(client: Client, yes: bool) -> Moved:
         journal = read_journal(client.spec)
         if journal.get("phase") != "kept":
             raise UserError(unfinished(client.spec) or f"Client {client.id} has no old copy from a move: nothing to remove.")
-        age = time.time() - time.mktime(time.strptime(journal["switched"], "%Y-%m-%dT%H:%M:%SZ")) + time.timezone
+        age = time.time() - calendar.timegm(time.strptime(journal["switched"], "%Y-%m-%dT%H:%M:%SZ"))
         if not yes and age < KEEP_DAYS * 86400:
             raise UserError(f"Client {client.id}'s old copy is kept until {KEEP_DAYS} days after the switch "
                             f"({journal['switched']}): add YES=true to remove it now.")

@@ -57,6 +57,20 @@ def backup_schedule(when: str, keep: int) -> Path | None:
     return target
 
 
+MOVE_CRON_NAME = "agency-pgvector-move-finish"
+
+
+def move_retention() -> tuple[Path, bool]:
+    """The daily job that removes old copies moves kept past their 7 days (make pgvector-move-finish ALL=true),
+    written by the first move that keeps one."""
+    root, log = specs.root_from_env(), specs.log_from_env()
+    text = ("# Written by agency-pgvector (make pgvector-move): removes the old copy a move kept once it is 7 days old.\n"
+            "SHELL=/bin/sh\nPATH=/usr/sbin:/usr/bin:/sbin:/bin\n"
+            f"47 4 * * * root AGENCY_STACK_ROOT={root} AGENCY_STACK_LOG={log} {cli_path()} move-finish --all\n")
+    target = cron_dir() / MOVE_CRON_NAME
+    return target, _write(target, text)
+
+
 def log_files(root: Path) -> list[tuple[Path, str, str]]:
     """The logs of the servers and poolers under `root`: (file, the owner and group of its directory)."""
     patterns = ("clients/*/postgres/log/postgresql.log", "pgvector/shared/log/postgresql.log",
