@@ -15,7 +15,7 @@ VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE
         JSON QUIET ALL LINES FOLLOW YES NO_BACKUP KEEP_DATA REMOVE_SERVER FILE TARGET_CLIENT SAMPLES \
         PGVECTOR_IMAGE PGVECTOR_PORT_RANGE SERVER POOL_MODE POOL_SIZE POOL_MAX_CONNECTIONS POOLER \
         AGENCY_STACK_ROOT AGENCY_STACK_LOG PYTHON VENV SAMPLES_EMBEDDER BACKUP_KEEP SCHEDULE \
-        METRICS_FILE PG_MAJOR CLUSTER SYNC CANDIDATE TO ABORT MAX_CLIENTS MAX_CONNECTIONS MAX_DISK_GB
+        METRICS_FILE PG_MAJOR CLUSTER SYNC CANDIDATE TO ABORT MAX_CLIENTS MAX_CONNECTIONS MAX_DISK_GB REMOVE
 
 # `make help` lists every variable from these lines, `#: NAME meaning` (tests/test_make.py: one per name in VARS).
 #: CLIENT_ID            the client: 1-32 of a-z 0-9 - (not given: client default, said on stderr)
@@ -31,7 +31,8 @@ VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE
 #: MAX_CLIENTS          make pgvector-servers SERVER=...: clients the server takes
 #: MAX_CONNECTIONS      make pgvector-servers SERVER=...: sessions in use when full
 #: MAX_DISK_GB          make pgvector-servers SERVER=...: database size when full
-#: ADMIN_URL            superuser URL of an existing server (ENGINE=external; never printed)
+#: REMOVE               make pgvector-servers SERVER=...: forget a named external server
+#: ADMIN_URL            an existing server's superuser URL (external; never printed)
 #: PORT                 host port for a new server (default: first free in PGVECTOR_PORT_RANGE)
 #: PGVECTOR_PORT_RANGE  where new servers' ports come from (default 5433-6432)
 #: PGVECTOR_IMAGE       Docker engine: the pgvector image for a new container

@@ -136,3 +136,54 @@ def test_unknown_server_for_a_new_client_is_refused_before_anything(cli):
     result = new_client(cli, "pl-unknown", SERVER="nowhere")
     assert result.returncode == 2 and "not in the inventory" in result.stderr, result.stderr
     assert not client_paths("pl-unknown").client_dir.exists()
+
+
+@pytest.fixture(scope="module")
+def existing_pg18(stack_root):
+    """An existing PostgreSQL 18 + pgvector the installer did not create, to name in the inventory."""
+    from servers import start_server, wheel_bin_dir
+
+    server = start_server(wheel_bin_dir(stack_root), stack_root.parent / "named18", password="named-secret-pw")
+    yield server
+    server.stop()
+
+
+def test_a_named_external_server_takes_clients_by_its_name(cli, install, servers, existing_pg18):
+    read, _ = servers
+    url = existing_pg18.admin_url
+    taken = cli("servers", SERVER="shared", ADMIN_URL=url)
+    assert taken.returncode == 2 and "taken" in taken.stderr and "named-secret-pw" not in taken.stderr
+    added = cli("servers", SERVER="ext18", ADMIN_URL=url)
+    assert added.returncode == 0, added.stderr
+    row = read()["ext18"]
+    assert (row["kind"], row["up"], row["clients"], row["full"]) == ("external", True, 0, None)
+    placed = new_client(cli, "pl-ext", SERVER="ext18", JSON="true")
+    assert placed.returncode == 0, placed.stderr
+    assert json.loads(placed.stdout)["items"][0]["detail"].startswith("ext18: as named, has room")
+    env = client_paths("pl-ext").env_file.read_text()
+    assert "PGVECTOR_ENGINE=external" in env and "PGVECTOR_SERVER=ext18" in env
+    assert cli("install", CLIENT_ID="pl-ext", DOMAIN=DOMAIN, ADMIN_EMAIL=EMAIL).returncode == 0  # a plain re-run
+    assert "PGVECTOR_SERVER=ext18" in client_paths("pl-ext").env_file.read_text()
+    assert read()["ext18"]["clients"] == 1
+    status = json.loads(cli("status", "--json", CLIENT_ID="pl-ext").stdout)["clients"][0]
+    assert status["healthy"], status["problems"]
+    install("pl-ext-mover")  # a client on its own server moves onto the named one, and back
+    moved = cli("move", "--json", CLIENT_ID="pl-ext-mover", TO="ext18")
+    assert moved.returncode == 0, moved.stderr
+    assert json.loads(moved.stdout)["target"] == "external/ext18"
+    assert "PGVECTOR_SERVER=ext18" in client_paths("pl-ext-mover").env_file.read_text()
+    assert cli("move-finish", CLIENT_ID="pl-ext-mover", YES="true").returncode == 0
+    back = cli("move", CLIENT_ID="pl-ext-mover", TO="dedicated")  # this server runs wal_level=replica: no way out
+    assert back.returncode == 3 and "wal_level=replica" in back.stderr and "nothing was moved" in back.stderr
+    assert not (client_paths("pl-ext-mover").component_dir / "move.json").exists()
+    assert cli("uninstall", CLIENT_ID="pl-ext-mover", YES="true", NO_BACKUP="true").returncode == 0
+    busy = cli("servers", SERVER="ext18", REMOVE="true")
+    assert busy.returncode == 3 and "1 client(s) use ext18" in busy.stderr, busy.stderr
+    assert cli("uninstall", CLIENT_ID="pl-ext", YES="true", NO_BACKUP="true").returncode == 0
+    gone = cli("servers", SERVER="ext18", REMOVE="true")
+    assert gone.returncode == 0, gone.stderr
+    assert "ext18" not in read()
+    log = Path(os.environ["AGENCY_STACK_LOG"]).read_text()
+    assert "named-secret-pw" not in log and "named-secret-pw" not in added.stdout + added.stderr
+    stored = Path(os.environ["AGENCY_STACK_ROOT"]) / "pgvector" / "inventory" / "external"
+    assert stored.is_dir() and oct(stored.stat().st_mode & 0o777) == "0o700"

@@ -711,10 +711,15 @@ def servers_cmd(
                                         help="Sessions in use at which the server takes no new client."),
     max_disk_gb: str = typer.Option("", "--max-disk-gb", envvar="MAX_DISK_GB",
                                     help="Size of the client databases at which the server takes no new client."),
+    admin_url: str | None = typer.Option(None, "--admin-url", envvar="ADMIN_URL", show_default=False,
+                                         help="With SERVER: name this existing server (its superuser URL; never "
+                                              "printed). Prefer the env var: argv is visible to every user."),
+    remove: bool = typer.Option(False, "--remove", envvar="REMOVE", help="With SERVER: forget a named external server."),
     as_json: bool = JsonOpt,
 ) -> None:
     """The servers new clients go to, their load and capacity (make pgvector-servers); with SERVER and MAX_* sets a
-    capacity first. make pgvector SERVER=auto puts a new client on the least loaded one with room."""
+    capacity first, with SERVER and ADMIN_URL names an existing server. make pgvector SERVER=auto puts a new client
+    on the least loaded one with room."""
     from . import inventory, spec as specs
 
     changes = {key: value for key, value in (
@@ -722,6 +727,13 @@ def servers_cmd(
         ("connections", inventory.limit("MAX_CONNECTIONS", max_connections)),
         ("disk_gb", inventory.limit("MAX_DISK_GB", max_disk_gb))) if value is not None}
     spec = specs.Spec(client_id="x", root=specs.root_from_env(), log_file=specs.log_from_env())
+    if (admin_url or remove) and not server:
+        raise InputError("ADMIN_URL and REMOVE name or forget one server: add SERVER=<name>.")
+    if remove:
+        inventory.remove_external(spec, server)
+        print(f"Server {server} is no longer in the inventory.", file=sys.stderr)
+    elif admin_url:
+        print(f"Server {server}: {inventory.add_external(spec, server, admin_url)}, in the inventory.", file=sys.stderr)
     if changes:
         if not server:
             raise InputError("MAX_CLIENTS, MAX_CONNECTIONS and MAX_DISK_GB set one server's capacity: add SERVER=<name>.")

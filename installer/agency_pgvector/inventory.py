@@ -3,6 +3,8 @@
     shared      the shared embedded server (made by its first client)
     dedicated   a new embedded server for the client: its load is how many dedicated servers the host runs
     <cluster>   each Patroni cluster (make pgvector-cluster CLUSTER=<name>)
+    <name>      an existing server the operator named (make pgvector-servers SERVER=<name> ADMIN_URL=...), used
+                as ENGINE=external; its superuser URL is kept in <root>/pgvector/inventory/external/<name>.admin-url
 
 Each has a capacity in clients, connections and disk; make pgvector-servers lists them, and with SERVER=<name>
 and MAX_CLIENTS / MAX_CONNECTIONS / MAX_DISK_GB sets one (<root>/pgvector/inventory/capacity.json, root's, 0600).
@@ -25,6 +27,8 @@ from .spec import Spec
 from .tuning import DENSITY
 
 FILE = "inventory/capacity.json"  # in a 0700 directory of its own: the state directory itself stays 0711
+EXTERNAL = "inventory/external"  # <name>.admin-url, 0600: the named external servers
+RESERVED = ("shared", "dedicated", "auto")
 DEFAULT_CLIENTS = 50
 CONNECTIONS_SHARE = 0.8  # of max_connections: what is left is headroom for bursts and the installer's own sessions
 FS_FULL = 0.9
@@ -36,7 +40,7 @@ class Server:
     """One row; to_json() is the documented shape (docs/json.md)."""
 
     name: str
-    kind: str  # shared | dedicated | cluster
+    kind: str  # shared | dedicated | cluster | external
     exists: bool
     up: bool  # a superuser session works (a server not made yet counts as up: its first client makes it)
     clients: int
@@ -131,6 +135,7 @@ def set_capacity(spec: Spec, name: str, changes: dict[str, int]) -> None:
 def inventory(spec: Spec, read_load: bool = True) -> list[Server]:
     """Every server a new client could go to, with its load (read over the superuser session when `read_load`)."""
     from .engines.embedded import SharedEmbeddedEngine
+    from .engines.external import ExternalEngine
     from .engines.patroni import PatroniEngine
     from .engines.patroni.cluster import read_record
     from .engines.patroni.layout import ClusterLayout
@@ -160,6 +165,11 @@ def inventory(spec: Spec, read_load: bool = True) -> list[Server]:
         out.append(_measure(Server(folder.name, "cluster", True, True, count("patroni", folder.name),
                                    cap(folder.name, "clients", DEFAULT_CLIENTS)), engine, lay.data_dir("m1"),
                             cap(folder.name, "connections", None), cap(folder.name, "disk_gb", None), read_load))
+    for name, url in external_servers(state_dir).items():
+        named = ExternalEngine(replace(spec, client_id="x", admin_url=url), name)
+        out.append(_measure(Server(name, "external", True, True, count("external", name),
+                                   cap(name, "clients", DEFAULT_CLIENTS)), named, None,
+                            cap(name, "connections", None), cap(name, "disk_gb", None), read_load))
     dedicated = Server("dedicated", "dedicated", True, True, count("embedded", "dedicated"),
                        cap("dedicated", "clients", DENSITY))
     if read_load:
@@ -168,12 +178,12 @@ def inventory(spec: Spec, read_load: bool = True) -> list[Server]:
     return out
 
 
-def _measure(server: Server, engine, data_dir: Path, max_connections: int | None, max_disk: int | None,
+def _measure(server: Server, engine, data_dir: Path | None, max_connections: int | None, max_disk: int | None,
              read_load: bool) -> Server:
     server.max_disk_gb = float(max_disk) if max_disk else None
     if not read_load:
         return server
-    server.fs_used = _fs_used(data_dir)
+    server.fs_used = _fs_used(data_dir) if data_dir else None  # an external server's disk is not on this host
     if engine is None:  # made by its first client: empty
         server.connections, server.max_connections, server.disk_gb = 0, max_connections or 160, 0.0
         return server
@@ -208,17 +218,60 @@ def _fs_used(path: Path) -> float | None:
     return 1 - found.f_bavail / found.f_blocks if found.f_blocks else None
 
 
+# -- named external servers ---------------------------------------------------------------------------------------
+def external_servers(state_dir: Path) -> dict[str, str]:
+    """name -> superuser URL of each external server the operator named."""
+    folder = state_dir / EXTERNAL
+    out = {}
+    for path in sorted(folder.glob("*.admin-url")) if folder.is_dir() else []:
+        data = envfile.read_bytes(path)
+        if data:
+            out[path.name[: -len(".admin-url")]] = data.decode().strip()
+    return out
+
+
+def add_external(spec: Spec, name: str, url: str) -> str:
+    """Name an existing server (its superuser URL checked: reachable, superuser, pgvector available); returns where."""
+    from .engines.external import ExternalEngine
+    from .engines.patroni.cluster import read_record
+    from .engines.patroni.layout import ClusterLayout
+    from .spec import admin_url, cluster as valid_name
+
+    valid_name(name)
+    if name in RESERVED or read_record(ClusterLayout(name, spec.paths.state_dir)) is not None:
+        raise InputError(f"SERVER={name} is taken (shared, dedicated, auto and the clusters' names are): choose another.")
+    engine = ExternalEngine(replace(spec, client_id="x", admin_url=admin_url(url)), name)
+    engine.plan_server(engine.observe(), create=False)  # refuses a server without pgvector, one sentence
+    from .runner import _state_dirs
+
+    _state_dirs(spec)
+    envfile.write_atomic(spec.paths.state_dir / EXTERNAL / f"{name}.admin-url", url + "\n")
+    return engine.where()
+
+
+def remove_external(spec: Spec, name: str) -> None:
+    found = {s.name: s for s in inventory(spec, read_load=False) if s.kind == "external"}
+    if name not in found:
+        raise InputError(f"SERVER={name[:40]!r} is no named external server: nothing was removed.")
+    if found[name].clients:
+        raise UserError(f"{found[name].clients} client(s) use {name}: uninstall or move them first (make pgvector-list).")
+    (spec.paths.state_dir / EXTERNAL / f"{name}.admin-url").unlink()
+
+
 # -- placement --------------------------------------------------------------------------------------------------
 def wants_placement(spec: Spec) -> bool:
-    """SERVER=auto, SERVER=<inventory name>, or CLUSTER=<name> (a new client on the engines placement covers)."""
-    return bool(spec.server or spec.cluster) and spec.engine in ("auto", "embedded", "patroni")
+    """SERVER=auto, SERVER=<inventory name>, or CLUSTER=<name> (a new client on the engines placement covers; an
+    ADMIN_URL given with the install names its server itself)."""
+    return bool(spec.server or spec.cluster) and spec.engine in ("auto", "embedded", "patroni", "external") \
+        and not spec.admin_url
 
 
 def place(spec: Spec) -> tuple[Spec, str]:
     """The spec that puts a new client on the server named by SERVER/CLUSTER, or with SERVER=auto on the least
     loaded one with room; and one line saying which and why. Refuses, with every server's numbers, when the
     named server or every server is full."""
-    kinds = {"embedded": ("shared", "dedicated"), "patroni": ("cluster",)}.get(spec.engine, ("shared", "dedicated", "cluster"))
+    kinds = {"embedded": ("shared", "dedicated"), "patroni": ("cluster",), "external": ("external",)}.get(
+        spec.engine, ("shared", "dedicated", "cluster", "external"))
     servers = [s for s in inventory(spec) if s.kind in kinds]
     named = spec.cluster or spec.server
     if named == "auto":
@@ -245,4 +298,7 @@ def place(spec: Spec) -> tuple[Spec, str]:
            + (f"; skipped {', '.join(skipped)}" if skipped else ""))
     if best.kind == "cluster":
         return replace(spec, engine="patroni", server="", cluster=best.name), why
+    if best.kind == "external":
+        url = external_servers(spec.paths.state_dir)[best.name]
+        return replace(spec, engine="external", server=best.name, cluster="", admin_url=url), why
     return replace(spec, engine="embedded", server=best.name, cluster=""), why

@@ -49,7 +49,7 @@ def get(spec: Spec, recorded: str | None = None, recorded_server: str | None = N
             f"Client {spec.client_id} was installed with ENGINE={recorded}; it cannot switch to ENGINE={name} in place: "
             f"back it up and uninstall it first (make pgvector-backup, make pgvector-uninstall), or drop ENGINE."
         )
-    if spec.server and name != "embedded":
+    if spec.server and name not in ("embedded", "external"):  # external: a server the inventory names
         raise UserError(f"SERVER={spec.server} applies to the embedded engine only: drop SERVER, or use ENGINE=embedded.")
     if name == "embedded":
         from .embedded import EmbeddedEngine, SharedEmbeddedEngine
@@ -73,7 +73,8 @@ def get(spec: Spec, recorded: str | None = None, recorded_server: str | None = N
     if name == "external":
         from .external import ExternalEngine
 
-        return ExternalEngine(spec)
+        named = spec.server or (recorded_server if recorded_server not in (None, "shared") else "")
+        return ExternalEngine(spec, named or "")
     from .docker import DockerEngine
 
     return DockerEngine(spec)

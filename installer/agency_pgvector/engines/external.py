@@ -30,6 +30,13 @@ class ExternalEngine(Engine):
     capabilities = Capabilities(owns_server=False, shared=True, logs=False, restart=False, remove=False)
     refusals = {"logs": NOT_OURS, "restart": NOT_OURS, "remove": NOT_OURS, "upgrade": NOT_OURS}
 
+    def __init__(self, spec, server_name: str = ""):
+        super().__init__(spec)
+        self.server_name = server_name  # the name the inventory gives the server (inventory.py), "" when none
+
+    def recorded_server(self) -> str:
+        return self.server_name or super().recorded_server()
+
     @property
     def url_file(self):
         return self.paths.secrets_dir / f"{self.spec.client_id}.admin-url"

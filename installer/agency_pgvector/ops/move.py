@@ -86,6 +86,7 @@ def target_spec(client: Client, to: str):
     from ..engines.patroni.cluster import read_record
     from ..engines.patroni.layout import ClusterLayout
     from ..install import installed_spec
+    from ..inventory import external_servers
     from ..spec import cluster as cluster_name
 
     # the contact and remote access as installed (the .env), not as this command's environment has them
@@ -95,8 +96,11 @@ def target_spec(client: Client, to: str):
     name = cluster_name(to) if specs._CLIENT_ID.fullmatch(to or "") else ""
     if name and read_record(ClusterLayout(name, client.spec.paths.state_dir)) is not None:
         return replace(base, engine="patroni", cluster=name)
-    raise InputError(f"TO={to[:40]!r} is no server of this host: use TO=shared, TO=dedicated or the name of a cluster "
-                    "(make pgvector-cluster CLUSTER=<name> makes one); make pgvector-servers lists them.")
+    named = external_servers(client.spec.paths.state_dir).get(name) if name else None
+    if named:
+        return replace(base, engine="external", server=name, admin_url=named)
+    raise InputError(f"TO={to[:40]!r} is no server of this host: use TO=shared, TO=dedicated, a cluster's or a named "
+                     "server's name (make pgvector-servers lists them).")
 
 
 def where(engine_name: str, server: str) -> str:
@@ -255,6 +259,9 @@ class _Run:
         if ext_schema != EXTENSION_SCHEMA:
             raise UserError(f"pgvector sits in schema {ext_schema} in client {cid}'s database: run make pgvector "
                             f"CLIENT_ID={cid} (it moves it to {EXTENSION_SCHEMA}), then move again.")
+        if not self.target.capabilities.owns_server and self.target.endpoint().host not in ("127.0.0.1", "::1", "localhost"):
+            raise UserError(f"{self.target.where()} is on another host: its subscription would have to reach the "
+                            "source's loopback address. Moves onto another host are not built; back up and restore.")
         target_version = _server_version_num(self.target) if _reachable(self.target) else 180000
         if target_version // 10000 < version // 10000:
             raise UserError(f"The target runs PostgreSQL {target_version // 10000}, older than the source's "
