@@ -15,7 +15,7 @@ VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE
         JSON QUIET ALL LINES FOLLOW YES NO_BACKUP KEEP_DATA REMOVE_SERVER FILE TARGET_CLIENT SAMPLES \
         PGVECTOR_IMAGE PGVECTOR_PORT_RANGE SERVER POOL_MODE POOL_SIZE POOL_MAX_CONNECTIONS POOLER \
         AGENCY_STACK_ROOT AGENCY_STACK_LOG PYTHON VENV SAMPLES_EMBEDDER BACKUP_KEEP SCHEDULE \
-        METRICS_FILE PG_MAJOR CLUSTER SYNC CANDIDATE TO ABORT MAX_CLIENTS MAX_CONNECTIONS MAX_DISK_GB REMOVE
+        METRICS_FILE PG_MAJOR CLUSTER SYNC CANDIDATE TO ABORT MAX_CLIENTS MAX_CONNECTIONS MAX_DISK_GB REMOVE MEMBER
 
 # `make help` lists every variable from these lines, `#: NAME meaning` (tests/test_make.py: one per name in VARS).
 #: CLIENT_ID            the client: 1-32 of a-z 0-9 - (not given: client default, said on stderr)
@@ -44,6 +44,7 @@ VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE
 #: POOL_SIZE            server connections the pool keeps (default 10)
 #: POOL_MAX_CONNECTIONS at most this many server connections for the pool (default 20)
 #: POOLER               make pgvector-logs: the pooler's (PgBouncer's) log instead
+#: MEMBER               make pgvector-logs: a cluster client's member (m1, m2, m3)
 #: ALL                  every client installed under AGENCY_STACK_ROOT
 #: DRY_RUN              show the plan, change nothing
 #: VERBOSE              details for every item

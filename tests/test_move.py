@@ -339,6 +339,8 @@ def test_bad_move_input_is_one_sentence_and_changes_nothing(cli, install):
         assert result.returncode == 2, result.stderr
         assert needle in result.stderr and "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (client_paths(cid).component_dir / "move.json").exists()
+    member = cli("logs", CLIENT_ID=cid, MEMBER="m1")  # MEMBER is a cluster's: refused before anything prints
+    assert member.returncode == 2 and "applies to a cluster's clients" in member.stderr and not member.stdout
     gone = cli("uninstall", CLIENT_ID=cid, YES="true", NO_BACKUP="true", REMOVE_SERVER="true")
     assert gone.returncode == 0, gone.stderr
 

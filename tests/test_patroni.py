@@ -459,6 +459,11 @@ def test_logs_and_backup_of_a_cluster_client(cli, patroni_cluster, client, write
     manifest still matches what the restore finds."""
     logs = cli("logs", CLIENT_ID=CLIENT, LINES="50")
     assert logs.returncode == 0, logs.stderr
+    standby = next(m["name"] for m in status(cli, patroni_cluster)["members"] if m["role"] != "leader")
+    member = cli("logs", CLIENT_ID=CLIENT, LINES="20", MEMBER=standby)  # one member's log, on a standby
+    assert member.returncode == 0 and "== server log" in member.stdout, member.stderr
+    unknown = cli("logs", CLIENT_ID=CLIENT, MEMBER="m9")
+    assert unknown.returncode == 2 and "use one of m1, m2, m3" in unknown.stderr, unknown.stderr
     conn = connect(client["DATABASE_URL"])
     with conn.cursor() as cur:
         cur.execute("CREATE TABLE kept AS SELECT i AS id FROM generate_series(1, 77) i")

@@ -337,13 +337,14 @@ def logs_cmd(
     lines: int = typer.Option(100, "--lines", "-n", envvar="LINES", help="How many lines from the end."),
     follow: bool = typer.Option(False, "--follow", "-f", envvar="FOLLOW", help="Keep printing new server log lines."),
     pooler_log: bool = typer.Option(False, "--pooler", envvar="POOLER", help="Show the pooler's (PgBouncer's) log instead."),
+    member: str = typer.Option("", "--member", envvar="MEMBER", help="A cluster's client: this member's log (m1, m2, ...)."),
 ) -> None:
     """The installer's component log lines for the client, then the server's log (a shared server: its own sessions only)
-    (make pgvector-logs; POOLER=true: the pooler's log)."""
+    (make pgvector-logs; POOLER=true: the pooler's log; MEMBER=m2: that cluster member's)."""
     from .ops.common import load
     from .ops.logs import show
 
-    show(load(client_id), lines, follow, pooler_log)
+    show(load(client_id), lines, follow, pooler_log, member)
 
 
 @app.command("restart")

@@ -141,6 +141,13 @@ class Engine(ABC):
     def logs(self, lines: int, follow: bool) -> None:
         raise NotImplementedError
 
+    def log_members(self) -> list[str]:
+        """The members whose log make pgvector-logs MEMBER=... can show ([]: one server, no members)."""
+        return []
+
+    def member_logs(self, member: str, lines: int, follow: bool) -> None:
+        raise NotImplementedError
+
     def restart(self) -> None:
         raise NotImplementedError
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from ..errors import UserError
+from ..errors import InputError, UserError
 from ..text import clean
 
 if TYPE_CHECKING:
@@ -72,12 +72,16 @@ def component_lines(text: str, client_id: str) -> list[str]:
     return [line for line in text.split("\n") if (found := _COMPONENT_PREFIX.match(line)) and found.group(1) == client_id]
 
 
-def show(client: Client, lines: int, follow: bool, pooler_log: bool = False) -> None:
+def show(client: Client, lines: int, follow: bool, pooler_log: bool = False, member: str = "") -> None:
     """The client's component log lines, then its server's log (a shared server: its own sessions only), or with
-    `pooler_log` its pooler's (a shared pooler: its own connections only)."""
+    `pooler_log` its pooler's (a shared pooler: its own connections only); `member`: that cluster member's."""
     from ..engines import require
     from ..text import cleaned_stdout
 
+    if member and member not in client.engine.log_members():  # checked before anything is printed
+        known = client.engine.log_members()
+        raise InputError(f"MEMBER={member[:20]!r} is not a member of client {client.id}'s server: "
+                         + (f"use one of {', '.join(known)}." if known else "MEMBER applies to a cluster's clients."))
     show_component_log(client.spec.log_file, client.id, lines)
     if pooler_log:
         from ..pooler import for_engine
@@ -93,7 +97,10 @@ def show(client: Client, lines: int, follow: bool, pooler_log: bool = False) -> 
     require(client.engine, "logs")
     print(f"== server log ({client.engine.name}) ==", flush=True)
     with cleaned_stdout():  # the embedded engine cleans (and on a shared server filters) its lines itself; docker's are raw
-        client.engine.logs(lines, follow)
+        if member:
+            client.engine.member_logs(member, lines, follow)
+        else:
+            client.engine.logs(lines, follow)
 
 
 def show_component_log(path: Path, client_id: str, lines: int) -> None:

@@ -139,13 +139,19 @@ class PatroniEngine(Engine):
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def logs(self, lines: int, follow: bool) -> None:
-        """The leader's PostgreSQL log (MEMBER=... is not offered yet), the client's own sessions only."""
+        """The leader's PostgreSQL log, the client's own sessions only."""
+        self.member_logs(cluster.leader(self._record()) or "m1", lines, follow)
+
+    def log_members(self) -> list[str]:
+        return sorted(self._record()["members"])
+
+    def member_logs(self, member: str, lines: int, follow: bool) -> None:
+        """One member's PostgreSQL log (make pgvector-logs MEMBER=m2), the client's own sessions only."""
         from ...ops.logs import SessionFilter, show_server_log
         from ...provision import Tenant
 
-        head = cluster.leader(self._record()) or "m1"
         tenant = Tenant.for_client(self.spec.client_id, True)
-        show_server_log(self.layout.log_dir(head) / "postgresql.log", self.layout.member_dir(head),
+        show_server_log(self.layout.log_dir(member) / "postgresql.log", self.layout.member_dir(member),
                         SessionFilter(tenant.role, tenant.database), lines, follow)
 
     def restart(self) -> None:
