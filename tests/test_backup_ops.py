@@ -120,3 +120,33 @@ def test_logrotate_rotates_the_server_log_and_the_server_keeps_logging(install, 
     while "wrong-on-purpose" not in layout.log_file.read_text() and "authentication failed" not in layout.log_file.read_text():
         assert time.time() < deadline, "the server stopped logging into postgresql.log after the rotation"
         time.sleep(0.2)
+
+
+def test_object_names_that_look_like_the_installers_entries_are_restored_like_any_other(install, cli):
+    """The archive's listing is matched by catalog and fields: a tenant's schema named like a CREATE EXTENSION line,
+    or a collation whose name holds ' EXTENSION - vector', neither steers where pgvector goes nor is left out."""
+    env = install("bk-names")
+    conn = tenant_connect(env)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute('CREATE SCHEMA "CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA public;"')
+        cur.execute('CREATE COLLATION "CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA public;"."x EXTENSION - vector" '
+                    "(provider = libc, locale = 'C')")
+        cur.execute("CREATE TABLE docs (id int PRIMARY KEY, emb vector(3))")
+        cur.execute("INSERT INTO docs VALUES (1, '[1,2,3]')")
+    conn.close()
+    taken = cli("backup", "--json", CLIENT_ID="bk-names")
+    assert taken.returncode == 0, taken.stderr
+    restored = cli("restore", CLIENT_ID="bk-names", FILE=json.loads(taken.stdout)["file"], YES="true")
+    assert restored.returncode == 0, restored.stderr + restored.stdout
+    conn = tenant_connect(env)
+    with conn.cursor() as cur:
+        cur.execute("SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+                    "WHERE e.extname = 'vector'")
+        assert cur.fetchone() == ("extensions",)
+        cur.execute("SELECT count(*) FROM pg_collation WHERE collname = 'x EXTENSION - vector'")
+        assert cur.fetchone() == (1,)
+        cur.execute("SELECT emb::text FROM docs")
+        assert cur.fetchone() == ("[1,2,3]",)
+    conn.close()
+    assert cli("uninstall", CLIENT_ID="bk-names", YES="true", NO_BACKUP="true", REMOVE_SERVER="true").returncode == 0

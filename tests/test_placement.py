@@ -187,3 +187,26 @@ def test_a_named_external_server_takes_clients_by_its_name(cli, install, servers
     assert "named-secret-pw" not in log and "named-secret-pw" not in added.stdout + added.stderr
     stored = Path(os.environ["AGENCY_STACK_ROOT"]) / "pgvector" / "inventory" / "external"
     assert stored.is_dir() and oct(stored.stat().st_mode & 0o777) == "0o700"
+
+
+def test_a_move_to_a_postgresql_16_server_is_refused_with_nothing_created(cli, install, servers, stack_root):
+    """Moves go to PostgreSQL 18 servers: the schema goes in with 18's pg_restore, and 16's apply worker evaluated
+    index expressions as the subscription's superuser owner."""
+    from agency_pgvector.engines.embedded import runtime
+
+    from servers import start_server
+
+    rt = runtime.newest("16")
+    runtime.install(rt, stack_root / "pgvector", stack_root)
+    old = start_server(rt.bin_dir(stack_root / "pgvector"), stack_root.parent / "named16", password="named16-pw")
+    try:
+        assert cli("servers", SERVER="old16", ADMIN_URL=old.admin_url).returncode == 0
+        install("pl-to16")
+        result = cli("move", CLIENT_ID="pl-to16", TO="old16")
+        assert result.returncode == 3 and "moves go to PostgreSQL 18 servers" in result.stderr, result.stderr
+        assert not (client_paths("pl-to16").component_dir / "move.json").exists()
+        assert "PGVECTOR_SERVER=dedicated" in client_paths("pl-to16").env_file.read_text()
+        assert cli("servers", SERVER="old16", REMOVE="true").returncode == 0
+        assert cli("uninstall", CLIENT_ID="pl-to16", YES="true", NO_BACKUP="true", REMOVE_SERVER="true").returncode == 0
+    finally:
+        old.stop()

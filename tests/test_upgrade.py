@@ -460,3 +460,39 @@ def test_a_tenant_cannot_steer_the_upgrade_through_its_database(install, cli):
         assert cur.fetchone() == (False,)
     conn.close()
     engine_of("upg-hostile").stop()
+
+
+def test_a_major_upgrade_that_would_replay_a_tenants_code_as_superuser_is_refused(install, cli):
+    """pg_upgrade recreates each schema as the superuser: a partition key or a CHECK calling the tenant's own
+    IMMUTABLE function would be folded, and run, with a superuser's rights (found by an attacker's review)."""
+    env = install("upg-trap16", PG_MAJOR="16")
+    conn = tenant_connect(env)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("CREATE FUNCTION public.evil() RETURNS int LANGUAGE plpgsql VOLATILE AS $f$ BEGIN "
+                    "IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN "
+                    "ALTER ROLE vectoruser SUPERUSER; END IF; RETURN 0; END $f$")
+        cur.execute("CREATE FUNCTION public.trap(text) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $f$ BEGIN "
+                    "PERFORM public.evil(); RETURN 0; END $f$")
+        cur.execute("CREATE TABLE pt (a int) PARTITION BY RANGE ((a + public.trap('key')))")
+        cur.execute("CREATE TABLE pt1 PARTITION OF pt FOR VALUES FROM (0) TO (1000)")
+    conn.close()
+    engine = engine_of("upg-trap16")
+    result = upgrade(cli, "upg-trap16", PG_MAJOR="18")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "would run that code with a superuser's rights" in result.stderr and "public.trap" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert engine.server_version() == "16.14"  # nothing changed
+    admin = engine.admin_connect()
+    with admin.cursor() as cur:
+        cur.execute("SELECT rolname FROM pg_roles WHERE rolsuper AND rolname <> 'postgres'")
+        assert cur.fetchall() == []
+    admin.close()
+    conn = tenant_connect(env)
+    conn.autocommit = True
+    conn.cursor().execute("DROP TABLE pt")
+    conn.close()
+    done = upgrade(cli, "upg-trap16", PG_MAJOR="18")  # without it, the upgrade goes ahead
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert engine.server_version() == "18.6"
+    engine.stop()

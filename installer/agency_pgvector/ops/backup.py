@@ -24,7 +24,16 @@ from ..report import CHANGE
 from ..runner import Step, operation
 from .common import Client, first_line
 
-SKIP_ENTRIES = (" EXTENSION ", " SCHEMA - public ", " SCHEMA - extensions ")  # made by the installer as superuser
+# pg_restore --list lines the installer makes itself as superuser (extensions and their comments, schemas public and
+# extensions), matched by their catalog (3079 pg_extension, 2615 pg_namespace) and fields, never by a substring a
+# tenant's object name could carry
+INSTALLERS = re.compile(r"\d+; (3079 \d+ EXTENSION - \S+|0 0 COMMENT - EXTENSION \S+|2615 \d+ SCHEMA - (public|extensions)) ")
+VECTOR_ENTRY = re.compile(r"\d+; 3079 \d+ EXTENSION - vector ")
+
+
+def tenant_entries(listing: str) -> list[str]:
+    """The archive's entries but those the installer makes itself (pgvector, schemas public and extensions)."""
+    return [line for line in listing.splitlines() if not INSTALLERS.match(line)]
 STAGING, OLD = "agency_restore", "agency_old"  # database name prefixes with a '.': no client's names contain one
 
 
@@ -242,7 +251,7 @@ def _restore(client: Client, archive: Path) -> dict[str, int]:
                         f"({_tail(listing)}): nothing was changed; pick another backup.")
     manifest_file = archive.with_suffix(".json")
     expected = json.loads(manifest_file.read_text())["row_counts"] if manifest_file.exists() else None
-    entries = [line for line in listing.stdout.splitlines() if not any(skip in line for skip in SKIP_ENTRIES)]
+    entries = tenant_entries(listing.stdout)
     schema = _extension_schema(archive, listing.stdout)
     stamp = secrets.token_hex(4)
     staging, old = (f"{prefix}.{client.id}.{stamp}" for prefix in (STAGING, OLD))
@@ -279,14 +288,14 @@ def _restore(client: Client, archive: Path) -> dict[str, int]:
 
 def _extension_schema(archive: Path, listing: str) -> str:
     """The schema the archive's tables expect `vector` in (backups of the previous release: public)."""
-    entry = [line for line in listing.splitlines() if " EXTENSION - vector" in line and not line.startswith(";")]
+    entry = [line for line in listing.splitlines() if VECTOR_ENTRY.match(line)]
     if not entry:
         return EXTENSION_SCHEMA
     with tempfile.NamedTemporaryFile("w", suffix=".list") as handle:
         handle.write(entry[0] + "\n")
         handle.flush()
         text = _tool("pg_restore", [f"--use-list={handle.name}", "--file=-", str(archive)]).stdout
-    found = re.search(r"CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA ([a-z_][a-z0-9_]*);", text)
+    found = re.search(r"^CREATE EXTENSION IF NOT EXISTS vector WITH SCHEMA ([a-z_][a-z0-9_]*);$", text, re.M)
     return found.group(1) if found else EXTENSION_SCHEMA
 
 

@@ -34,7 +34,7 @@ from ..errors import InputError, UserError
 from ..provision import EXTENSION_SCHEMA, Tenant, lock, terminate
 from ..report import CHANGE, OK, Report
 from ..runner import operation
-from .backup import SKIP_ENTRIES, _tail, _tool, reader, row_counts
+from .backup import _tail, _tool, reader, row_counts, tenant_entries
 from .common import Client, first_line
 
 JOURNAL = "move.json"
@@ -263,9 +263,11 @@ class _Run:
             raise UserError(f"{self.target.where()} is on another host: its subscription would have to reach the "
                             "source's loopback address. Moves onto another host are not built; back up and restore.")
         target_version = _server_version_num(self.target) if _reachable(self.target) else 180000
-        if target_version // 10000 < version // 10000:
-            raise UserError(f"The target runs PostgreSQL {target_version // 10000}, older than the source's "
-                            f"{version // 10000}: moves go to the same or a newer major. Nothing was moved.")
+        if target_version // 10000 < max(version // 10000, 18):
+            # The schema goes in with PostgreSQL 18's pg_restore, and before 18 a superuser's subscription evaluated
+            # index expressions as the superuser when it applied a change (found by an attacker's review on 16).
+            raise UserError(f"The target runs PostgreSQL {target_version // 10000}: moves go to PostgreSQL 18 servers "
+                            f"(and never to an older major than the source's). Nothing was moved.")
 
     # -- prepare and copy
     def _prepare(self) -> None:
@@ -307,7 +309,7 @@ class _Run:
 
     def _restore(self, section: str) -> None:
         listing = _tool("pg_restore", ["--list", str(self.schema_file)]).stdout
-        entries = [line for line in listing.splitlines() if not any(skip in line for skip in SKIP_ENTRIES)]
+        entries = tenant_entries(listing)
         with tempfile.NamedTemporaryFile("w", suffix=".list") as handle:
             handle.write("\n".join(entries) + "\n")
             handle.flush()

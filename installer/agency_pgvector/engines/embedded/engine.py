@@ -244,6 +244,7 @@ class EmbeddedEngine(Engine):
                 upgrade.switch(self, move)
             else:
                 upgrade.probe(self, move.old)  # pg_upgrade runs the old binaries too
+                upgrade.tenant_code_in_ddl(self)  # pg_upgrade replays every schema as the superuser
                 before_major()
                 upgrade.major(self, move)
             return {"kind": move.kind, "from": move.old.label, "to": move.new.label, "resumed": bool(resumed)}

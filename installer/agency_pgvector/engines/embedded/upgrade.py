@@ -81,6 +81,48 @@ def _move_from_journal(data: dict) -> Move | None:
 
 
 # -- the new binaries are checked before the server is touched ------------------------------------------------------
+# Objects pg_upgrade recreates as the superuser whose definition calls a function or operator a non-superuser owns:
+# creating them folds an IMMUTABLE call with constant arguments (a partition key, a CHECK, a default), so the
+# tenant's code would run as the superuser. Catalogs only: nothing here plans a tenant's query.
+TENANT_CODE_IN_DDL = """
+SELECT pg_catalog.format('%s (%s)', pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid),
+                         pg_catalog.pg_describe_object(d.refclassid, d.refobjid, 0))
+FROM pg_catalog.pg_depend d
+LEFT JOIN pg_catalog.pg_proc p ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+     AND p.oid OPERATOR(pg_catalog.=) d.refobjid
+LEFT JOIN pg_catalog.pg_operator o ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_operator'::pg_catalog.regclass
+     AND o.oid OPERATOR(pg_catalog.=) d.refobjid
+JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) COALESCE(p.proowner, o.oprowner)
+WHERE NOT r.rolsuper AND d.deptype OPERATOR(pg_catalog.=) 'n'
+  AND d.classid OPERATOR(pg_catalog.=) ANY (ARRAY['pg_catalog.pg_constraint', 'pg_catalog.pg_attrdef',
+      'pg_catalog.pg_class', 'pg_catalog.pg_type', 'pg_catalog.pg_statistic_ext']::pg_catalog.regclass[])
+LIMIT 3"""
+
+
+def tenant_code_in_ddl(engine) -> None:
+    """Refuse a major upgrade whose pg_upgrade would run a tenant's code as the superuser (TENANT_CODE_IN_DDL)."""
+    admin = engine.admin_connect()
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY 1")
+            names = [name for (name,) in cur.fetchall()]
+    finally:
+        admin.close()
+    for name in names:
+        conn = engine.admin_connect(name)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(TENANT_CODE_IN_DDL)
+                found = [row[0] for row in cur.fetchall()]
+        finally:
+            conn.close()
+        if found:
+            raise UserError(f"Database {name} has objects whose definition calls its owner's own code ({'; '.join(found)}): "
+                            "pg_upgrade recreates them as the superuser and would run that code with a superuser's "
+                            "rights, so the major upgrade is refused and nothing was changed. Move the client to a "
+                            "server of the new major instead (make pgvector-move TO=...), or drop those objects first.")
+
+
 def probe(engine, rt: Runtime) -> None:
     """A throwaway server of `rt` starts, as the server's user, and CREATE EXTENSION vector works in it."""
     import psycopg2
