@@ -177,6 +177,9 @@ def test_a_named_external_server_takes_clients_by_its_name(cli, install, servers
     assert back.returncode == 3 and "wal_level=replica" in back.stderr and "nothing was moved" in back.stderr
     assert not (client_paths("pl-ext-mover").component_dir / "move.json").exists()
     assert cli("uninstall", CLIENT_ID="pl-ext-mover", YES="true", NO_BACKUP="true").returncode == 0
+    clash = cli("cluster", CLUSTER="ext18")  # one name, one server: SERVER= and TO= must know which
+    assert clash.returncode == 2 and "is taken" in clash.stderr, clash.stderr
+    assert not (Path(os.environ["AGENCY_STACK_ROOT"]) / "pgvector" / "clusters" / "ext18").exists()
     busy = cli("servers", SERVER="ext18", REMOVE="true")
     assert busy.returncode == 3 and "1 client(s) use ext18" in busy.stderr, busy.stderr
     assert cli("uninstall", CLIENT_ID="pl-ext", YES="true", NO_BACKUP="true").returncode == 0

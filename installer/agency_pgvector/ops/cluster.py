@@ -8,7 +8,7 @@ import contextlib
 from .. import log
 from ..engines.patroni import PatroniEngine, cluster
 from ..engines.patroni.layout import ClusterLayout
-from ..errors import UserError
+from ..errors import InputError, UserError
 from ..locks import client_lock
 from ..report import Report
 from ..runner import apply
@@ -44,6 +44,11 @@ def converge(name: str, with_deps: bool, synchronous: bool, dry_run: bool) -> Re
     report = Report(dry_run=dry_run)
     with _operation(lay, "cluster", dry_run):
         record = cluster.read_record(lay)
+        from ..inventory import RESERVED, external_servers
+
+        if record is None and (lay.name in RESERVED or lay.name in external_servers(lay.state_dir)):
+            raise InputError(f"CLUSTER={lay.name} is taken (shared, dedicated, auto and the named servers' names are: "
+                             "SERVER= and TO= would not know which is meant): choose another. Nothing was created.")
         if record is not None and record["synchronous"] != synchronous:
             raise UserError(f"Cluster {lay.name} was made with SYNC={str(record['synchronous']).lower()}: changing it "
                             "in place is not offered yet. Nothing was changed.")
