@@ -156,7 +156,7 @@ def test_a_named_external_server_takes_clients_by_its_name(cli, install, servers
     added = cli("servers", SERVER="ext18", ADMIN_URL=url)
     assert added.returncode == 0, added.stderr
     row = read()["ext18"]
-    assert (row["kind"], row["up"], row["clients"], row["full"]) == ("external", True, 0, None)
+    assert (row["kind"], row["up"], row["clients"], row["full"]) == ("named", True, 0, None)
     placed = new_client(cli, "pl-ext", SERVER="ext18", JSON="true")
     assert placed.returncode == 0, placed.stderr
     assert json.loads(placed.stdout)["items"][0]["detail"].startswith("ext18: as named, has room")

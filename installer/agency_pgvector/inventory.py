@@ -4,7 +4,7 @@
     dedicated   a new embedded server for the client: its load is how many dedicated servers the host runs
     <cluster>   each Patroni cluster (make pgvector-cluster CLUSTER=<name>)
     <name>      an existing server the operator named (make pgvector-servers SERVER=<name> ADMIN_URL=...), used
-                as ENGINE=external; its superuser URL is kept in <root>/pgvector/inventory/external/<name>.admin-url
+                as ENGINE=external; its superuser URL is kept under <root>/pgvector/inventory/external/ (0600)
 
 Each has a capacity in clients, connections and disk; make pgvector-servers lists them, and with SERVER=<name>
 and MAX_CLIENTS / MAX_CONNECTIONS / MAX_DISK_GB sets one (<root>/pgvector/inventory/capacity.json, root's, 0600).
@@ -27,7 +27,6 @@ from .spec import Spec
 from .tuning import DENSITY
 
 FILE = "inventory/capacity.json"  # in a 0700 directory of its own: the state directory itself stays 0711
-EXTERNAL = "inventory/external"  # <name>.admin-url, 0600: the named external servers
 RESERVED = ("shared", "dedicated", "auto")
 DEFAULT_CLIENTS = 50
 CONNECTIONS_SHARE = 0.8  # of max_connections: what is left is headroom for bursts and the installer's own sessions
@@ -40,7 +39,7 @@ class Server:
     """One row; to_json() is the documented shape (docs/json.md)."""
 
     name: str
-    kind: str  # shared | dedicated | cluster | external
+    kind: str  # shared | dedicated | cluster | named (an existing server the operator named)
     exists: bool
     up: bool  # a superuser session works (a server not made yet counts as up: its first client makes it)
     clients: int
@@ -167,7 +166,7 @@ def inventory(spec: Spec, read_load: bool = True) -> list[Server]:
                             cap(folder.name, "connections", None), cap(folder.name, "disk_gb", None), read_load))
     for name, url in external_servers(state_dir).items():
         named = ExternalEngine(replace(spec, client_id="x", admin_url=url), name)
-        out.append(_measure(Server(name, "external", True, True, count("external", name),
+        out.append(_measure(Server(name, "named", True, True, count(named.name, name),
                                    cap(name, "clients", DEFAULT_CLIENTS)), named, None,
                             cap(name, "connections", None), cap(name, "disk_gb", None), read_load))
     dedicated = Server("dedicated", "dedicated", True, True, count("embedded", "dedicated"),
@@ -220,19 +219,15 @@ def _fs_used(path: Path) -> float | None:
 
 # -- named external servers ---------------------------------------------------------------------------------------
 def external_servers(state_dir: Path) -> dict[str, str]:
-    """name -> superuser URL of each external server the operator named."""
-    folder = state_dir / EXTERNAL
-    out = {}
-    for path in sorted(folder.glob("*.admin-url")) if folder.is_dir() else []:
-        data = envfile.read_bytes(path)
-        if data:
-            out[path.name[: -len(".admin-url")]] = data.decode().strip()
-    return out
+    """name -> superuser URL of each existing server the operator named."""
+    from .engines.external import named_servers
+
+    return named_servers(state_dir)
 
 
 def add_external(spec: Spec, name: str, url: str) -> str:
     """Name an existing server (its superuser URL checked: reachable, superuser, pgvector available); returns where."""
-    from .engines.external import ExternalEngine
+    from .engines.external import ExternalEngine, keep_named
     from .engines.patroni.cluster import read_record
     from .engines.patroni.layout import ClusterLayout
     from .spec import admin_url, cluster as valid_name
@@ -245,17 +240,19 @@ def add_external(spec: Spec, name: str, url: str) -> str:
     from .runner import _state_dirs
 
     _state_dirs(spec)
-    envfile.write_atomic(spec.paths.state_dir / EXTERNAL / f"{name}.admin-url", url + "\n")
+    keep_named(spec.paths.state_dir, name, url)
     return engine.where()
 
 
 def remove_external(spec: Spec, name: str) -> None:
-    found = {s.name: s for s in inventory(spec, read_load=False) if s.kind == "external"}
+    found = {s.name: s for s in inventory(spec, read_load=False) if s.kind == "named"}
     if name not in found:
         raise InputError(f"SERVER={name[:40]!r} is no named external server: nothing was removed.")
     if found[name].clients:
         raise UserError(f"{found[name].clients} client(s) use {name}: uninstall or move them first (make pgvector-list).")
-    (spec.paths.state_dir / EXTERNAL / f"{name}.admin-url").unlink()
+    from .engines.external import forget_named
+
+    forget_named(spec.paths.state_dir, name)
 
 
 # -- placement --------------------------------------------------------------------------------------------------
@@ -270,8 +267,8 @@ def place(spec: Spec) -> tuple[Spec, str]:
     """The spec that puts a new client on the server named by SERVER/CLUSTER, or with SERVER=auto on the least
     loaded one with room; and one line saying which and why. Refuses, with every server's numbers, when the
     named server or every server is full."""
-    kinds = {"embedded": ("shared", "dedicated"), "patroni": ("cluster",), "external": ("external",)}.get(
-        spec.engine, ("shared", "dedicated", "cluster", "external"))
+    kinds = {"embedded": ("shared", "dedicated"), "patroni": ("cluster",), "external": ("named",)}.get(
+        spec.engine, ("shared", "dedicated", "cluster", "named"))
     servers = [s for s in inventory(spec) if s.kind in kinds]
     named = spec.cluster or spec.server
     if named == "auto":
@@ -298,7 +295,7 @@ def place(spec: Spec) -> tuple[Spec, str]:
            + (f"; skipped {', '.join(skipped)}" if skipped else ""))
     if best.kind == "cluster":
         return replace(spec, engine="patroni", server="", cluster=best.name), why
-    if best.kind == "external":
+    if best.kind == "named":
         url = external_servers(spec.paths.state_dir)[best.name]
         return replace(spec, engine="external", server=best.name, cluster="", admin_url=url), why
     return replace(spec, engine="embedded", server=best.name, cluster=""), why

@@ -16,6 +16,26 @@ from ..text import first_line
 from .base import Capabilities, Endpoint, Engine, ServerPlan
 
 NOT_OURS = "the server is not managed by this installer: do it where that server runs"
+NAMED = "inventory/external"  # under the state directory: <name>.admin-url of each server the operator named
+
+
+def named_servers(state_dir) -> dict[str, str]:
+    """name -> superuser URL of each existing server the operator named (make pgvector-servers SERVER= ADMIN_URL=)."""
+    folder = state_dir / NAMED
+    out = {}
+    for path in sorted(folder.glob("*.admin-url")) if folder.is_dir() else []:
+        data = read_nofollow(path)
+        if isinstance(data, bytes) and data.strip():
+            out[path.name[: -len(".admin-url")]] = data.decode().strip()
+    return out
+
+
+def keep_named(state_dir, name: str, url: str) -> None:
+    write_atomic(state_dir / NAMED / f"{name}.admin-url", url + "\n")
+
+
+def forget_named(state_dir, name: str) -> None:
+    (state_dir / NAMED / f"{name}.admin-url").unlink(missing_ok=True)
 
 
 @dataclass

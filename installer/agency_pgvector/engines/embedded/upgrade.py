@@ -83,7 +83,9 @@ def _move_from_journal(data: dict) -> Move | None:
 # -- the new binaries are checked before the server is touched ------------------------------------------------------
 # Objects pg_upgrade recreates as the superuser whose definition calls a function or operator a non-superuser owns:
 # creating them folds an IMMUTABLE call with constant arguments (a partition key, a CHECK, a default), so the
-# tenant's code would run as the superuser. Catalogs only: nothing here plans a tenant's query.
+# tenant's code would run as the superuser. Indexes are not among them: CREATE INDEX evaluates its expressions as
+# the table's owner (tests/test_upgrade.py has a tenant's witness say so). Catalogs only: nothing here plans a
+# tenant's query.
 TENANT_CODE_IN_DDL = """
 SELECT pg_catalog.format('%s (%s)', pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid),
                          pg_catalog.pg_describe_object(d.refclassid, d.refobjid, 0))
@@ -93,7 +95,10 @@ LEFT JOIN pg_catalog.pg_proc p ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalo
 LEFT JOIN pg_catalog.pg_operator o ON d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_operator'::pg_catalog.regclass
      AND o.oid OPERATOR(pg_catalog.=) d.refobjid
 JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) COALESCE(p.proowner, o.oprowner)
+LEFT JOIN pg_catalog.pg_class c ON d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+     AND c.oid OPERATOR(pg_catalog.=) d.objid
 WHERE NOT r.rolsuper AND d.deptype OPERATOR(pg_catalog.=) 'n'
+  AND (c.relkind IS NULL OR c.relkind OPERATOR(pg_catalog.<>) ALL (ARRAY['i', 'I']::"char"[]))
   AND d.classid OPERATOR(pg_catalog.=) ANY (ARRAY['pg_catalog.pg_constraint', 'pg_catalog.pg_attrdef',
       'pg_catalog.pg_class', 'pg_catalog.pg_type', 'pg_catalog.pg_statistic_ext']::pg_catalog.regclass[])
 LIMIT 3"""
