@@ -500,3 +500,21 @@ def test_two_clients_move_to_the_same_server_at_once(cli, traveller):
         check_arrived(env_of(cid), writer, vectors)
         finish(cli, cid)
         assert cli("uninstall", CLIENT_ID=cid, YES="true", NO_BACKUP="true").returncode == 0
+
+
+def test_a_move_keeps_remote_access_the_client_was_installed_with(cli, install):
+    """ENABLE_CLOUD, DOMAIN and ADMIN_EMAIL come from the installed .env, not from the move command's environment
+    (an attacker's review saw a move drop remote access without a word)."""
+    cid = "mv-cloud"
+    before = install(cid, ENABLE_CLOUD="true")
+    assert before["PGVECTOR_TLS_SHA256"] and before["DATABASE_REMOTE_URL"]
+    result = moved_ok(cli, cid, "shared")  # the cli fixture's environment has no ENABLE_CLOUD
+    assert result["phase"] == "kept"
+    after = env_of(cid)
+    assert after["PGVECTOR_SERVER"] == "shared"
+    assert after["PGVECTOR_TLS_SHA256"] == before["PGVECTOR_TLS_SHA256"]  # the same installation CA
+    assert after["PGVECTOR_REMOTE_HOST"] == before["PGVECTOR_REMOTE_HOST"] == before["DOMAIN"]
+    assert after["DATABASE_REMOTE_URL"].endswith(f":{after['PGVECTOR_POOL_PORT']}/vectordb_mv_cloud")
+    assert Path(after["PGVECTOR_TLS_CA"]).exists()
+    finish(cli, cid)
+    assert cli("uninstall", CLIENT_ID=cid, YES="true", NO_BACKUP="true").returncode == 0
