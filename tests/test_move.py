@@ -81,6 +81,13 @@ class Writer(threading.Thread):
         self.halt.set()
         self.join(30)
 
+    def resumes(self, since: float, count: int = 10) -> None:
+        """`count` commits acknowledged after `since` within 30 s (the writer found its server through the .env)."""
+        deadline = time.monotonic() + 30
+        while self.writes_after(since) < count:
+            assert time.monotonic() < deadline, self.errors[-3:]
+            time.sleep(0.05)
+
 
 def seed(env: dict) -> str:
     """Vectors with an HNSW index, a table without a primary key, a sequence; returns a digest of the vectors."""
@@ -182,11 +189,7 @@ def test_dedicated_to_shared_to_cluster_to_dedicated_with_a_writer_throughout(cl
         assert after["PGVECTOR_DB_PASS"] == password  # the same secret: apps reconnect with the new .env only
         assert result["phase"] == "kept" and result["freeze_seconds"] < 30
         assert digest(after) == vectors, "vectors changed on the way"
-        moment = time.monotonic()
-        deadline = moment + 30
-        while writer.writes_after(moment) < 20:  # the writer found the new server through the rewritten .env
-            assert time.monotonic() < deadline, writer.errors[-3:]
-            time.sleep(0.05)
+        writer.resumes(time.monotonic(), 20)  # the writer found the new server through the rewritten .env
         # the old copy is kept, closed to its tenant, until move-finish
         with pytest.raises(psycopg2.OperationalError):
             psycopg2.connect(before["DATABASE_URL"].split("?")[0], connect_timeout=3).close()
@@ -273,11 +276,7 @@ def test_a_move_killed_at_each_step_converges_with_nothing_lost(cli, traveller, 
     result = moved_ok(cli, cid, "shared")  # the next run finishes it (or starts again after undoing it)
     assert result["phase"] == "kept"
     assert env_of(cid)["PGVECTOR_SERVER"] == "shared"
-    moment = time.monotonic()
-    deadline = moment + 30
-    while writer.writes_after(moment) < 10:
-        assert time.monotonic() < deadline, writer.errors[-3:]
-        time.sleep(0.05)
+    writer.resumes(time.monotonic())
     writer.stop()
     assert digest(env_of(cid)) == vectors
     check_arrived(env_of(cid), writer, vectors)
@@ -295,10 +294,7 @@ def test_abort_undoes_a_move_and_the_source_takes_writes_again(cli, traveller):
     assert undone.returncode == 0, undone.stderr
     assert env_of(cid)["PGVECTOR_SERVER"] == "dedicated"
     assert not (client_paths(cid).component_dir / "move.json").exists()
-    deadline = time.monotonic() + 30
-    while writer.writes_after(frozen_at) < 10:
-        assert time.monotonic() < deadline, writer.errors[-3:]
-        time.sleep(0.05)
+    writer.resumes(frozen_at)
     from agency_pgvector.engines.embedded import SharedEmbeddedEngine
     from agency_pgvector.spec import Spec
 
@@ -443,11 +439,7 @@ def test_a_schema_change_during_the_move_undoes_it_and_writes_go_on_at_the_sourc
     assert proc.returncode == 3 and "changed during the move" in err and "undone" in err, err
     assert env_of(cid)["PGVECTOR_SERVER"] == "dedicated"
     assert not (client_paths(cid).component_dir / "move.json").exists()
-    moment = time.monotonic()
-    deadline = moment + 30
-    while writer.writes_after(moment) < 10:
-        assert time.monotonic() < deadline, writer.errors[-3:]
-        time.sleep(0.05)
+    writer.resumes(time.monotonic())
     writer.stop()
     check_arrived(env_of(cid), writer, vectors)
     again = moved_ok(cli, cid, "shared")  # once the schema holds still, the move goes through
@@ -470,11 +462,7 @@ def test_after_the_switch_a_move_only_goes_forward(cli, traveller):
     blocked = cli("install", CLIENT_ID=cid, DOMAIN=DOMAIN, ADMIN_EMAIL=EMAIL)
     assert blocked.returncode == 3 and "ABORT" not in blocked.stderr, blocked.stderr
     assert moved_ok(cli, cid, "shared")["phase"] == "kept"
-    moment = time.monotonic()
-    deadline = moment + 30
-    while writer.writes_after(moment) < 10:
-        assert time.monotonic() < deadline, writer.errors[-3:]
-        time.sleep(0.05)
+    writer.resumes(time.monotonic())
     writer.stop()
     check_arrived(env_of(cid), writer, vectors)
     finish(cli, cid)
@@ -492,10 +480,7 @@ def test_two_clients_move_to_the_same_server_at_once(cli, traveller):
         assert run.returncode == 0, err
         assert json.loads(out)["phase"] == "kept"
     for cid, writer, vectors in (("mv-twin-a", first, first_vectors), ("mv-twin-b", second, second_vectors)):
-        moment = time.monotonic()
-        while writer.writes_after(moment) < 10:
-            assert time.monotonic() < moment + 30, writer.errors[-3:]
-            time.sleep(0.05)
+        writer.resumes(time.monotonic())
         writer.stop()
         check_arrived(env_of(cid), writer, vectors)
         finish(cli, cid)

@@ -42,6 +42,21 @@ def read_bytes(path: Path) -> bytes | None:
     return data
 
 
+def read_json(path: Path, fix: str) -> dict:
+    """A JSON object root keeps (read as read_bytes does): {} when the file is missing or holds no object; one
+    sentence, ending with `fix`, when it is not JSON."""
+    import json
+
+    data = read_bytes(path)
+    if data is None:
+        return {}
+    try:
+        found = json.loads(data)
+    except ValueError:
+        raise UserError(f"{path} is not valid JSON: {fix}") from None
+    return found if isinstance(found, dict) else {}
+
+
 def read_nofollow(path: Path) -> bytes | None | Literal[False]:
     """The file's bytes; None when missing; False when it is a link or not a regular file (never followed, and a
     FIFO does not block: O_NONBLOCK)."""

@@ -94,15 +94,8 @@ def _file(state_dir: Path) -> Path:
 
 
 def capacities(state_dir: Path) -> dict[str, dict]:
-    data = envfile.read_bytes(_file(state_dir))
-    if data is None:
-        return {}
-    try:
-        found = json.loads(data)
-    except ValueError:
-        raise UserError(f"{_file(state_dir)} is not valid JSON: fix or remove it (make pgvector-servers SERVER=... "
-                        "MAX_CLIENTS=... writes it again).") from None
-    return found if isinstance(found, dict) else {}
+    return envfile.read_json(_file(state_dir), "fix or remove it (make pgvector-servers SERVER=... MAX_CLIENTS=... "
+                                               "writes it again).")
 
 
 def limit(name: str, value: str | None) -> int | None:

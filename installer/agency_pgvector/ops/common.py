@@ -46,14 +46,8 @@ def write_suspended(paths: specs.Paths, env: dict) -> None:
 
 def read_suspended(paths: specs.Paths) -> dict:
     """The record of a suspended client ({} when there is none)."""
-    data = envfile.read_bytes(suspended_file(paths))
-    if data is None:
-        return {}
-    try:
-        record = json.loads(data)
-    except ValueError:
-        raise UserError(f"{suspended_file(paths)} is not valid JSON: restore it from the archive or remove it.") from None
-    return {str(k): str(v) for k, v in record.items()} if isinstance(record, dict) else {}
+    record = envfile.read_json(suspended_file(paths), "restore it from the archive or remove it.")
+    return {str(k): str(v) for k, v in record.items()}
 
 
 def load(client_id: str, **flags) -> Client:

@@ -113,15 +113,8 @@ def journal_path(client_spec) -> Path:
 
 
 def read_journal(client_spec) -> dict:
-    data = envfile.read_bytes(journal_path(client_spec))
-    if data is None:
-        return {}
-    try:
-        found = json.loads(data)
-    except ValueError:
-        raise UserError(f"{journal_path(client_spec)} is not valid JSON: the move cannot be resumed from it. Check "
-                        "both servers with make pgvector-status, then remove the file.") from None
-    return found if isinstance(found, dict) else {}
+    return envfile.read_json(journal_path(client_spec), "the move cannot be resumed from it. Check both servers with "
+                                                         "make pgvector-status, then remove the file.")
 
 
 def _write_journal(client_spec, journal: dict) -> None:
