@@ -15,7 +15,8 @@ VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE
         JSON QUIET ALL LINES FOLLOW YES NO_BACKUP KEEP_DATA REMOVE_SERVER FILE TARGET_CLIENT SAMPLES \
         PGVECTOR_IMAGE PGVECTOR_PORT_RANGE SERVER POOL_MODE POOL_SIZE POOL_MAX_CONNECTIONS POOLER \
         AGENCY_STACK_ROOT AGENCY_STACK_LOG PYTHON VENV SAMPLES_EMBEDDER BACKUP_KEEP SCHEDULE \
-        METRICS_FILE PG_MAJOR CLUSTER SYNC CANDIDATE TO ABORT MAX_CLIENTS MAX_CONNECTIONS MAX_DISK_GB REMOVE MEMBER
+        METRICS_FILE PG_MAJOR CLUSTER SYNC CANDIDATE TO ABORT MAX_CLIENTS MAX_CONNECTIONS MAX_DISK_GB REMOVE MEMBER \
+        ADDRESS HOST BUNDLE ETCD
 
 # `make help` lists every variable from these lines, `#: NAME meaning` (tests/test_make.py: one per name in VARS).
 #: CLIENT_ID            the client: 1-32 of a-z 0-9 - (not given: client default, said on stderr)
@@ -25,6 +26,10 @@ VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE
 #: CLUSTER              a Patroni cluster: make pgvector-cluster makes it, ENGINE=patroni puts a client on it
 #: SYNC                 make pgvector-cluster: synchronous replication (default true; false: asynchronous)
 #: CANDIDATE            make pgvector-cluster-switchover: the member to lead (default: Patroni picks)
+#: ADDRESS              make pgvector-cluster: this host's address its members listen on (other hosts may join)
+#: HOST                 make pgvector-cluster-bundle: the address of the host that will join
+#: BUNDLE               make pgvector-cluster-join: the join bundle copied from the cluster's first host
+#: ETCD                 make pgvector-cluster-join: etcd endpoints (address:port,...) instead of the bundle's
 #: TO                   make pgvector-move: shared, dedicated or a cluster's name
 #: ABORT                make pgvector-move: undo a move that was not switched
 #: SERVER               dedicated (default), shared, a cluster, or auto (least loaded)
@@ -44,7 +49,7 @@ VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE
 #: POOL_SIZE            server connections the pool keeps (default 10)
 #: POOL_MAX_CONNECTIONS at most this many server connections for the pool (default 20)
 #: POOLER               make pgvector-logs: the pooler's (PgBouncer's) log instead
-#: MEMBER               make pgvector-logs: a cluster client's member (m1, m2, m3)
+#: MEMBER               make pgvector-logs: a cluster client's member (m1, m2, m3); cluster-remove: forget one
 #: ALL                  every client installed under AGENCY_STACK_ROOT
 #: DRY_RUN              show the plan, change nothing
 #: VERBOSE              details for every item
@@ -101,7 +106,7 @@ endif
 .PHONY: help pgvector pgvector-status pgvector-logs pgvector-restart pgvector-test pgvector-uninstall \
         pgvector-backup pgvector-restore pgvector-rotate pgvector-upgrade pgvector-completion pgvector-backup-schedule \
         pgvector-logrotate pgvector-metrics pgvector-list pgvector-suspend pgvector-resume \
-        pgvector-remove-shared-server pgvector-cluster pgvector-cluster-status \
+        pgvector-remove-shared-server pgvector-cluster pgvector-cluster-bundle pgvector-cluster-join pgvector-cluster-status \
         pgvector-cluster-switchover pgvector-cluster-remove pgvector-move pgvector-move-finish pgvector-servers lint test-setup test bench
 
 # Each entry as "  name  text", the text wrapped to fit 80 columns under its own column.
@@ -188,8 +193,14 @@ pgvector-list: $(VENV)/.installed ## Every client and its state (JSON=true)
 pgvector-remove-shared-server: $(VENV)/.installed ## Remove the empty shared server (YES)
 	@$(CLI) remove-shared-server
 
-pgvector-cluster: $(VENV)/.installed ## Create or converge a Patroni cluster CLUSTER=... (WITH_DEPS, SYNC)
+pgvector-cluster: $(VENV)/.installed ## Create or converge a Patroni cluster CLUSTER=... (WITH_DEPS, SYNC, ADDRESS)
 	@$(CLI) cluster
+
+pgvector-cluster-bundle: $(VENV)/.installed ## A join bundle for a member on HOST=... (on the cluster's first host)
+	@$(CLI) cluster-bundle
+
+pgvector-cluster-join: $(VENV)/.installed ## This host's member of a cluster, from BUNDLE=... (WITH_DEPS, ETCD)
+	@$(CLI) cluster-join
 
 pgvector-cluster-status: $(VENV)/.installed ## A cluster's members, roles, lag, timeline (JSON=true)
 	@$(CLI) cluster-status

@@ -9,6 +9,7 @@ import json
 import os
 import pwd
 import signal
+import ssl
 import stat
 import threading
 import time
@@ -213,14 +214,15 @@ def test_cluster_files_and_processes_keep_their_secrets(cli, patroni_cluster):
     assert not any(word in log for word in words.values())
 
 
-def _http(url: str, method: str = "GET", body: dict | None = None, auth: tuple | None = None) -> int:
+def _http(url: str, method: str = "GET", body: dict | None = None, auth: tuple | None = None, ca=None) -> int:
     headers = {"Content-Type": "application/json"}
     if auth:
         headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
     request = urllib.request.Request(url, method=method, headers=headers,
                                      data=json.dumps(body).encode() if body is not None else None)
+    context = ssl.create_default_context(cafile=str(ca)) if ca else None
     try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
+        with urllib.request.urlopen(request, timeout=10, context=context) as answer:
             return answer.status
     except urllib.error.HTTPError as exc:
         return exc.code
@@ -232,16 +234,18 @@ def test_an_outsider_on_the_host_cannot_steer_the_cluster(cli, patroni_cluster, 
     lay = layout(patroni_cluster)
     record = cluster.read_record(lay)
     words = cluster.read_secrets(lay)
-    etcd = f"http://127.0.0.1:{record['etcd']}/v3/kv"
+    ca = cluster.ca_of(record)
+    assert ca is not None and ca == lay.client_ca
+    etcd = f"https://127.0.0.1:{record['etcd']}/v3/kv"
     key = base64.b64encode(f"/service/{patroni_cluster}/config".encode()).decode()
-    assert _http(f"{etcd}/range", "POST", {"key": key}) in (400, 401)
-    assert _http(f"{etcd}/put", "POST", {"key": key, "value": base64.b64encode(b"{}").decode()}) in (400, 401)
+    assert _http(f"{etcd}/range", "POST", {"key": key}, ca=ca) in (400, 401)
+    assert _http(f"{etcd}/put", "POST", {"key": key, "value": base64.b64encode(b"{}").decode()}, ca=ca) in (400, 401)
     head = status(cli, patroni_cluster)["leader"]
     pg_port, api_port = cluster.ports_of(record).members[head]
     for auth in (None, ("agency", "wrong"), (client["PGUSER"], client["PGPASSWORD"])):
-        assert _http(f"http://127.0.0.1:{api_port}/switchover", "POST", {"leader": head}, auth) == 401
-        assert _http(f"http://127.0.0.1:{api_port}/config", "PATCH", {"postgresql": {"parameters": {}}}, auth) == 401
-        assert _http(f"http://127.0.0.1:{api_port}/restart", "POST", {}, auth) == 401
+        assert _http(f"https://127.0.0.1:{api_port}/switchover", "POST", {"leader": head}, auth, ca) == 401
+        assert _http(f"https://127.0.0.1:{api_port}/config", "PATCH", {"postgresql": {"parameters": {}}}, auth, ca) == 401
+        assert _http(f"https://127.0.0.1:{api_port}/restart", "POST", {}, auth, ca) == 401
     with pytest.raises(psycopg2.OperationalError, match="pg_hba.conf rejects"):
         psycopg2.connect(host="127.0.0.1", port=pg_port, user="postgres", password=words["superuser"],
                          dbname="postgres", connect_timeout=5)
@@ -268,7 +272,7 @@ def test_etcd_peer_is_a_private_socket_and_the_audit_sees_what_others_add(cli, p
     assert stat.S_IMODE(lay.etcd_dir.stat().st_mode) == 0o700
     assert supervise.listener_uid(record["etcd"]) == pwd.getpwnam(lay.etcd_user).pw_uid
     root = cluster.read_secrets(lay)["etcd_root"]
-    port = record["etcd"]
+    port = cluster.etcd_at(record)
     assert etcd.audit(port, patroni_cluster, root, fresh=False) == []
     auth = etcd.token(port, "root", root)
     etcd.call(port, "/v3/auth/user/add", {"name": "intruder", "password": "x" * 12}, auth)

@@ -643,13 +643,16 @@ def cluster_cmd(
                               help="Synchronous replication: a commit returns once a standby has it (no acknowledged "
                                    "write lost in a failover)."),
     dry_run: bool = typer.Option(False, "--dry-run", envvar="DRY_RUN", help="Show the plan; change nothing."),
+    address: str = typer.Option("", "--address", envvar="ADDRESS",
+                                help="This host's address the members listen on (other hosts of its network may join "
+                                     "over TLS); default 127.0.0.1, one host only."),
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Create or converge a Patroni cluster: etcd and three members on this host (make pgvector-cluster)."""
     from .ops import cluster as clusters
 
-    report = clusters.converge(_cluster_given(name), with_deps, sync, dry_run)
+    report = clusters.converge(_cluster_given(name), with_deps, sync, dry_run, address)
     if as_json:
         _print_json(dict(cluster=name, dry_run=dry_run, changed=report.changed,
                          items=[dict(item=r.item, status=report.status(r), detail=r.detail) for r in report.rows]))
@@ -661,6 +664,49 @@ def cluster_cmd(
     report_table(report, f"Patroni cluster {name}", True)
     print("Dry run: nothing was changed." if dry_run else
           f"Cluster {name} is up: add clients with make pgvector ENGINE=patroni CLUSTER={name} ...")
+
+
+@app.command("cluster-bundle")
+def cluster_bundle_cmd(name: str = ClusterOpt, host: str = typer.Option(
+        "", "--host", envvar="HOST", help="The address of the host that will join, on the cluster's network.")) -> None:
+    """A join bundle for a member on another host (make pgvector-cluster-bundle, on the cluster's first host)."""
+    from .ops import cluster as clusters
+
+    member, path = clusters.bundle(_cluster_given(name), host)
+    print(f"Wrote {path} (0600: it holds the cluster's replication, REST API and etcd passwords, and {host}'s TLS key) "
+          f"for member {member} on {host}.\nCopy it there over ssh (scp), then on {host}: make pgvector-cluster-join "
+          f"CLUSTER={name} BUNDLE=<its path> WITH_DEPS=true, and delete the copy. Afterwards, here: make "
+          f"pgvector-cluster CLUSTER={name} (the clients' .env then list the member at their next make pgvector).")
+
+
+@app.command("cluster-join")
+def cluster_join_cmd(
+    name: str = ClusterOpt,
+    bundle: str = typer.Option("", "--bundle", envvar="BUNDLE", help="The join bundle (make pgvector-cluster-bundle)."),
+    endpoints: str = typer.Option("", "--etcd", envvar="ETCD", help="etcd's endpoints, address:port,... (default: "
+                                  "the bundle's)."),
+    with_deps: bool = typer.Option(False, "--with-deps", envvar="WITH_DEPS", help="Install Patroni when absent."),
+    dry_run: bool = typer.Option(False, "--dry-run", envvar="DRY_RUN", help="Show the plan; change nothing."),
+    as_json: bool = JsonOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """This host's member of a cluster made on another host (make pgvector-cluster-join)."""
+    from .ops import cluster as clusters
+
+    doc = clusters.read_bundle(_cluster_given(name), bundle, endpoints)
+    report = clusters.join(name, doc, with_deps, dry_run)
+    if as_json:
+        _print_json(dict(cluster=name, dry_run=dry_run, changed=report.changed,
+                         items=[dict(item=r.item, status=report.status(r), detail=r.detail) for r in report.rows]))
+        return
+    if quiet:
+        return
+    from .ui import report_table
+
+    report_table(report, f"Patroni cluster {name}, member {doc['member']}", True)
+    print("Dry run: nothing was changed." if dry_run else
+          f"Member {doc['member']} follows cluster {name}: make pgvector-cluster-status CLUSTER={name} shows it. Delete "
+          f"the bundle ({bundle}).")
 
 
 @app.command("cluster-status")
@@ -675,11 +721,13 @@ def cluster_status_cmd(name: str = ClusterOpt, as_json: bool = JsonOpt) -> None:
         from .text import clean as c
         from .ui import rows_table
 
+        etcd_state = {True: "up", False: "DOWN", None: "on the first host"}[found["etcd"]["running"]]
         rows_table(f"Patroni cluster {c(name)}: leader {found['leader'] or 'none'}, synchronous "
-                   f"{'on' if found['synchronous'] else 'off'}, etcd {'up' if found['etcd']['running'] else 'DOWN'}",
-                   ["member", "role", "state", "port", "timeline", "lag", "patroni"],
-                   [[r["name"], str(r["role"] or "-"), str(r["state"] or "-"), str(r["port"]), str(r["timeline"] or "-"),
-                     str(r["lag"] if r["lag"] is not None else "-"), "running" if r["patroni_running"] else "stopped"]
+                   f"{'on' if found['synchronous'] else 'off'}, etcd {etcd_state}, TLS {'on' if found['tls'] else 'off'}",
+                   ["member", "host", "role", "state", "port", "timeline", "lag", "patroni"],
+                   [[r["name"], str(r["host"] or "-"), str(r["role"] or "-"), str(r["state"] or "-"), str(r["port"]),
+                     str(r["timeline"] or "-"), str(r["lag"] if r["lag"] is not None else "-"),
+                     {True: "running", False: "stopped", None: "another host"}[r["patroni_running"]]]
                     for r in found["members"]])
     if not found["healthy"]:
         raise typer.Exit(3)
@@ -695,13 +743,19 @@ def cluster_switchover_cmd(name: str = ClusterOpt, candidate: str = typer.Option
 
 
 @app.command("cluster-remove")
-def cluster_remove_cmd(name: str = ClusterOpt, yes: bool = YesOpt) -> None:
-    """Remove a cluster with its data once no client is on it (make pgvector-cluster-remove)."""
+def cluster_remove_cmd(name: str = ClusterOpt, yes: bool = YesOpt, member: str = typer.Option(
+        "", "--member", envvar="MEMBER", help="Forget this member on another host (removed there first).")) -> None:
+    """Remove a cluster with its data once no client is on it, or this host's member of a cluster made elsewhere
+    (make pgvector-cluster-remove)."""
     from .ops import cluster as clusters
 
-    _confirm(yes, f"Remove cluster {_cluster_given(name)} and its data?")
+    if member:
+        clusters.remove(_cluster_given(name), member)
+        print(f"Cluster {name}: member {member} forgotten.")
+        return
+    _confirm(yes, f"Remove cluster {_cluster_given(name)} and its data (on this host)?")
     clusters.remove(name)
-    print(f"Cluster {name} removed.")
+    print(f"Cluster {name} removed from this host.")
 
 
 @app.command("servers")

@@ -28,7 +28,7 @@ _KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "
 
 def need_openssl() -> None:
     if shutil.which("openssl") is None:
-        raise UserError("ENABLE_CLOUD=true makes certificates with the openssl command, "
+        raise UserError("ENABLE_CLOUD=true and clusters make certificates with the openssl command, "
                         "which is missing: apt-get install openssl, then re-run.")
 
 

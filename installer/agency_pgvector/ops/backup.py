@@ -187,10 +187,11 @@ def _snapshot_session(client: Client, login: dict):
         conn.autocommit = False
         conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.inet_server_port()")
-            standby, port = cur.fetchone()
+            cur.execute("SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.host(pg_catalog.inet_server_addr()), "
+                        "pg_catalog.inet_server_port()")
+            standby, host, port = cur.fetchone()
         if "," in login.get("PGHOST", ""):  # pg_dump goes to the same member
-            attempt = {**attempt, "PGHOST": "127.0.0.1", "PGPORT": str(port), "PGTARGETSESSIONATTRS": "any"}
+            attempt = {**attempt, "PGHOST": host, "PGPORT": str(port), "PGTARGETSESSIONATTRS": "any"}
         return attempt, conn, f"{'a standby' if standby else 'the primary'} (port {port})"
     raise AssertionError("unreachable")
 

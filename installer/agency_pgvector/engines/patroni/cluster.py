@@ -13,18 +13,20 @@ from __future__ import annotations
 import base64
 import contextlib
 import importlib.metadata
+import ipaddress
 import json
 import os
 import secrets
 import shutil
 import signal
+import ssl
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ... import ports, systemd
+from ... import ports, systemd, tls
 from ...errors import UserError
 from ...report import CHANGE, CREATE, OK
 from ...runner import Step
@@ -32,6 +34,7 @@ from ...system import (
     ensure_dir,
     own_dir,
     processes,
+    remove_user,
     replace_file,
     run,
     server_user,
@@ -46,6 +49,8 @@ from .layout import ClusterLayout, member_names
 PATRONI = "4.1.5"  # from PyPI: 4.x knows PostgreSQL 18 (Debian's 3.0.2 predates it)
 TIMING = {"ttl": 20, "loop_wait": 2, "retry_timeout": 3}  # 20: Patroni 4's minimum ttl
 API_USER = "agency"  # Patroni's REST API login (unsafe methods: switchover, restart)
+LOOPBACK = "127.0.0.1"
+SHIPPED = ("etcd_patroni", "replication", "rewind", "api")  # the secrets a join bundle carries (not etcd's root)
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,17 @@ class Ports:
     etcd: int
     etcd_peer: int
     members: dict[str, tuple[int, int]]  # member -> (PostgreSQL, REST API)
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where this host's members listen and whom they let in. The single-host cluster: loopback, no network. A
+    cluster other hosts join: the host's address, and the network (CIDR) whose hosts may replicate and connect
+    (SCRAM logins; etcd and the REST API over TLS with the cluster's own CA)."""
+    address: str = LOOPBACK
+    network: str | None = None
+    etcd: tuple[str, ...] = ()  # host:port of the etcd the members log in to
+    ca: Path | None = None
 
 
 def patroni_dir(state_dir: Path) -> Path:
@@ -67,7 +83,37 @@ def read_record(lay: ClusterLayout) -> dict | None:
 
 
 def ports_of(record: dict) -> Ports:
-    return Ports(record["etcd"], record["etcd_peer"], {m: tuple(p) for m, p in record["members"].items()})
+    return Ports(record.get("etcd", 0), record.get("etcd_peer", 0), {m: tuple(p) for m, p in record["members"].items()})
+
+
+def address(record: dict) -> str:
+    """Where this host's members listen and what they advertise (127.0.0.1: the single-host cluster)."""
+    return record.get("address", LOOPBACK)
+
+
+def ca_of(record: dict) -> Path | None:
+    """The cluster's CA certificate (etcd, the REST APIs and PostgreSQL speak TLS); None: made before TLS."""
+    return Path(record["ca"]) if record.get("ca") else None
+
+
+def etcd_at(record: dict) -> etcd.At:
+    return etcd.At(record["etcd"], ca_of(record))
+
+
+def local_names(record: dict | None) -> list[str]:
+    """The members that run on this host."""
+    return sorted(record["members"]) if record else member_names()
+
+
+def reach(record: dict) -> dict[str, tuple[str, int, int]]:
+    """Every member this host knows: name -> (address, PostgreSQL port, REST API port). This host's own first,
+    then those that joined from other hosts (learned from Patroni by make pgvector-cluster on this host)."""
+    here = address(record)
+    found = {m: (here, pg, rest) for m, (pg, rest) in sorted(ports_of(record).members.items())}
+    for name, seen in sorted(record.get("remote", {}).items()):
+        if seen.get("port"):
+            found[name] = (seen["host"], seen["port"], seen["api_port"])
+    return found
 
 
 def read_secrets(lay: ClusterLayout) -> dict:
@@ -76,18 +122,22 @@ def read_secrets(lay: ClusterLayout) -> dict:
 
 # -- the REST API ---------------------------------------------------------------------------------------------
 def api(port: int, path: str, method: str = "GET", body: dict | None = None, password: str | None = None,
-        timeout: float = 5.0, owner: str | None = None) -> tuple[int, object]:
-    """Patroni's REST API on a member's port. With the password, `owner` (the members' user) must hold the port:
-    the password goes to no other listener."""
+        timeout: float = 5.0, owner: str | None = None, host: str = LOOPBACK, ca: Path | None = None) -> tuple[int, object]:
+    """Patroni's REST API on a member's port (HTTPS verified against the cluster's CA when `ca`). The password goes
+    to a member on this host only when `owner` (the members' user) holds the port, to one on another host only
+    over verified TLS."""
     headers = {"Content-Type": "application/json"}
     if password is not None:
-        assert owner is not None
-        supervise.require_listener(port, owner, "Patroni's REST API")
+        if owner is not None:
+            supervise.require_listener(port, owner, "Patroni's REST API", host=host)
+        elif ca is None:
+            raise UserError(f"Patroni's REST API on {host} is not reached over TLS: its password was not sent.")
         headers["Authorization"] = "Basic " + base64.b64encode(f"{API_USER}:{password}".encode()).decode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, headers=headers,
-                                     data=json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(f"{'https' if ca else 'http'}://{host}:{port}{path}", method=method,
+                                     headers=headers, data=json.dumps(body).encode() if body is not None else None)
+    context = ssl.create_default_context(cafile=str(ca)) if ca else None
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as answer:
             status, raw = answer.status, answer.read()
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()
@@ -100,13 +150,21 @@ def api(port: int, path: str, method: str = "GET", body: dict | None = None, pas
 
 
 def members(record: dict) -> list[dict]:
-    """Patroni's view of the cluster (GET /cluster) from the first member that answers: name, role, state, host,
-    port, timeline, lag. [] when none answers."""
+    """Patroni's view of the cluster (GET /cluster) from the first member on this host that answers: name, role,
+    state, host, port, timeline, lag. [] when none answers."""
     for _, (_, api_port) in sorted(ports_of(record).members.items()):
-        status, body = api(api_port, "/cluster")
+        status, body = api(api_port, "/cluster", host=address(record), ca=ca_of(record))
         if status == 200 and isinstance(body, dict):
             return list(body.get("members", []))
     return []
+
+
+def call_member(lay: ClusterLayout, record: dict, name: str, path: str, method: str = "GET", body: dict | None = None,
+                timeout: float = 5.0) -> tuple[int, object]:
+    """An unsafe REST API call (with the password) to a member, on this host or another."""
+    host, _, rest = reach(record)[name]
+    owner = lay.member_user if name in record["members"] else None
+    return api(rest, path, method, body, read_secrets(lay)["api"], timeout, owner, host, ca_of(record))
 
 
 def leader(record: dict) -> str | None:
@@ -138,35 +196,35 @@ def observe(lay: ClusterLayout) -> Seen:
     record = read_record(lay)
     user = server_user(False, lay.member_user)
     etcd_user = system_user(lay.etcd_user, "agency-pgvector etcd", False)
-    etcd_up = bool(record and etcd_user and supervise.running(lay.pid_dir, f"etcd-{lay.name}", lay.etcd_user,
-                                                               str(lay.etcd_dir)))
-    running = {m: bool(record and user and _patroni_running(lay, m)) for m in member_names()}
+    etcd_up = bool(record and not record.get("joined") and etcd_user and supervise.running(
+        lay.pid_dir, f"etcd-{lay.name}", lay.etcd_user, str(lay.etcd_dir)))
+    running = {m: bool(record and user and _patroni_running(lay, m)) for m in local_names(record)}
     return Seen(record, etcd_binary() is not None, (patroni_dir(lay.state_dir) / ".complete").exists(), user,
-                etcd_user, etcd_up, bool(record and etcd_up and etcd.auth_enabled(record["etcd"])), running,
+                etcd_user, etcd_up, bool(record and etcd_up and etcd.auth_enabled(etcd_at(record))), running,
                 members(record) if record and any(running.values()) else [])
 
 
-def plan(lay: ClusterLayout, seen: Seen, with_deps: bool, synchronous: bool) -> list[Step]:
-    """The steps from what is there to a running cluster with a leader and every member streaming."""
+def plan(lay: ClusterLayout, seen: Seen, with_deps: bool, synchronous: bool, where: Where = Where()) -> list[Step]:
+    """The steps from what is there to a running cluster with a leader and every member streaming (on a host that
+    joined a cluster: its own member started; etcd is the first host's)."""
     steps: list[Step] = []
-    if not seen.etcd_binary:
+    joined = bool(seen.record and seen.record.get("joined"))
+    if not seen.etcd_binary and not joined:
         if not with_deps:
             raise UserError("etcd is not installed: add WITH_DEPS=true to install it (apt-get install etcd-server), "
                             "or install it yourself, then re-run.")
         steps.append(Step("etcd package", CREATE, "apt-get install etcd-server", run=_install_etcd))
-    if not seen.patroni:
-        if not with_deps:
-            raise UserError(f"Patroni {PATRONI} is not installed for the installer: add WITH_DEPS=true (it is built "
-                            f"from PyPI into {patroni_dir(lay.state_dir)}), then re-run.")
-        steps.append(Step("Patroni", CREATE, f"Patroni {PATRONI} from PyPI into {patroni_dir(lay.state_dir)}",
-                          run=lambda: _install_patroni(lay.state_dir)))
+    steps += _patroni_step(lay, seen, with_deps)
     if seen.record is None:
-        steps.append(Step(f"cluster {lay.name}", CREATE, f"{len(member_names())} members and etcd on loopback ports, "
-                          f"run by {lay.member_user} and {lay.etcd_user}",
-                          run=lambda: _make(lay, synchronous)))
+        steps.append(Step(f"cluster {lay.name}", CREATE, f"{len(member_names())} members and etcd on {where.address}, "
+                          f"run by {lay.member_user} and {lay.etcd_user}" +
+                          (f"; hosts of {where.network} may join" if where.network else ""),
+                          run=lambda: _make(lay, synchronous, where)))
     else:
         steps.append(Step(f"cluster {lay.name}", OK, f"{lay.home}"))
-    if not seen.etcd_running:  # its authentication is checked (or, new, switched on) once it answers
+    if joined:
+        pass  # etcd runs on the host that made the cluster
+    elif not seen.etcd_running:  # its authentication is checked (or, new, switched on) once it answers
         steps.append(Step("etcd", CHANGE if seen.record else CREATE, "started; authentication on and audited",
                           run=lambda: _start_etcd(lay)))
     elif not seen.secured:
@@ -180,6 +238,16 @@ def plan(lay: ClusterLayout, seen: Seen, with_deps: bool, synchronous: bool) -> 
     else:
         steps.append(Step("members", OK, _describe(seen.members)))
     return steps
+
+
+def _patroni_step(lay: ClusterLayout, seen: Seen, with_deps: bool) -> list[Step]:
+    if seen.patroni:
+        return []
+    if not with_deps:
+        raise UserError(f"Patroni {PATRONI} is not installed for the installer: add WITH_DEPS=true (it is built "
+                        f"from PyPI into {patroni_dir(lay.state_dir)}), then re-run.")
+    return [Step("Patroni", CREATE, f"Patroni {PATRONI} from PyPI into {patroni_dir(lay.state_dir)}",
+                 run=lambda: _install_patroni(lay.state_dir))]
 
 
 def _describe(seen: list[dict]) -> str:
@@ -236,8 +304,9 @@ def _reserve_ports(lay: ClusterLayout) -> Ports:
     return Ports(first["etcd"], first["etcd-peer"], found)
 
 
-def _make(lay: ClusterLayout, synchronous: bool) -> None:
-    """Users, directories, secrets, the members' configuration, then cluster.json last (it says the cluster exists)."""
+def _make(lay: ClusterLayout, synchronous: bool, where: Where) -> None:
+    """Users, directories, secrets, the CA and certificates, the members' configuration, then cluster.json last (it
+    says the cluster exists)."""
     rt = runtime.newest()
     runtime.install(rt, lay.state_dir, lay.state_dir.parent)
     user = server_user(True, lay.member_user)
@@ -257,37 +326,58 @@ def _make(lay: ClusterLayout, synchronous: bool) -> None:
         replace_file(lay.secrets_file, json.dumps(words).encode(), 0o600, (0, 0))
     found = _reserve_ports(lay)
     words = read_secrets(lay)
+    _certificates(lay, where.address, user.pw_gid, etcd_user.pw_gid)
+    where = Where(where.address, where.network, (f"{where.address}:{found.etcd}",), lay.client_ca)
     for member in member_names():
-        write_group_file(lay.member_config(member), json.dumps(_config(lay, member, found, words, rt, synchronous),
-                                                               indent=1), user.pw_gid)
+        write_group_file(lay.member_config(member), json.dumps(_config(lay, member, found, words, rt, synchronous,
+                                                                       where), indent=1), user.pw_gid)
     record = {"name": lay.name, "etcd": found.etcd, "etcd_peer": found.etcd_peer,
               "members": {m: list(p) for m, p in found.members.items()}, "synchronous": synchronous,
-              "runtime": rt.key, "patroni": PATRONI}
+              "runtime": rt.key, "patroni": PATRONI, "address": where.address, "network": where.network,
+              "ca": str(lay.client_ca), "remote": {}}
     if systemd.wanted():
-        _units(lay, found)
+        _units(lay, record)
     replace_file(lay.record, json.dumps(record, indent=1).encode(), 0o644, (0, 0))
 
 
-def _etcd_argv(lay: ClusterLayout, found: Ports) -> list[str]:
-    # Clients (Patroni, the installer) over loopback TCP with etcd's authentication; the peer listener is a Unix
-    # socket named localhost:<port> in etcd's 0700 working directory: raft messages are not authenticated, so
-    # nobody but etcd's user may reach it.
-    client, peer = f"http://127.0.0.1:{found.etcd}", f"unix://localhost:{found.etcd_peer}"
-    return [etcd_binary() or "/usr/bin/etcd", "--name", "etcd0", "--data-dir", str(lay.etcd_dir / "data"),
-            "--listen-client-urls", client, "--advertise-client-urls", client, "--listen-peer-urls", peer,
-            "--initial-advertise-peer-urls", peer, "--initial-cluster", f"etcd0={peer}",
+def _certificates(lay: ClusterLayout, where: str, member_gid: int, etcd_gid: int | None) -> None:
+    """The cluster's own CA (made once; its key stays in tls/, 0700 root, on this host) and the server certificates
+    etcd and the members present, for this host's address and loopback."""
+    names = list(dict.fromkeys([where, LOOPBACK]))
+    tls.make_ca(lay.home)
+    replace_file(lay.client_ca, tls.ca_cert(lay.home).read_bytes(), 0o644, (0, 0))
+    for folder, gid in ((lay.member_tls, member_gid), (lay.etcd_tls, etcd_gid)):
+        if gid is not None and tls.current_names(folder, lay.home) != names:
+            tls.issue(folder, lay.home, names, gid)
+
+
+def _etcd_argv(lay: ClusterLayout, record: dict) -> list[str]:
+    # Clients (Patroni, the installer) over TCP with etcd's authentication, TLS with the cluster's certificate
+    # (loopback, and the cluster's address when other hosts may join); the peer listener is a Unix socket named
+    # localhost:<port> in etcd's 0700 working directory: raft messages are not authenticated, so nobody but etcd's
+    # user may reach it.
+    scheme, port = ("https" if ca_of(record) else "http"), record["etcd"]
+    client = ",".join(f"{scheme}://{host}:{port}" for host in dict.fromkeys([LOOPBACK, address(record)]))
+    peer = f"unix://localhost:{record['etcd_peer']}"
+    argv = [etcd_binary() or "/usr/bin/etcd", "--name", "etcd0", "--data-dir", str(lay.etcd_dir / "data"),
+            "--listen-client-urls", client, "--advertise-client-urls", f"{scheme}://{address(record)}:{port}",
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", f"etcd0={peer}",
             "--initial-cluster-token", f"agency-{lay.name}", "--initial-cluster-state", "new"]
+    if ca_of(record):
+        argv += ["--cert-file", str(lay.etcd_tls / "server.crt"), "--key-file", str(lay.etcd_tls / "server.key")]
+    return argv
 
 
 def _patroni_argv(lay: ClusterLayout, member: str) -> list[str]:
     return [str(patroni_dir(lay.state_dir) / "bin" / "patroni"), str(lay.member_config(member))]
 
 
-def _units(lay: ClusterLayout, found: Ports) -> None:
-    systemd.install(supervise.unit_path(f"etcd-{lay.name}"),
-                    supervise.unit_text(f"etcd-{lay.name}", lay.etcd_user, _etcd_argv(lay, found), lay.etcd_dir / "etcd.log",
-                                        lay.etcd_dir))
-    for member in member_names():
+def _units(lay: ClusterLayout, record: dict) -> None:
+    if not record.get("joined"):
+        systemd.install(supervise.unit_path(f"etcd-{lay.name}"),
+                        supervise.unit_text(f"etcd-{lay.name}", lay.etcd_user, _etcd_argv(lay, record),
+                                            lay.etcd_dir / "etcd.log", lay.etcd_dir))
+    for member in local_names(record):
         name = f"patroni-{lay.name}-{member}"
         systemd.install(supervise.unit_path(name), supervise.unit_text(name, lay.member_user, _patroni_argv(lay, member),
                                                                          lay.log_dir(member) / "patroni.out"))
@@ -296,9 +386,9 @@ def _units(lay: ClusterLayout, found: Ports) -> None:
 def _start_etcd(lay: ClusterLayout) -> None:
     record = read_record(lay)
     assert record is not None
-    supervise.start(lay.pid_dir, f"etcd-{lay.name}", lay.etcd_user, _etcd_argv(lay, ports_of(record)),
+    supervise.start(lay.pid_dir, f"etcd-{lay.name}", lay.etcd_user, _etcd_argv(lay, record),
                     lay.etcd_dir / "etcd.log", str(lay.etcd_dir), cwd=lay.etcd_dir)
-    _wait(lambda: supervise.listener_uid(record["etcd"]) is not None and etcd.healthy(record["etcd"]), 30,
+    _wait(lambda: supervise.listener_uid(record["etcd"]) is not None and etcd.healthy(etcd_at(record)), 30,
           f"etcd of cluster {lay.name} did not become healthy", lay.etcd_dir / "etcd.log")
     supervise.require_listener(record["etcd"], lay.etcd_user, f"etcd of cluster {lay.name}")
     _secure_etcd(lay)
@@ -310,12 +400,12 @@ def _secure_etcd(lay: ClusterLayout) -> None:
     audit finds anything the installer did not make, and no member has started yet, etcd's data is wiped."""
     record = read_record(lay)
     assert record is not None
-    words, port = read_secrets(lay), record["etcd"]
-    supervise.require_listener(port, lay.etcd_user, f"etcd of cluster {lay.name}")
+    words, at = read_secrets(lay), etcd_at(record)
+    supervise.require_listener(at.port, lay.etcd_user, f"etcd of cluster {lay.name}")
     try:
-        if not etcd.auth_enabled(port):
-            etcd.secure(port, lay.name, words["etcd_root"], words["etcd_patroni"])
-        problems = etcd.audit(port, lay.name, words["etcd_root"], fresh=not _bootstrapped(lay))
+        if not etcd.auth_enabled(at):
+            etcd.secure(at, lay.name, words["etcd_root"], words["etcd_patroni"])
+        problems = etcd.audit(at, lay.name, words["etcd_root"], fresh=not _bootstrapped(lay))
     except etcd.EtcdError as exc:
         problems = [str(exc)]
     if not problems:
@@ -339,7 +429,8 @@ def _start_members(lay: ClusterLayout, which: list[str]) -> None:
     """The first member alone on a new cluster (it bootstraps, the others then copy it), the rest together."""
     record = read_record(lay)
     assert record is not None
-    supervise.require_listener(record["etcd"], lay.etcd_user, f"etcd of cluster {lay.name}")  # members log in there
+    if not record.get("joined"):  # members log in there (a joined host's reach the first host's over verified TLS)
+        supervise.require_listener(record["etcd"], lay.etcd_user, f"etcd of cluster {lay.name}")
     first = which[:1] if leader(record) is None else []
     for group in (first, [m for m in which if m not in first]):
         for member in group:
@@ -392,19 +483,29 @@ def _wait(check, timeout: float, what: str, log: Path) -> None:
     raise UserError(f"{what} within {timeout:.0f} s: see {log}.")
 
 
-def _config(lay: ClusterLayout, member: str, found: Ports, words: dict, rt, synchronous: bool) -> dict:
-    """Patroni's configuration (JSON, which YAML reads). PostgreSQL listens on loopback and its 0700 socket; the
-    superuser only over the socket (peer: root and the members' user); replication and pg_rewind with their own
-    logins; tenants with scram-sha-256."""
+def _config(lay: ClusterLayout, member: str, found: Ports, words: dict, rt, synchronous: bool, where: Where) -> dict:
+    """Patroni's configuration (JSON, which YAML reads). PostgreSQL listens on the cluster's address and its 0700
+    socket; the superuser only over the socket (peer: root and the members' user); replication and pg_rewind with
+    their own logins; tenants with scram-sha-256, from loopback and (members on several hosts) the cluster's
+    network. With the cluster's CA, etcd and the REST API speak TLS. PostgreSQL cannot: the runtime is built
+    without OpenSSL (docs/scale-out.md: a private network between the hosts)."""
     pg_port, api_port = found.members[member]
+    at = where.address
+    net = where.network
+    restapi: dict = {"listen": f"{at}:{api_port}", "connect_address": f"{at}:{api_port}",
+                     "authentication": {"username": API_USER, "password": words["api"]}}
+    store: dict = {"hosts": list(where.etcd), "username": "patroni", "password": words["etcd_patroni"]}
+    if where.ca:
+        restapi.update(certfile=str(lay.member_tls / "server.crt"), keyfile=str(lay.member_tls / "server.key"))
+        store.update(protocol="https", cacert=str(where.ca))
     return {
         "scope": lay.name,
         "namespace": "/service/",
         "name": member,
         "log": {"dir": str(lay.log_dir(member)), "level": "INFO", "file_num": 4, "file_size": 26214400},
-        "restapi": {"listen": f"127.0.0.1:{api_port}", "connect_address": f"127.0.0.1:{api_port}",
-                    "authentication": {"username": API_USER, "password": words["api"]}},
-        "etcd3": {"hosts": [f"127.0.0.1:{found.etcd}"], "username": "patroni", "password": words["etcd_patroni"]},
+        "restapi": restapi,
+        **({"ctl": {"cacert": str(where.ca)}} if where.ca else {}),
+        "etcd3": store,
         "bootstrap": {
             "dcs": {**TIMING, "maximum_lag_on_failover": 1048576, "synchronous_mode": synchronous,
                     "postgresql": {"use_pg_rewind": True, "use_slots": True, "parameters": {
@@ -415,8 +516,8 @@ def _config(lay: ClusterLayout, member: str, found: Ports, words: dict, rt, sync
                        {"auth-host": "scram-sha-256"}],
         },
         "postgresql": {
-            "listen": f"127.0.0.1:{pg_port}",
-            "connect_address": f"127.0.0.1:{pg_port}",
+            "listen": f"{at}:{pg_port}",
+            "connect_address": f"{at}:{pg_port}",
             "data_dir": str(lay.data_dir(member)),
             "bin_dir": str(rt.bin_dir(lay.state_dir)),
             "pgpass": str(lay.member_dir(member) / "pgpass"),
@@ -441,10 +542,13 @@ def _config(lay: ClusterLayout, member: str, found: Ports, words: dict, rt, sync
                 "local all all reject",
                 "host all postgres all reject",
                 "host replication replicator 127.0.0.1/32 scram-sha-256",
+                *([f"host replication replicator {net} scram-sha-256"] if net else []),
                 "host replication all all reject",
                 "host postgres rewinder 127.0.0.1/32 scram-sha-256",
+                *([f"host postgres rewinder {net} scram-sha-256"] if net else []),
                 "host all rewinder all reject",
                 "host all all 127.0.0.1/32 scram-sha-256",
+                *([f"host all all {net} scram-sha-256"] if net else []),
                 "host all all all reject",
             ],
             "pg_ident": ["agency root postgres", f"agency {lay.member_user} postgres"],
@@ -460,10 +564,11 @@ def stop(lay: ClusterLayout) -> None:
     if record is None:
         return
     head = leader(record)
-    for member in sorted(member_names(), key=lambda m: m == head):
+    for member in sorted(local_names(record), key=lambda m: m == head):
         supervise.stop(lay.pid_dir, f"patroni-{lay.name}-{member}", lay.member_user, str(lay.member_config(member)))
         _stop_orphan(lay, member)
-    supervise.stop(lay.pid_dir, f"etcd-{lay.name}", lay.etcd_user, str(lay.etcd_dir))
+    if not record.get("joined"):
+        supervise.stop(lay.pid_dir, f"etcd-{lay.name}", lay.etcd_user, str(lay.etcd_dir))
 
 
 def _stop_orphan(lay: ClusterLayout, member: str) -> None:
@@ -498,8 +603,10 @@ def switchover(lay: ClusterLayout, candidate: str | None = None) -> str:
     if head is None:
         raise UserError(f"Cluster {lay.name} has no leader now: see make pgvector-cluster-status CLUSTER={lay.name}.")
     body = {"leader": head, **({"candidate": candidate} if candidate else {})}
-    status, answer = api(ports_of(record).members[head][1], "/switchover", "POST", body, read_secrets(lay)["api"], 60,
-                         lay.member_user)
+    if head not in reach(record):
+        raise UserError(f"The leader of cluster {lay.name}, {head}, is on a host this one has not learned yet: run make "
+                        f"pgvector-cluster CLUSTER={lay.name} here first, then re-run.")
+    status, answer = call_member(lay, record, head, "/switchover", "POST", body, 60)
     if status != 200:
         raise UserError(f"Patroni refused the switchover of cluster {lay.name} ({str(answer).strip()[:200]}): "
                         "see make pgvector-cluster-status.")
@@ -511,18 +618,20 @@ def switchover(lay: ClusterLayout, candidate: str | None = None) -> str:
 
 
 def remove(lay: ClusterLayout) -> None:
+    record = read_record(lay)
+    names = local_names(record)
+    joined = bool(record and record.get("joined"))
     stop(lay)
-    for name in [f"etcd-{lay.name}", *(f"patroni-{lay.name}-{m}" for m in member_names())]:
+    for name in [*([] if joined else [f"etcd-{lay.name}"]), *(f"patroni-{lay.name}-{m}" for m in names)]:
         systemd.remove(supervise.unit_path(name))
-    for what in ("etcd", "etcd-peer", *member_names(), *(f"{m}-api" for m in member_names())):
+    for what in ("etcd", "etcd-peer", *names, *(f"{m}-api" for m in names)):
         owned = ports.owned(lay.state_dir, lay.port_owner(what))
         if owned:
             ports.release(lay.state_dir, owned)
     shutil.rmtree(lay.home, ignore_errors=True)
-    from ...system import remove_user
-
     remove_user(lay.member_user)
-    remove_user(lay.etcd_user)
+    if not joined:
+        remove_user(lay.etcd_user)
 
 
 def rolling_restart(lay: ClusterLayout) -> None:
@@ -535,14 +644,13 @@ def rolling_restart(lay: ClusterLayout) -> None:
     for step in runner_steps:
         if step.pending and step.run is not None:
             step.run()
-    password, found = read_secrets(lay)["api"], ports_of(record)
-    head = leader(record)
-    for member in [m for m in member_names() if m != head] + ([head] if head else []):
+    head, here = leader(record), local_names(record)
+    for member in [m for m in here if m != head] + ([head] if head in here else []):  # other hosts restart their own
         if member == leader(record):
             switchover(lay)  # then the old leader is demoted and follows: restart it once it streams
             _wait(lambda m=member: _ready(record, [m]), 120, f"cluster {lay.name}: {member} did not follow the new "
                   "leader", lay.log_dir(member) / "patroni.log")
-        status, answer = api(found.members[member][1], "/restart", "POST", {}, password, 120, lay.member_user)
+        status, answer = call_member(lay, record, member, "/restart", "POST", {}, 120)
         if status != 200:
             raise UserError(f"Patroni did not restart {member} of cluster {lay.name} ({str(answer).strip()[:200]}).")
         _wait(lambda m=member: _ready(record, [m]), 120, f"cluster {lay.name}: {member} did not come back",
@@ -556,18 +664,172 @@ def status(lay: ClusterLayout) -> dict:
         raise UserError(f"Cluster {lay.name} does not exist on this host: make pgvector-cluster CLUSTER={lay.name} "
                         "WITH_DEPS=true creates it.")
     seen = observe(lay)
-    found = ports_of(record)
+    known = reach(record)
     listed = {m["name"]: m for m in seen.members}
     rows = []
-    for member in member_names():
+    for member in [*known, *sorted(set(listed) - set(known))]:  # this host's, joined hosts', any other Patroni lists
         info = listed.get(member, {})
-        rows.append({"name": member, "role": info.get("role"), "state": info.get("state"),
-                     "port": found.members[member][0], "api_port": found.members[member][1],
-                     "timeline": info.get("timeline"),
+        host, port, rest = known.get(member) or (info.get("host"), info.get("port"), _api_port(info))
+        rows.append({"name": member, "host": host, "role": info.get("role"), "state": info.get("state"),
+                     "port": port, "api_port": rest, "timeline": info.get("timeline"),
                      "lag": info["lag"] if isinstance(info.get("lag"), int) else None,  # Patroni may say "unknown"
-                     "patroni_running": seen.running[member]})
+                     "patroni_running": seen.running.get(member)})  # None: another host's
     head = next((r["name"] for r in rows if r["role"] == "leader" and r["state"] == "running"), None)
-    return {"cluster": lay.name, "leader": head, "synchronous": record["synchronous"],
-            "etcd": {"port": record["etcd"], "running": seen.etcd_running, "authentication": seen.secured},
+    joined = bool(record.get("joined"))
+    return {"cluster": lay.name, "leader": head, "synchronous": record["synchronous"], "address": address(record),
+            "tls": ca_of(record) is not None,
+            "etcd": {"port": record.get("etcd") or None, "running": None if joined else seen.etcd_running,
+                     "authentication": None if joined else seen.secured},
             "members": rows, "healthy": head is not None and all(r["state"] == "streaming" for r in rows if r["name"] != head)
             and (not record["synchronous"] or _synchronous(seen.members))}
+
+
+def _api_port(info: dict) -> int | None:
+    try:
+        return int(str(info.get("api_url", "")).split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+# -- members on other hosts -----------------------------------------------------------------------------------
+def learn_remote(lay: ClusterLayout) -> list[str]:
+    """Members that joined from other hosts, as Patroni lists them (address and ports), kept in cluster.json: the
+    clients' .env name them. Only addresses inside the cluster's network are taken. Returns the names learned."""
+    record = read_record(lay)
+    if record is None or record.get("joined") or not record.get("network"):
+        return []
+    remote, network, learned = dict(record.get("remote", {})), ipaddress.ip_network(record["network"]), []
+    for info in members(record):
+        name, host = str(info.get("name")), str(info.get("host", ""))
+        if name in record["members"] or not isinstance(info.get("port"), int) or not _inside(host, network):
+            continue
+        entry = {"host": host, "port": info["port"], "api_port": _api_port(info)}
+        if remote.get(name) != entry:
+            remote[name] = entry
+            learned.append(name)
+    if learned:
+        replace_file(lay.record, json.dumps({**record, "remote": remote}, indent=1).encode(), 0o644, (0, 0))
+    return learned
+
+
+def _inside(host: str, network) -> bool:
+    try:
+        return ipaddress.ip_address(host) in network
+    except ValueError:
+        return False
+
+
+def etcd_answers(endpoints: list[str], ca_pem: str) -> list[str]:
+    """The endpoints whose etcd answers its health check over TLS verified against the cluster's CA."""
+    context = ssl.create_default_context(cadata=ca_pem)
+    found = []
+    for endpoint in endpoints:
+        try:
+            with urllib.request.urlopen(f"https://{endpoint}/health", timeout=etcd.TIMEOUT, context=context) as answer:
+                if json.loads(answer.read()).get("health") == "true":
+                    found.append(endpoint)
+        except (urllib.error.URLError, OSError, ValueError):
+            pass
+    return found
+
+
+def bundle(lay: ClusterLayout, host: str) -> tuple[str, Path]:
+    """A join bundle for a member on `host`: the member's name, etcd's endpoints, the cluster's CA certificate, a
+    server certificate for `host` signed by the cluster's CA (the CA's key never leaves this host), and the
+    secrets a member needs (not etcd's root password, not the superuser's). 0600 root under join/."""
+    record = read_record(lay)
+    if record is None:
+        raise UserError(f"Cluster {lay.name} does not exist on this host: nothing to join.")
+    if record.get("joined"):
+        raise UserError(f"This host joined cluster {lay.name}: make join bundles on the host that made it "
+                        f"({', '.join(record.get('etcd_hosts', []))}).")
+    if not record.get("network") or ca_of(record) is None:
+        raise UserError(f"Cluster {lay.name} listens on loopback only: no other host can reach it. A cluster made with "
+                        "ADDRESS=<this host's address> takes members from other hosts (re-addressing this one is not "
+                        "offered). Nothing was written.")
+    if not _inside(host, ipaddress.ip_network(record["network"])) or host == address(record):
+        raise UserError(f"HOST={host} is not another host of the cluster's network {record['network']} (its members "
+                        "let hosts in from there only): choose that host's address in it. Nothing was written.")
+    remote = dict(record.get("remote", {}))
+    name = next((n for n, entry in remote.items() if entry.get("host") == host), None)
+    if name is None:
+        taken = set(record["members"]) | set(remote) | {m.get("name") for m in members(record)}
+        name = next(f"m{i}" for i in range(1, 1000) if f"m{i}" not in taken)
+    own_dir(lay.join_dir, 0o700, 0, 0)
+    staging = lay.join_dir / f"{name}.tls"
+    tls.issue(staging, lay.home, [host], 0)
+    words = read_secrets(lay)
+    doc = {"cluster": lay.name, "member": name, "address": host, "network": record["network"],
+           "etcd": [f"{address(record)}:{record['etcd']}"], "synchronous": record["synchronous"],
+           "patroni": record["patroni"], "runtime": record["runtime"], "ca": lay.client_ca.read_text(),
+           "cert": (staging / "server.crt").read_text(), "key": (staging / "server.key").read_text(),
+           "secrets": {k: words[k] for k in SHIPPED}}
+    shutil.rmtree(staging)
+    target = lay.join_dir / f"{name}.json"
+    replace_file(target, json.dumps(doc, indent=1).encode(), 0o600, (0, 0))
+    remote[name] = {**remote.get(name, {}), "host": host}
+    replace_file(lay.record, json.dumps({**record, "remote": remote}, indent=1).encode(), 0o644, (0, 0))
+    return name, target
+
+
+def forget(lay: ClusterLayout, member: str) -> None:
+    """A member on another host that left (make pgvector-cluster-remove there): out of cluster.json and the next
+    .env; refused while Patroni still lists it."""
+    record = read_record(lay)
+    if record is None or member not in record.get("remote", {}):
+        raise UserError(f"Cluster {lay.name} has no member {member} on another host: see make pgvector-cluster-status.")
+    if any(m.get("name") == member for m in members(record)):
+        raise UserError(f"Member {member} of cluster {lay.name} still runs: remove it on its host first (make "
+                        f"pgvector-cluster-remove CLUSTER={lay.name} YES=true there), then re-run.")
+    remote = {k: v for k, v in record["remote"].items() if k != member}
+    replace_file(lay.record, json.dumps({**record, "remote": remote}, indent=1).encode(), 0o644, (0, 0))
+    (lay.join_dir / f"{member}.json").unlink(missing_ok=True)
+
+
+def join_plan(lay: ClusterLayout, seen: Seen, doc: dict, with_deps: bool) -> list[Step]:
+    """This host's member of a cluster made elsewhere, from its join bundle (ops/cluster.py checked it)."""
+    if seen.record is not None:
+        if not seen.record.get("joined") or doc["member"] not in seen.record["members"]:
+            raise UserError(f"Cluster {lay.name} already has members on this host ({', '.join(local_names(seen.record))}):"
+                            " a host holds one cluster's members once. Nothing was changed.")
+        return plan(lay, seen, with_deps, seen.record["synchronous"])
+    member = doc["member"]
+    return [*_patroni_step(lay, seen, with_deps),
+            Step(f"member {member}", CREATE, f"of cluster {lay.name} on {doc['address']}, run by {lay.member_user}; "
+                 f"etcd at {', '.join(doc['etcd'])} over TLS", run=lambda: _make_joined(lay, doc)),
+            Step("members", CREATE, f"Patroni started for {member}: it copies the leader and streams from it",
+                 run=lambda: _start_members(lay, [member]))]
+
+
+def _make_joined(lay: ClusterLayout, doc: dict) -> None:
+    rt = runtime.by_key(doc["runtime"])
+    assert rt is not None  # ops/cluster.py refused an unknown runtime
+    runtime.install(rt, lay.state_dir, lay.state_dir.parent)
+    user = server_user(True, lay.member_user)
+    member = doc["member"]
+    ensure_dir(lay.state_dir / "clusters", 0o711)
+    own_dir(lay.home, 0o711, 0, 0)
+    own_dir(lay.pid_dir, 0o755, 0, 0)
+    own_dir(lay.conf_dir, 0o750, 0, user.pw_gid)
+    own_dir(lay.member_tls, 0o750, 0, user.pw_gid)
+    own_dir(lay.member_dir(member), 0o700, user.pw_uid, user.pw_gid)
+    for sub in (lay.socket_dir(member), lay.log_dir(member)):
+        run(["mkdir", "-p", "-m", "0700", str(sub)], user=user)
+    # The superuser logs in over the socket (peer) only; its password stays on the first host (a placeholder here).
+    words = {**{k: doc["secrets"][k] for k in SHIPPED}, "superuser": secrets.token_urlsafe(24)}
+    replace_file(lay.secrets_file, json.dumps(words).encode(), 0o600, (0, 0))
+    replace_file(lay.client_ca, doc["ca"].encode(), 0o644, (0, 0))
+    replace_file(lay.member_tls / "server.crt", doc["cert"].encode(), 0o644, (0, user.pw_gid))
+    replace_file(lay.member_tls / "server.key", doc["key"].encode(), 0o640, (0, user.pw_gid))
+    state = lay.state_dir
+    found = Ports(0, 0, {member: (ports.reserve(state, lay.port_owner(member)),
+                                  ports.reserve(state, lay.port_owner(f"{member}-api")))})
+    where = Where(doc["address"], doc["network"], tuple(doc["etcd"]), lay.client_ca)
+    write_group_file(lay.member_config(member), json.dumps(_config(lay, member, found, words, rt, doc["synchronous"],
+                                                                   where), indent=1), user.pw_gid)
+    record = {"name": lay.name, "joined": True, "members": {member: list(found.members[member])},
+              "synchronous": doc["synchronous"], "runtime": rt.key, "patroni": PATRONI, "address": doc["address"],
+              "network": doc["network"], "ca": str(lay.client_ca), "etcd_hosts": list(doc["etcd"])}
+    if systemd.wanted():
+        _units(lay, record)
+    replace_file(lay.record, json.dumps(record, indent=1).encode(), 0o644, (0, 0))

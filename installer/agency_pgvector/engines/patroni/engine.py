@@ -57,10 +57,16 @@ class PatroniEngine(Engine):
         return record
 
     def _leader(self) -> str:
-        head = cluster.leader(self._record())
+        record = self._record()
+        head = cluster.leader(record)
         if head is None:
             raise UserError(f"Cluster {self.layout.name} has no leader now (a failover under way, or its members are "
                             f"stopped): see make pgvector-cluster-status CLUSTER={self.layout.name}, then re-run.")
+        if head not in record["members"]:  # the superuser logs in over the leader's own socket only
+            raise UserError(f"The leader of cluster {self.layout.name} is {head}, on another host: tenants are provisioned "
+                            f"through a leader on this host. Move the lead here (make pgvector-cluster-switchover "
+                            f"CLUSTER={self.layout.name} CANDIDATE=<one of {', '.join(sorted(record['members']))}>; with "
+                            "SYNC the synchronous standby), then re-run.")
         return head
 
     # -- converge -----------------------------------------------------------------------------------
@@ -114,11 +120,13 @@ class PatroniEngine(Engine):
 
     # -- reach --------------------------------------------------------------------------------------
     def endpoint(self) -> Endpoint:
-        pg_port, _ = cluster.ports_of(self._record()).members[self._leader()]
-        return Endpoint("127.0.0.1", pg_port)
+        record = self._record()
+        pg_port, _ = cluster.ports_of(record).members[self._leader()]
+        return Endpoint(cluster.address(record), pg_port)
 
     def endpoints(self) -> list[Endpoint]:
-        return [Endpoint("127.0.0.1", pg) for _, (pg, _) in sorted(cluster.ports_of(self._record()).members.items())]
+        """This host's members, then those that joined from other hosts (make pgvector-cluster learns them)."""
+        return [Endpoint(host, pg) for host, pg, _ in cluster.reach(self._record()).values()]
 
     def admin_params(self, dbname: str = "postgres") -> dict:
         head = self._leader()
@@ -134,7 +142,7 @@ class PatroniEngine(Engine):
     def where(self) -> str:
         record = cluster.read_record(self.layout)
         head = cluster.leader(record) if record else None
-        count = len(record["members"]) if record else 0
+        count = len(cluster.reach(record)) if record else 0
         return f"Patroni cluster {self.layout.name} ({count} members, leader {head or 'none now'})"
 
     # -- lifecycle ----------------------------------------------------------------------------------

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
 
 from ...errors import UserError
 
@@ -30,39 +33,54 @@ def _range_end(key: str) -> str:
     return key[:-1] + chr(ord(key[-1]) + 1)
 
 
-def call(port: int, path: str, body: dict, token: str | None = None) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(), method="POST",
+@dataclass(frozen=True)
+class At:
+    """The cluster's etcd as the installer reaches it: loopback, over TLS verified against the cluster's CA (a
+    squatter on the port has no certificate the CA signed); `ca` None is a cluster made before TLS (plain HTTP)."""
+    port: int
+    ca: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.ca else 'http'}://127.0.0.1:{self.port}"
+
+    def context(self) -> ssl.SSLContext | None:
+        return ssl.create_default_context(cafile=str(self.ca)) if self.ca else None
+
+
+def call(at: At, path: str, body: dict, token: str | None = None) -> dict:
+    request = urllib.request.Request(f"{at.url}{path}", data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json", **({"Authorization": token} if token else {})})
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
+        with urllib.request.urlopen(request, timeout=TIMEOUT, context=at.context()) as answer:
             return json.loads(answer.read() or b"{}")
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:200]
         raise EtcdError(f"etcd refused {path}: {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise EtcdError(f"etcd on port {port} did not answer {path} ({exc})") from None
+        raise EtcdError(f"etcd on port {at.port} did not answer {path} ({exc})") from None
 
 
 class EtcdError(UserError):
     pass
 
 
-def healthy(port: int) -> bool:
+def healthy(at: At) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=TIMEOUT) as answer:
+        with urllib.request.urlopen(f"{at.url}/health", timeout=TIMEOUT, context=at.context()) as answer:
             return json.loads(answer.read()).get("health") == "true"
     except (urllib.error.URLError, OSError, ValueError):
         return False
 
 
-def token(port: int, user: str, password: str) -> str:
-    return call(port, "/v3/auth/authenticate", {"name": user, "password": password})["token"]
+def token(at: At, user: str, password: str) -> str:
+    return call(at, "/v3/auth/authenticate", {"name": user, "password": password})["token"]
 
 
-def auth_enabled(port: int) -> bool:
+def auth_enabled(at: At) -> bool:
     """An anonymous read of a key is refused once authentication is on."""
     try:
-        call(port, "/v3/kv/range", {"key": _b64("/agency-pgvector-probe")})
+        call(at, "/v3/kv/range", {"key": _b64("/agency-pgvector-probe")})
         return False
     except EtcdError as exc:
         if "did not answer" in str(exc):
@@ -70,7 +88,7 @@ def auth_enabled(port: int) -> bool:
         return True
 
 
-def secure(port: int, scope: str, root_password: str, patroni_password: str) -> None:
+def secure(at: At, scope: str, root_password: str, patroni_password: str) -> None:
     """Users, the cluster's role and `auth enable` (run once, on a new etcd)."""
     key = prefix(scope)
     steps: list[tuple[str, dict]] = [
@@ -85,28 +103,28 @@ def secure(port: int, scope: str, root_password: str, patroni_password: str) -> 
         ("/v3/auth/enable", {}),
     ]
     for path, body in steps:
-        call(port, path, body)
+        call(at, path, body)
 
 
-def audit(port: int, scope: str, root_password: str, fresh: bool) -> list[str]:
+def audit(at: At, scope: str, root_password: str, fresh: bool) -> list[str]:
     """What is wrong with a secured etcd, read as root: users, roles and the patroni role's permission exactly as
     secure() made them, and (fresh: no member has started yet) no key at all. Anyone on the host could reach etcd
     before `auth enable`: whatever they added in that window shows here."""
-    auth = token(port, "root", root_password)
+    auth = token(at, "root", root_password)
     problems = []
-    users = set(call(port, "/v3/auth/user/list", {}, auth).get("users", []))
-    roles = set(call(port, "/v3/auth/role/list", {}, auth).get("roles", []))
+    users = set(call(at, "/v3/auth/user/list", {}, auth).get("users", []))
+    roles = set(call(at, "/v3/auth/role/list", {}, auth).get("roles", []))
     if users != {"root", "patroni"} or roles != {"root", "patroni"}:
         problems.append(f"users {sorted(users)} and roles {sorted(roles)}, not root and patroni alone")
     for user in ("root", "patroni"):
-        if user in users and call(port, "/v3/auth/user/get", {"name": user}, auth).get("roles", []) != [user]:
+        if user in users and call(at, "/v3/auth/user/get", {"name": user}, auth).get("roles", []) != [user]:
             problems.append(f"user {user} holds other roles than {user}")
     key = prefix(scope)
     wanted = [{"permType": "READWRITE", "key": _b64(key), "range_end": _b64(_range_end(key))}]
-    if "patroni" in roles and call(port, "/v3/auth/role/get", {"role": "patroni"}, auth).get("perm", []) != wanted:
+    if "patroni" in roles and call(at, "/v3/auth/role/get", {"role": "patroni"}, auth).get("perm", []) != wanted:
         problems.append("role patroni may reach other keys than its cluster's")
     if fresh:
-        count = int(call(port, "/v3/kv/range", {"key": _b64("\0"), "range_end": _b64("\0"), "count_only": True},
+        count = int(call(at, "/v3/kv/range", {"key": _b64("\0"), "range_end": _b64("\0"), "count_only": True},
                          auth).get("count", 0))
         if count:
             problems.append(f"{count} keys before any member started")

@@ -2,7 +2,11 @@
 its etcd as another, ape-<name>; root never writes below a directory either of them owns):
 
     <state>/clusters/<name>/            0711 root
-        cluster.json                    0644 root: ports, members, synchronous mode (what the installer made)
+        cluster.json                    0644 root: ports, members, synchronous mode, address (what the installer made)
+        ca.crt                          0644 root: the cluster's CA certificate (members, the installer, apps verify)
+        tls/                            0700 root: the CA (ca.key): only the host that made the cluster has it
+        member-tls/, etcd-tls/          0750 root:<member user>, root:<etcd user>: server.key (0640), server.crt
+        join/                           0700 root: the join bundles made for other hosts (secrets: 0600)
         conf/                           0750 root:<member user>: m<i>.yml (Patroni's configuration, with the
                                         replication, rewind, REST API and etcd passwords), secrets.json (0600 root)
         etcd/                           0700 <etcd user>: data/, etcd.log
@@ -32,6 +36,10 @@ class ClusterLayout:
     secrets_file = property(lambda self: self.conf_dir / "secrets.json")
     etcd_dir = property(lambda self: self.home / "etcd")
     pid_dir = property(lambda self: self.home / "pids")
+    client_ca = property(lambda self: self.home / "ca.crt")
+    member_tls = property(lambda self: self.home / "member-tls")
+    etcd_tls = property(lambda self: self.home / "etcd-tls")
+    join_dir = property(lambda self: self.home / "join")
     member_user = property(lambda self: server_user_name(self.name, "apc"))
     etcd_user = property(lambda self: server_user_name(self.name, "ape"))
 

@@ -17,6 +17,7 @@ import contextlib
 import os
 import pwd
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -100,11 +101,11 @@ def running(pid_dir: Path, name: str, user: str, marker: str) -> bool:
     return pid(pid_dir, name, user, marker) is not None
 
 
-def listener_uid(port: int) -> int | None:
-    """The uid that holds the TCP listening socket on 127.0.0.1:`port` (or on every address), None when nobody
-    listens. Anyone on the host may bind a free loopback port: before a secret is sent to a port, its listener
-    must be the cluster's own user (a squatter would collect the etcd root or the REST API password)."""
-    wanted = {f"0100007F:{port:04X}", f"00000000:{port:04X}"}
+def listener_uid(port: int, host: str = "127.0.0.1") -> int | None:
+    """The uid that holds the TCP listening socket on `host`:`port` (or on every address), None when nobody
+    listens. Anyone on the host may bind a free port: before a secret is sent to a port, its listener must be the
+    cluster's own user (a squatter would collect the etcd root or the REST API password)."""
+    wanted = {f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}", f"00000000:{port:04X}"}
     try:
         lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
     except OSError:
@@ -116,14 +117,14 @@ def listener_uid(port: int) -> int | None:
     return None
 
 
-def require_listener(port: int, user: str, what: str, wait: float = 15.0) -> None:
+def require_listener(port: int, user: str, what: str, wait: float = 15.0, host: str = "127.0.0.1") -> None:
     """`user` listens on `port`, else one sentence and nothing sent. A port nobody holds yet is waited for (the
     process may be starting: a keeper starts a dead Patroni again after 2 s)."""
     deadline = time.monotonic() + wait
-    owner = listener_uid(port)
+    owner = listener_uid(port, host)
     while owner is None and time.monotonic() < deadline:
         time.sleep(0.2)
-        owner = listener_uid(port)
+        owner = listener_uid(port, host)
     if owner is None:
         raise UserError(f"Nothing listens on port {port} ({what}): it is stopped or not started yet. See make "
                         "pgvector-cluster-status; make pgvector-cluster starts what is not running.")
