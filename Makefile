@@ -16,7 +16,7 @@ VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE
         PGVECTOR_IMAGE PGVECTOR_PORT_RANGE SERVER POOL_MODE POOL_SIZE POOL_MAX_CONNECTIONS POOLER \
         AGENCY_STACK_ROOT AGENCY_STACK_LOG PYTHON VENV SAMPLES_EMBEDDER BACKUP_KEEP SCHEDULE \
         METRICS_FILE PG_MAJOR CLUSTER SYNC CANDIDATE TO ABORT MAX_CLIENTS MAX_CONNECTIONS MAX_DISK_GB REMOVE MEMBER \
-        ADDRESS HOST BUNDLE ETCD
+        ADDRESS NETWORK HOST BUNDLE ETCD
 
 # `make help` lists every variable from these lines, `#: NAME meaning` (tests/test_make.py: one per name in VARS).
 #: CLIENT_ID            the client: 1-32 of a-z 0-9 - (not given: client default, said on stderr)
@@ -27,6 +27,7 @@ VARS := CLIENT_ID DOMAIN ADMIN_EMAIL FORCE WITH_DEPS ENABLE_CLOUD VERBOSE ENGINE
 #: SYNC                 make pgvector-cluster: synchronous replication (default true; false: asynchronous)
 #: CANDIDATE            make pgvector-cluster-switchover: the member to lead (default: Patroni picks)
 #: ADDRESS              make pgvector-cluster: this host's address its members listen on (other hosts may join)
+#: NETWORK              make pgvector-cluster ADDRESS=...: the private network (CIDR) other members join from
 #: HOST                 make pgvector-cluster-bundle: the address of the host that will join
 #: BUNDLE               make pgvector-cluster-join: the join bundle copied from the cluster's first host
 #: ETCD                 make pgvector-cluster-join: etcd endpoints (address:port,...) instead of the bundle's

@@ -644,15 +644,18 @@ def cluster_cmd(
                                    "write lost in a failover)."),
     dry_run: bool = typer.Option(False, "--dry-run", envvar="DRY_RUN", help="Show the plan; change nothing."),
     address: str = typer.Option("", "--address", envvar="ADDRESS",
-                                help="This host's address the members listen on (other hosts of its network may join "
-                                     "over TLS); default 127.0.0.1, one host only."),
+                                help="This host's address the members listen on (other hosts of its network may join); "
+                                     "default 127.0.0.1, one host only."),
+    network: str = typer.Option("", "--network", envvar="NETWORK",
+                                help="With ADDRESS: the private network (CIDR) of the hosts that may join (default: "
+                                     "ADDRESS's interface network)."),
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Create or converge a Patroni cluster: etcd and three members on this host (make pgvector-cluster)."""
     from .ops import cluster as clusters
 
-    report = clusters.converge(_cluster_given(name), with_deps, sync, dry_run, address)
+    report = clusters.converge(_cluster_given(name), with_deps, sync, dry_run, address, network)
     if as_json:
         _print_json(dict(cluster=name, dry_run=dry_run, changed=report.changed,
                          items=[dict(item=r.item, status=report.status(r), detail=r.detail) for r in report.rows]))

@@ -82,16 +82,18 @@ def current_names(tls_dir: Path, state_dir: Path) -> list[str] | None:
     return json.loads(listed.read_text())
 
 
-def issue(tls_dir: Path, state_dir: Path, names: list[str], gid: int) -> None:
-    """A server certificate for `names` (DNS names and IP addresses), signed by the CA, readable by the pooler's group."""
+def issue(tls_dir: Path, state_dir: Path, names: list[str], gid: int, client_auth: bool = False) -> None:
+    """A server certificate for `names` (DNS names and IP addresses), signed by the CA, readable by the pooler's group
+    (`client_auth`: also a client certificate, as etcd's peers present to each other)."""
     make_ca(state_dir)
     for stale in tls_dir.parent.glob(f"{tls_dir.name}.tmp*"):  # from killed runs
         shutil.rmtree(stale, ignore_errors=True)
     staging = tls_dir.with_name(f"{tls_dir.name}.tmp{os.getpid()}")
     ensure_dir(staging, 0o700)
     alt = ", ".join(f"IP:{name}" if _is_ip(name) else f"DNS:{name}" for name in names)
+    usage = "serverAuth, clientAuth" if client_auth else "serverAuth"
     (staging / "ext.cnf").write_text("[ext]\nbasicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n"
-                                     f"extendedKeyUsage = serverAuth\nsubjectAltName = {alt}\n")
+                                     f"extendedKeyUsage = {usage}\nsubjectAltName = {alt}\n")
     run(["openssl", "req", "-new", *_KEY, "-subj", f"/CN={names[0]}", "-keyout", str(staging / "server.key"),
          "-out", str(staging / "server.csr")])
     ca = ca_dir(state_dir)

@@ -44,7 +44,7 @@ from ...system import (
 )
 from ..embedded import runtime
 from . import etcd, supervise
-from .layout import ClusterLayout, member_names
+from .layout import MEMBERS, ClusterLayout, member_names
 
 PATRONI = "4.1.5"  # from PyPI: 4.x knows PostgreSQL 18 (Debian's 3.0.2 predates it)
 TIMING = {"ttl": 20, "loop_wait": 2, "retry_timeout": 3}  # 20: Patroni 4's minimum ttl
@@ -196,7 +196,7 @@ def observe(lay: ClusterLayout) -> Seen:
     record = read_record(lay)
     user = server_user(False, lay.member_user)
     etcd_user = system_user(lay.etcd_user, "agency-pgvector etcd", False)
-    etcd_up = bool(record and not record.get("joined") and etcd_user and supervise.running(
+    etcd_up = bool(record and record.get("etcd") and etcd_user and supervise.running(
         lay.pid_dir, f"etcd-{lay.name}", lay.etcd_user, str(lay.etcd_dir)))
     running = {m: bool(record and user and _patroni_running(lay, m)) for m in local_names(record)}
     return Seen(record, etcd_binary() is not None, (patroni_dir(lay.state_dir) / ".complete").exists(), user,
@@ -222,8 +222,10 @@ def plan(lay: ClusterLayout, seen: Seen, with_deps: bool, synchronous: bool, whe
                           run=lambda: _make(lay, synchronous, where)))
     else:
         steps.append(Step(f"cluster {lay.name}", OK, f"{lay.home}"))
-    if joined:
-        pass  # etcd runs on the host that made the cluster
+    if joined:  # this host's etcd member (its users and rights are the first host's business)
+        if seen.record is not None and seen.record.get("etcd") and not seen.etcd_running:
+            steps.append(Step("etcd", CHANGE, "started (this host's member of the cluster's etcd)",
+                              run=lambda: _start_etcd(lay)))
     elif not seen.etcd_running:  # its authentication is checked (or, new, switched on) once it answers
         steps.append(Step("etcd", CHANGE if seen.record else CREATE, "started; authentication on and audited",
                           run=lambda: _start_etcd(lay)))
@@ -231,7 +233,7 @@ def plan(lay: ClusterLayout, seen: Seen, with_deps: bool, synchronous: bool, whe
         steps.append(Step("etcd authentication", CHANGE,
                           "users root and patroni; the members' user reads and writes only its cluster's keys",
                           run=lambda: _secure_etcd(lay)))
-    stopped = [m for m, up in seen.running.items() if not up]
+    stopped = [m for m, up in seen.running.items() if not up] if seen.record else first_members(where)
     if stopped:
         steps.append(Step("members", CREATE if seen.record is None else CHANGE, f"Patroni started for {', '.join(stopped)}",
                           run=lambda: _start_members(lay, stopped)))
@@ -296,12 +298,18 @@ def _install_patroni(state_dir: Path) -> None:
     (target / ".complete").write_text(PATRONI + "\n")
 
 
-def _reserve_ports(lay: ClusterLayout) -> Ports:
+def _reserve_ports(lay: ClusterLayout, names: list[str]) -> Ports:
     state = lay.state_dir
     first = {what: ports.reserve(state, lay.port_owner(what)) for what in ("etcd", "etcd-peer")}
     found = {m: (ports.reserve(state, lay.port_owner(m)), ports.reserve(state, lay.port_owner(f"{m}-api")))
-             for m in member_names()}
+             for m in names}
     return Ports(first["etcd"], first["etcd-peer"], found)
+
+
+def first_members(where: Where) -> list[str]:
+    """Three members on loopback (the single-host trial); one when other hosts join, one member and one etcd per
+    host, so that the loss of a host takes one of each."""
+    return member_names(1 if where.network else MEMBERS)
 
 
 def _make(lay: ClusterLayout, synchronous: bool, where: Where) -> None:
@@ -316,7 +324,7 @@ def _make(lay: ClusterLayout, synchronous: bool, where: Where) -> None:
     own_dir(lay.pid_dir, 0o755, 0, 0)
     own_dir(lay.conf_dir, 0o750, 0, user.pw_gid)
     own_dir(lay.etcd_dir, 0o700, etcd_user.pw_uid, etcd_user.pw_gid)
-    for member in member_names():
+    for member in first_members(where):
         own_dir(lay.member_dir(member), 0o700, user.pw_uid, user.pw_gid)
         for sub in (lay.socket_dir(member), lay.log_dir(member)):
             run(["mkdir", "-p", "-m", "0700", str(sub)], user=user)
@@ -324,31 +332,32 @@ def _make(lay: ClusterLayout, synchronous: bool, where: Where) -> None:
         words = {k: secrets.token_urlsafe(24) for k in ("etcd_root", "etcd_patroni", "superuser", "replication",
                                                          "rewind", "api")}
         replace_file(lay.secrets_file, json.dumps(words).encode(), 0o600, (0, 0))
-    found = _reserve_ports(lay)
+    found = _reserve_ports(lay, first_members(where))
     words = read_secrets(lay)
-    _certificates(lay, where.address, user.pw_gid, etcd_user.pw_gid)
+    _certificates(lay, where.address, user.pw_gid, etcd_user.pw_gid, bool(where.network))
     where = Where(where.address, where.network, (f"{where.address}:{found.etcd}",), lay.client_ca)
-    for member in member_names():
+    for member in first_members(where):
         write_group_file(lay.member_config(member), json.dumps(_config(lay, member, found, words, rt, synchronous,
                                                                        where), indent=1), user.pw_gid)
     record = {"name": lay.name, "etcd": found.etcd, "etcd_peer": found.etcd_peer,
               "members": {m: list(p) for m, p in found.members.items()}, "synchronous": synchronous,
               "runtime": rt.key, "patroni": PATRONI, "address": where.address, "network": where.network,
-              "ca": str(lay.client_ca), "remote": {}}
+              "ca": str(lay.client_ca), "remote": {}, "etcd_name": "etcd0"}
     if systemd.wanted():
         _units(lay, record)
     replace_file(lay.record, json.dumps(record, indent=1).encode(), 0o644, (0, 0))
 
 
-def _certificates(lay: ClusterLayout, where: str, member_gid: int, etcd_gid: int | None) -> None:
+def _certificates(lay: ClusterLayout, where: str, member_gid: int, etcd_gid: int, peers: bool) -> None:
     """The cluster's own CA (made once; its key stays in tls/, 0700 root, on this host) and the server certificates
-    etcd and the members present, for this host's address and loopback."""
+    etcd and the members present, for this host's address and loopback (`peers`: etcd's is also the client
+    certificate it shows the other hosts' etcd)."""
     names = list(dict.fromkeys([where, LOOPBACK]))
     tls.make_ca(lay.home)
     replace_file(lay.client_ca, tls.ca_cert(lay.home).read_bytes(), 0o644, (0, 0))
-    for folder, gid in ((lay.member_tls, member_gid), (lay.etcd_tls, etcd_gid)):
-        if gid is not None and tls.current_names(folder, lay.home) != names:
-            tls.issue(folder, lay.home, names, gid)
+    for folder, gid, client in ((lay.member_tls, member_gid, False), (lay.etcd_tls, etcd_gid, peers)):
+        if tls.current_names(folder, lay.home) != names:
+            tls.issue(folder, lay.home, names, gid, client)
 
 
 def _etcd_argv(lay: ClusterLayout, record: dict) -> list[str]:
@@ -356,15 +365,24 @@ def _etcd_argv(lay: ClusterLayout, record: dict) -> list[str]:
     # (loopback, and the cluster's address when other hosts may join); the peer listener is a Unix socket named
     # localhost:<port> in etcd's 0700 working directory: raft messages are not authenticated, so nobody but etcd's
     # user may reach it.
-    scheme, port = ("https" if ca_of(record) else "http"), record["etcd"]
+    # With other hosts, the peers talk TLS on the cluster's address and each must show a certificate the
+    # cluster's CA signed (--peer-client-cert-auth): raft from anyone else is refused.
+    scheme, port, name = ("https" if ca_of(record) else "http"), record["etcd"], record.get("etcd_name", "etcd0")
     client = ",".join(f"{scheme}://{host}:{port}" for host in dict.fromkeys([LOOPBACK, address(record)]))
-    peer = f"unix://localhost:{record['etcd_peer']}"
-    argv = [etcd_binary() or "/usr/bin/etcd", "--name", "etcd0", "--data-dir", str(lay.etcd_dir / "data"),
+    peer = (f"https://{address(record)}:{record['etcd_peer']}" if record.get("network")
+            else f"unix://localhost:{record['etcd_peer']}")
+    crt, key = str(lay.etcd_tls / "server.crt"), str(lay.etcd_tls / "server.key")
+    argv = [etcd_binary() or "/usr/bin/etcd", "--name", name, "--data-dir", str(lay.etcd_dir / "data"),
             "--listen-client-urls", client, "--advertise-client-urls", f"{scheme}://{address(record)}:{port}",
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", f"etcd0={peer}",
-            "--initial-cluster-token", f"agency-{lay.name}", "--initial-cluster-state", "new"]
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", record.get("etcd_initial", f"{name}={peer}"),
+            "--initial-cluster-token", f"agency-{lay.name}",
+            "--initial-cluster-state", "existing" if record.get("joined") else "new"]
     if ca_of(record):
-        argv += ["--cert-file", str(lay.etcd_tls / "server.crt"), "--key-file", str(lay.etcd_tls / "server.key")]
+        argv += ["--cert-file", crt, "--key-file", key]
+    if record.get("network"):
+        argv += ["--peer-cert-file", crt, "--peer-key-file", key, "--peer-trusted-ca-file", str(ca_of(record)),
+                 "--peer-client-cert-auth"]
     return argv
 
 
@@ -373,7 +391,7 @@ def _patroni_argv(lay: ClusterLayout, member: str) -> list[str]:
 
 
 def _units(lay: ClusterLayout, record: dict) -> None:
-    if not record.get("joined"):
+    if record.get("etcd"):
         systemd.install(supervise.unit_path(f"etcd-{lay.name}"),
                         supervise.unit_text(f"etcd-{lay.name}", lay.etcd_user, _etcd_argv(lay, record),
                                             lay.etcd_dir / "etcd.log", lay.etcd_dir))
@@ -388,6 +406,11 @@ def _start_etcd(lay: ClusterLayout) -> None:
     assert record is not None
     supervise.start(lay.pid_dir, f"etcd-{lay.name}", lay.etcd_user, _etcd_argv(lay, record),
                     lay.etcd_dir / "etcd.log", str(lay.etcd_dir), cwd=lay.etcd_dir)
+    if record.get("joined"):  # a learner answers no health check: its listener is enough, the first host promotes it
+        _wait(lambda: supervise.listener_uid(record["etcd"]) is not None, 30, f"etcd of cluster {lay.name} did not "
+              "start", lay.etcd_dir / "etcd.log")
+        supervise.require_listener(record["etcd"], lay.etcd_user, f"etcd of cluster {lay.name}")
+        return
     _wait(lambda: supervise.listener_uid(record["etcd"]) is not None and etcd.healthy(etcd_at(record)), 30,
           f"etcd of cluster {lay.name} did not become healthy", lay.etcd_dir / "etcd.log")
     supervise.require_listener(record["etcd"], lay.etcd_user, f"etcd of cluster {lay.name}")
@@ -443,7 +466,7 @@ def _start_members(lay: ClusterLayout, which: list[str]) -> None:
             if dead:
                 raise UserError(f"Patroni of cluster {lay.name} member {dead[0]} stopped right after its start: see "
                                 f"{lay.log_dir(dead[0]) / 'patroni.out'} and patroni.log beside it.")
-    if record["synchronous"]:  # Patroni names a synchronous standby a loop or two after the standbys stream
+    if record["synchronous"] and len(members(record)) > 1:  # named a loop or two after the standbys stream
         _wait(lambda: _synchronous(members(record)), 60, f"cluster {lay.name}: no synchronous standby",
               lay.log_dir(which[0]) / "patroni.log")
 
@@ -567,7 +590,7 @@ def stop(lay: ClusterLayout) -> None:
     for member in sorted(local_names(record), key=lambda m: m == head):
         supervise.stop(lay.pid_dir, f"patroni-{lay.name}-{member}", lay.member_user, str(lay.member_config(member)))
         _stop_orphan(lay, member)
-    if not record.get("joined"):
+    if record.get("etcd"):
         supervise.stop(lay.pid_dir, f"etcd-{lay.name}", lay.etcd_user, str(lay.etcd_dir))
 
 
@@ -606,6 +629,32 @@ def switchover(lay: ClusterLayout, candidate: str | None = None) -> str:
     if head not in reach(record):
         raise UserError(f"The leader of cluster {lay.name}, {head}, is on a host this one has not learned yet: run make "
                         f"pgvector-cluster CLUSTER={lay.name} here first, then re-run.")
+    with _synchronous_candidate(lay, record, head, candidate):
+        return _switch(lay, record, head, body)
+
+
+@contextlib.contextmanager
+def _synchronous_candidate(lay: ClusterLayout, record: dict, head: str, candidate: str | None):
+    """Patroni switches over to the synchronous standby only. For another candidate, every standby is made
+    synchronous (synchronous_node_count) until the switchover is done: the candidate then has every commit too."""
+    seen = {m["name"]: m for m in members(record)}
+    if not (record["synchronous"] and candidate and candidate in seen and seen[candidate].get("role") != "sync_standby"):
+        yield
+        return
+    everyone = len(seen) - 1
+    status, answer = call_member(lay, record, head, "/config", "PATCH", {"synchronous_node_count": everyone}, 30)
+    if status != 200:
+        raise UserError(f"Patroni refused to make {candidate} synchronous ({str(answer).strip()[:200]}): see make "
+                        "pgvector-cluster-status.")
+    try:
+        _wait(lambda: any(m["name"] == candidate and m.get("role") == "sync_standby" for m in members(record)), 60,
+              f"cluster {lay.name}: {candidate} did not become a synchronous standby", lay.home / "cluster.json")
+        yield
+    finally:
+        call_member(lay, record, head, "/config", "PATCH", {"synchronous_node_count": 1}, 30)
+
+
+def _switch(lay: ClusterLayout, record: dict, head: str, body: dict) -> str:
     status, answer = call_member(lay, record, head, "/switchover", "POST", body, 60)
     if status != 200:
         raise UserError(f"Patroni refused the switchover of cluster {lay.name} ({str(answer).strip()[:200]}): "
@@ -620,9 +669,8 @@ def switchover(lay: ClusterLayout, candidate: str | None = None) -> str:
 def remove(lay: ClusterLayout) -> None:
     record = read_record(lay)
     names = local_names(record)
-    joined = bool(record and record.get("joined"))
     stop(lay)
-    for name in [*([] if joined else [f"etcd-{lay.name}"]), *(f"patroni-{lay.name}-{m}" for m in names)]:
+    for name in [f"etcd-{lay.name}", *(f"patroni-{lay.name}-{m}" for m in names)]:
         systemd.remove(supervise.unit_path(name))
     for what in ("etcd", "etcd-peer", *names, *(f"{m}-api" for m in names)):
         owned = ports.owned(lay.state_dir, lay.port_owner(what))
@@ -630,8 +678,7 @@ def remove(lay: ClusterLayout) -> None:
             ports.release(lay.state_dir, owned)
     shutil.rmtree(lay.home, ignore_errors=True)
     remove_user(lay.member_user)
-    if not joined:
-        remove_user(lay.etcd_user)
+    remove_user(lay.etcd_user)
 
 
 def rolling_restart(lay: ClusterLayout) -> None:
@@ -655,6 +702,8 @@ def rolling_restart(lay: ClusterLayout) -> None:
             raise UserError(f"Patroni did not restart {member} of cluster {lay.name} ({str(answer).strip()[:200]}).")
         _wait(lambda m=member: _ready(record, [m]), 120, f"cluster {lay.name}: {member} did not come back",
               lay.log_dir(member) / "patroni.log")
+    if head in here and leader(record) not in here:  # one member per host: the lead comes back to this host
+        switchover(lay, head)
 
 
 def status(lay: ClusterLayout) -> dict:
@@ -678,8 +727,8 @@ def status(lay: ClusterLayout) -> dict:
     joined = bool(record.get("joined"))
     return {"cluster": lay.name, "leader": head, "synchronous": record["synchronous"], "address": address(record),
             "tls": ca_of(record) is not None,
-            "etcd": {"port": record.get("etcd") or None, "running": None if joined else seen.etcd_running,
-                     "authentication": None if joined else seen.secured},
+            "etcd": {"port": record.get("etcd") or None, "running": seen.etcd_running,
+                     "authentication": None if joined else seen.secured, "voters": etcd_voters(lay, record)},
             "members": rows, "healthy": head is not None and all(r["state"] == "streaming" for r in rows if r["name"] != head)
             and (not record["synchronous"] or _synchronous(seen.members))}
 
@@ -692,24 +741,57 @@ def _api_port(info: dict) -> int | None:
 
 
 # -- members on other hosts -----------------------------------------------------------------------------------
+# One member and one etcd per host. The first host holds the CA's key and etcd's root login: it writes each joining
+# host's bundle and adds that host's etcd as a learner (it does not vote yet, so the quorum is unchanged whether or
+# not the host ever joins); make pgvector-cluster there, after the join, promotes it and learns the member.
 def learn_remote(lay: ClusterLayout) -> list[str]:
     """Members that joined from other hosts, as Patroni lists them (address and ports), kept in cluster.json: the
-    clients' .env name them. Only addresses inside the cluster's network are taken. Returns the names learned."""
+    clients' .env name them. Only a host a bundle was made for is taken, at that address. Returns the names learned."""
     record = read_record(lay)
     if record is None or record.get("joined") or not record.get("network"):
         return []
-    remote, network, learned = dict(record.get("remote", {})), ipaddress.ip_network(record["network"]), []
+    remote, learned = dict(record.get("remote", {})), []
     for info in members(record):
         name, host = str(info.get("name")), str(info.get("host", ""))
-        if name in record["members"] or not isinstance(info.get("port"), int) or not _inside(host, network):
-            continue
-        entry = {"host": host, "port": info["port"], "api_port": _api_port(info)}
-        if remote.get(name) != entry:
-            remote[name] = entry
+        port, rest = info.get("port"), _api_port(info)
+        if name not in remote or remote[name].get("host") != host or host == address(record) or not all(
+                type(n) is int and 0 < n < 65536 for n in (port, rest)):
+            continue  # a member key nobody made a bundle for (anyone with the members' etcd login can write one)
+        entry = {"host": host, "port": port, "api_port": rest}
+        if {k: remote[name].get(k) for k in entry} != entry:
+            remote[name] = {**remote[name], **entry}
             learned.append(name)
     if learned:
         replace_file(lay.record, json.dumps({**record, "remote": remote}, indent=1).encode(), 0o644, (0, 0))
     return learned
+
+
+def promote_learners(lay: ClusterLayout) -> list[str]:
+    """The joined hosts' etcd members that have caught up, made voters. Returns their hosts."""
+    record = read_record(lay)
+    if record is None or record.get("joined") or not record.get("network"):
+        return []
+    at = etcd_at(record)
+    auth = etcd.token(at, "root", read_secrets(lay)["etcd_root"])
+    return [_peer_host(m) for m in etcd.member_list(at, auth)
+            if m.get("isLearner") and m.get("name") and etcd.promote(at, auth, m["ID"])]
+
+
+def etcd_voters(lay: ClusterLayout, record: dict) -> int | None:
+    """How many etcd members vote (the first host of a cluster other hosts join; None elsewhere or unreadable)."""
+    if record.get("joined") or not record.get("network"):
+        return None
+    try:
+        at = etcd_at(record)
+        auth = etcd.token(at, "root", read_secrets(lay)["etcd_root"])
+        return sum(1 for m in etcd.member_list(at, auth) if not m.get("isLearner"))
+    except (etcd.EtcdError, OSError, KeyError):
+        return None
+
+
+def _peer_host(member: dict) -> str:
+    url = (member.get("peerURLs") or ["//?"])[0]
+    return url.split("//", 1)[1].rsplit(":", 1)[0]
 
 
 def _inside(host: str, network) -> bool:
@@ -721,7 +803,10 @@ def _inside(host: str, network) -> bool:
 
 def etcd_answers(endpoints: list[str], ca_pem: str) -> list[str]:
     """The endpoints whose etcd answers its health check over TLS verified against the cluster's CA."""
-    context = ssl.create_default_context(cadata=ca_pem)
+    try:
+        context = ssl.create_default_context(cadata=ca_pem)
+    except (ssl.SSLError, ValueError):
+        return []
     found = []
     for endpoint in endpoints:
         try:
@@ -734,15 +819,15 @@ def etcd_answers(endpoints: list[str], ca_pem: str) -> list[str]:
 
 
 def bundle(lay: ClusterLayout, host: str) -> tuple[str, Path]:
-    """A join bundle for a member on `host`: the member's name, etcd's endpoints, the cluster's CA certificate, a
-    server certificate for `host` signed by the cluster's CA (the CA's key never leaves this host), and the
-    secrets a member needs (not etcd's root password, not the superuser's). 0600 root under join/."""
+    """A join bundle for a member on `host`: the member's and its etcd's names, etcd's endpoints and members, the
+    cluster's CA certificate, certificates for `host` signed by the cluster's CA (the CA's key never leaves this
+    host), and the secrets a member needs (not etcd's root password, not the superuser's). 0600 root under join/.
+    Adds `host`'s etcd to etcd's members as a learner."""
     record = read_record(lay)
     if record is None:
         raise UserError(f"Cluster {lay.name} does not exist on this host: nothing to join.")
     if record.get("joined"):
-        raise UserError(f"This host joined cluster {lay.name}: make join bundles on the host that made it "
-                        f"({', '.join(record.get('etcd_hosts', []))}).")
+        raise UserError(f"This host joined cluster {lay.name}: make join bundles on the host that made it.")
     if not record.get("network") or ca_of(record) is None:
         raise UserError(f"Cluster {lay.name} listens on loopback only: no other host can reach it. A cluster made with "
                         "ADDRESS=<this host's address> takes members from other hosts (re-addressing this one is not "
@@ -755,16 +840,33 @@ def bundle(lay: ClusterLayout, host: str) -> tuple[str, Path]:
     if name is None:
         taken = set(record["members"]) | set(remote) | {m.get("name") for m in members(record)}
         name = next(f"m{i}" for i in range(1, 1000) if f"m{i}" not in taken)
+    at = etcd_at(record)
+    auth = etcd.token(at, "root", read_secrets(lay)["etcd_root"])
+    peer_url = f"https://{host}:{record['etcd_peer']}"
+    listed = etcd.member_list(at, auth)
+    if not any(peer_url in m.get("peerURLs", []) for m in listed):
+        learning = [_peer_host(m) for m in listed if m.get("isLearner")]
+        if learning:
+            raise UserError(f"etcd takes one new member at a time, and {learning[0]}'s has not been promoted yet: join "
+                            f"that host first (or forget it: make pgvector-cluster-remove CLUSTER={lay.name} MEMBER=...),"
+                            f" then make pgvector-cluster CLUSTER={lay.name} here, then re-run. Nothing was written.")
+        etcd.add_learner(at, auth, peer_url)
+        listed = etcd.member_list(at, auth)
+    names = {entry["host"]: f"etcd-{n}" for n, entry in remote.items()} | {host: f"etcd-{name}"}
+    initial = ",".join(f"{m.get('name') or names.get(_peer_host(m), '')}={m['peerURLs'][0]}" for m in listed)
     own_dir(lay.join_dir, 0o700, 0, 0)
-    staging = lay.join_dir / f"{name}.tls"
-    tls.issue(staging, lay.home, [host], 0)
+    made: dict[str, str] = {}
+    for what, client in (("member", False), ("etcd", True)):
+        staging = lay.join_dir / f"{name}.{what}.tls"
+        tls.issue(staging, lay.home, [host, LOOPBACK], 0, client)
+        made |= {f"{what}_cert": (staging / "server.crt").read_text(), f"{what}_key": (staging / "server.key").read_text()}
+        shutil.rmtree(staging)
     words = read_secrets(lay)
     doc = {"cluster": lay.name, "member": name, "address": host, "network": record["network"],
-           "etcd": [f"{address(record)}:{record['etcd']}"], "synchronous": record["synchronous"],
-           "patroni": record["patroni"], "runtime": record["runtime"], "ca": lay.client_ca.read_text(),
-           "cert": (staging / "server.crt").read_text(), "key": (staging / "server.key").read_text(),
-           "secrets": {k: words[k] for k in SHIPPED}}
-    shutil.rmtree(staging)
+           "etcd": [url.split("//", 1)[1] for m in listed if not m.get("isLearner") for url in m.get("clientURLs", [])],
+           "etcd_ports": [record["etcd"], record["etcd_peer"]], "etcd_initial": initial,
+           "synchronous": record["synchronous"], "patroni": record["patroni"], "runtime": record["runtime"],
+           "ca": lay.client_ca.read_text(), **made, "secrets": {k: words[k] for k in SHIPPED}}
     target = lay.join_dir / f"{name}.json"
     replace_file(target, json.dumps(doc, indent=1).encode(), 0o600, (0, 0))
     remote[name] = {**remote.get(name, {}), "host": host}
@@ -773,14 +875,18 @@ def bundle(lay: ClusterLayout, host: str) -> tuple[str, Path]:
 
 
 def forget(lay: ClusterLayout, member: str) -> None:
-    """A member on another host that left (make pgvector-cluster-remove there): out of cluster.json and the next
-    .env; refused while Patroni still lists it."""
+    """A host taken out of the cluster, first here: its etcd leaves etcd's members (the quorum shrinks while the
+    others still run: removing the host's etcd first and stopping it after never loses the majority), the member
+    leaves cluster.json and the next .env. Then make pgvector-cluster-remove on that host stops and deletes it."""
     record = read_record(lay)
     if record is None or member not in record.get("remote", {}):
         raise UserError(f"Cluster {lay.name} has no member {member} on another host: see make pgvector-cluster-status.")
-    if any(m.get("name") == member for m in members(record)):
-        raise UserError(f"Member {member} of cluster {lay.name} still runs: remove it on its host first (make "
-                        f"pgvector-cluster-remove CLUSTER={lay.name} YES=true there), then re-run.")
+    at = etcd_at(record)
+    auth = etcd.token(at, "root", read_secrets(lay)["etcd_root"])
+    host = record["remote"][member]["host"]
+    for entry in etcd.member_list(at, auth):
+        if _peer_host(entry) == host:
+            etcd.remove_member(at, auth, entry["ID"])
     remote = {k: v for k, v in record["remote"].items() if k != member}
     replace_file(lay.record, json.dumps({**record, "remote": remote}, indent=1).encode(), 0o644, (0, 0))
     (lay.join_dir / f"{member}.json").unlink(missing_ok=True)
@@ -794,9 +900,16 @@ def join_plan(lay: ClusterLayout, seen: Seen, doc: dict, with_deps: bool) -> lis
                             " a host holds one cluster's members once. Nothing was changed.")
         return plan(lay, seen, with_deps, seen.record["synchronous"])
     member = doc["member"]
-    return [*_patroni_step(lay, seen, with_deps),
-            Step(f"member {member}", CREATE, f"of cluster {lay.name} on {doc['address']}, run by {lay.member_user}; "
-                 f"etcd at {', '.join(doc['etcd'])} over TLS", run=lambda: _make_joined(lay, doc)),
+    if not seen.etcd_binary and not with_deps:
+        raise UserError("etcd is not installed: add WITH_DEPS=true to install it (apt-get install etcd-server), "
+                        "or install it yourself, then re-run.")
+    return [*([] if seen.etcd_binary else [Step("etcd package", CREATE, "apt-get install etcd-server", run=_install_etcd)]),
+            *_patroni_step(lay, seen, with_deps),
+            Step(f"member {member}", CREATE, f"of cluster {lay.name} on {doc['address']}, run by {lay.member_user}, "
+                 f"and this host's etcd (run by {lay.etcd_user}), joining {', '.join(doc['etcd'])} over TLS",
+                 run=lambda: _make_joined(lay, doc)),
+            Step("etcd", CREATE, "started: a learner until the first host promotes it (make pgvector-cluster there)",
+                 run=lambda: _start_etcd(lay)),
             Step("members", CREATE, f"Patroni started for {member}: it copies the leader and streams from it",
                  run=lambda: _start_members(lay, [member]))]
 
@@ -806,12 +919,13 @@ def _make_joined(lay: ClusterLayout, doc: dict) -> None:
     assert rt is not None  # ops/cluster.py refused an unknown runtime
     runtime.install(rt, lay.state_dir, lay.state_dir.parent)
     user = server_user(True, lay.member_user)
+    etcd_user = system_user(lay.etcd_user, "agency-pgvector etcd", True)
     member = doc["member"]
     ensure_dir(lay.state_dir / "clusters", 0o711)
     own_dir(lay.home, 0o711, 0, 0)
     own_dir(lay.pid_dir, 0o755, 0, 0)
     own_dir(lay.conf_dir, 0o750, 0, user.pw_gid)
-    own_dir(lay.member_tls, 0o750, 0, user.pw_gid)
+    own_dir(lay.etcd_dir, 0o700, etcd_user.pw_uid, etcd_user.pw_gid)
     own_dir(lay.member_dir(member), 0o700, user.pw_uid, user.pw_gid)
     for sub in (lay.socket_dir(member), lay.log_dir(member)):
         run(["mkdir", "-p", "-m", "0700", str(sub)], user=user)
@@ -819,17 +933,26 @@ def _make_joined(lay: ClusterLayout, doc: dict) -> None:
     words = {**{k: doc["secrets"][k] for k in SHIPPED}, "superuser": secrets.token_urlsafe(24)}
     replace_file(lay.secrets_file, json.dumps(words).encode(), 0o600, (0, 0))
     replace_file(lay.client_ca, doc["ca"].encode(), 0o644, (0, 0))
-    replace_file(lay.member_tls / "server.crt", doc["cert"].encode(), 0o644, (0, user.pw_gid))
-    replace_file(lay.member_tls / "server.key", doc["key"].encode(), 0o640, (0, user.pw_gid))
+    for folder, gid, what in ((lay.member_tls, user.pw_gid, "member"), (lay.etcd_tls, etcd_user.pw_gid, "etcd")):
+        own_dir(folder, 0o750, 0, gid)
+        replace_file(folder / "server.crt", doc[f"{what}_cert"].encode(), 0o644, (0, gid))
+        replace_file(folder / "server.key", doc[f"{what}_key"].encode(), 0o640, (0, gid))
     state = lay.state_dir
-    found = Ports(0, 0, {member: (ports.reserve(state, lay.port_owner(member)),
-                                  ports.reserve(state, lay.port_owner(f"{member}-api")))})
-    where = Where(doc["address"], doc["network"], tuple(doc["etcd"]), lay.client_ca)
+    client_port, peer_port = doc["etcd_ports"]  # the first host's numbers: etcd's ports are the same on every host
+    for what, port in (("etcd", client_port), ("etcd-peer", peer_port)):
+        if ports.reserve(state, lay.port_owner(what), port) != port:
+            raise UserError(f"Port {port} is taken on this host: etcd of cluster {lay.name} uses it on every host. Free "
+                            "it, then re-run.")
+    found = Ports(client_port, peer_port, {member: (ports.reserve(state, lay.port_owner(member)),
+                                                    ports.reserve(state, lay.port_owner(f"{member}-api")))})
+    where = Where(doc["address"], doc["network"], (*doc["etcd"], f"{doc['address']}:{client_port}"), lay.client_ca)
     write_group_file(lay.member_config(member), json.dumps(_config(lay, member, found, words, rt, doc["synchronous"],
                                                                    where), indent=1), user.pw_gid)
-    record = {"name": lay.name, "joined": True, "members": {member: list(found.members[member])},
-              "synchronous": doc["synchronous"], "runtime": rt.key, "patroni": PATRONI, "address": doc["address"],
-              "network": doc["network"], "ca": str(lay.client_ca), "etcd_hosts": list(doc["etcd"])}
+    record = {"name": lay.name, "joined": True, "etcd": client_port, "etcd_peer": peer_port,
+              "etcd_name": f"etcd-{member}", "etcd_initial": doc["etcd_initial"],
+              "members": {member: list(found.members[member])}, "synchronous": doc["synchronous"], "runtime": rt.key,
+              "patroni": PATRONI, "address": doc["address"], "network": doc["network"], "ca": str(lay.client_ca),
+              "etcd_hosts": list(doc["etcd"])}
     if systemd.wanted():
         _units(lay, record)
     replace_file(lay.record, json.dumps(record, indent=1).encode(), 0o644, (0, 0))

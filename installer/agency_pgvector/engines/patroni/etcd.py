@@ -130,3 +130,30 @@ def audit(at: At, scope: str, root_password: str, fresh: bool) -> list[str]:
             problems.append(f"{count} keys before any member started")
     return problems
 
+
+
+# -- membership (the installer's root login; a cluster with hosts joined runs an etcd member on each) ---------
+def member_list(at: At, auth: str) -> list[dict]:
+    """id, name, peerURLs, clientURLs, isLearner of every member (names empty until a member first starts)."""
+    return list(call(at, "/v3/cluster/member/list", {}, auth).get("members", []))
+
+
+def add_learner(at: At, auth: str, peer_url: str) -> None:
+    """A new member as a learner: it receives the log but does not vote, so the quorum is the same until it is
+    promoted (etcd 3.4 takes one learner at a time)."""
+    call(at, "/v3/cluster/member/add", {"peerURLs": [peer_url], "isLearner": True}, auth)
+
+
+def promote(at: At, auth: str, member_id: str) -> bool:
+    """A learner made a voter; False while it has not caught up with the leader's log yet."""
+    try:
+        call(at, "/v3/cluster/member/promote", {"ID": member_id}, auth)
+        return True
+    except EtcdError as exc:
+        if "not in sync" in str(exc) or "not started" in str(exc) or "can only promote" in str(exc):
+            return False
+        raise
+
+
+def remove_member(at: At, auth: str, member_id: str) -> None:
+    call(at, "/v3/cluster/member/remove", {"ID": member_id}, auth)
