@@ -656,17 +656,22 @@ def cluster_cmd(
     from .ops import cluster as clusters
 
     report = clusters.converge(_cluster_given(name), with_deps, sync, dry_run, address, network)
+    _cluster_report(report, name, f"Patroni cluster {name}", as_json, quiet,
+                    f"Cluster {name} is up: add clients with make pgvector ENGINE=patroni CLUSTER={name} ...")
+
+
+def _cluster_report(report, name: str, title: str, as_json: bool, quiet: bool, done: str) -> None:
+    """make pgvector-cluster's and -cluster-join's output: the JSON document, nothing (QUIET), or the table."""
     if as_json:
-        _print_json(dict(cluster=name, dry_run=dry_run, changed=report.changed,
+        _print_json(dict(cluster=name, dry_run=report.dry_run, changed=report.changed,
                          items=[dict(item=r.item, status=report.status(r), detail=r.detail) for r in report.rows]))
         return
     if quiet:
         return
     from .ui import report_table
 
-    report_table(report, f"Patroni cluster {name}", True)
-    print("Dry run: nothing was changed." if dry_run else
-          f"Cluster {name} is up: add clients with make pgvector ENGINE=patroni CLUSTER={name} ...")
+    report_table(report, title, True)
+    print("Dry run: nothing was changed." if report.dry_run else done)
 
 
 @app.command("cluster-bundle")
@@ -688,7 +693,7 @@ def cluster_join_cmd(
     bundle: str = typer.Option("", "--bundle", envvar="BUNDLE", help="The join bundle (make pgvector-cluster-bundle)."),
     endpoints: str = typer.Option("", "--etcd", envvar="ETCD", help="etcd's endpoints, address:port,... (default: "
                                   "the bundle's)."),
-    with_deps: bool = typer.Option(False, "--with-deps", envvar="WITH_DEPS", help="Install Patroni when absent."),
+    with_deps: bool = typer.Option(False, "--with-deps", envvar="WITH_DEPS", help="Install etcd and Patroni when absent."),
     dry_run: bool = typer.Option(False, "--dry-run", envvar="DRY_RUN", help="Show the plan; change nothing."),
     as_json: bool = JsonOpt,
     quiet: bool = QuietOpt,
@@ -698,18 +703,10 @@ def cluster_join_cmd(
 
     doc = clusters.read_bundle(_cluster_given(name), bundle, endpoints)
     report = clusters.join(name, doc, with_deps, dry_run)
-    if as_json:
-        _print_json(dict(cluster=name, dry_run=dry_run, changed=report.changed,
-                         items=[dict(item=r.item, status=report.status(r), detail=r.detail) for r in report.rows]))
-        return
-    if quiet:
-        return
-    from .ui import report_table
-
-    report_table(report, f"Patroni cluster {name}, member {doc['member']}", True)
-    print("Dry run: nothing was changed." if dry_run else
-          f"Member {doc['member']} follows cluster {name}: make pgvector-cluster-status CLUSTER={name} shows it. Delete "
-          f"the bundle ({bundle}).")
+    _cluster_report(report, name, f"Patroni cluster {name}, member {doc['member']}", as_json, quiet,
+                    f"Member {doc['member']} follows cluster {name}: make pgvector-cluster-status CLUSTER={name} shows "
+                    f"it; make pgvector-cluster CLUSTER={name} on the first host makes its etcd vote. Delete the bundle "
+                    f"({bundle}).")
 
 
 @app.command("cluster-status")
@@ -747,7 +744,9 @@ def cluster_switchover_cmd(name: str = ClusterOpt, candidate: str = typer.Option
 
 @app.command("cluster-remove")
 def cluster_remove_cmd(name: str = ClusterOpt, yes: bool = YesOpt, member: str = typer.Option(
-        "", "--member", envvar="MEMBER", help="Forget this member on another host (removed there first).")) -> None:
+        "", "--member", envvar="MEMBER", help="On the first host: take this member's host out (its etcd first)."),
+        force: bool = typer.Option(False, "--force", envvar="FORCE",
+                                   help="On a joined host: remove even when no etcd answers (the first host is gone).")) -> None:
     """Remove a cluster with its data once no client is on it, or this host's member of a cluster made elsewhere
     (make pgvector-cluster-remove)."""
     from .ops import cluster as clusters
@@ -757,7 +756,7 @@ def cluster_remove_cmd(name: str = ClusterOpt, yes: bool = YesOpt, member: str =
         print(f"Cluster {name}: member {member} forgotten.")
         return
     _confirm(yes, f"Remove cluster {_cluster_given(name)} and its data (on this host)?")
-    clusters.remove(name)
+    clusters.remove(name, force=force)
     print(f"Cluster {name} removed from this host.")
 
 

@@ -162,7 +162,10 @@ def probe(socket_dir) -> tuple[str, str]:
 def tool_env(params: dict, pinned=TENANT) -> dict:
     """libpq environment for pg_dump/pg_restore: the password never in argv, the same pinned options."""
     names = {"host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "password": "PGPASSWORD", "dbname": "PGDATABASE",
-             "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT"}
+             "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT",
+             # A cluster's .env lists every member: pg_restore must reach the one that takes writes (the first
+             # listed may be a standby after a switchover), and send the password in a SCRAM exchange only.
+             "target_session_attrs": "PGTARGETSESSIONATTRS", "require_auth": "PGREQUIREAUTH"}
     env = {names[k]: str(v) for k, v in params.items() if k in names and v is not None}
     env.update(PGOPTIONS=options(pinned), PGAPPNAME=APPLICATION, PGCONNECT_TIMEOUT=str(CONNECT_TIMEOUT))
     return env

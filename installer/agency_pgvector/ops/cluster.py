@@ -133,7 +133,7 @@ BUNDLE_KEYS = {"cluster": str, "member": str, "address": str, "network": str, "e
                "etcd_initial": str, "synchronous": bool, "patroni": str, "runtime": str, "ca": str, "member_cert": str,
                "member_key": str, "etcd_cert": str, "etcd_key": str, "secrets": dict}
 PEM = re.compile(r"-----BEGIN [A-Z ]+-----\n[A-Za-z0-9+/=\n]+-----END [A-Z ]+-----\n?")
-ENDPOINT = re.compile(r"(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})")
+ENDPOINT = re.compile(r"([0-9]{1,3}(?:\.[0-9]{1,3}){3}):([0-9]{1,5})")
 
 
 def read_bundle(name: str, path: str, endpoints: str) -> dict:
@@ -166,6 +166,8 @@ def read_bundle(name: str, path: str, endpoints: str) -> dict:
     wrong = [k for k, kind in BUNDLE_KEYS.items() if not isinstance(doc.get(k), kind)]
     wrong += [k for k in ("ca", "member_cert", "member_key", "etcd_cert", "etcd_key")
               if k not in wrong and not PEM.fullmatch(doc[k])]
+    wrong += [k for k in ("ca", "member_cert", "etcd_cert")
+              if k not in wrong and not doc[k].startswith("-----BEGIN CERTIFICATE-----")]
     wrong += [] if "secrets" in wrong or all(isinstance(doc["secrets"].get(k), str) and doc["secrets"][k].isascii() and
                                               doc["secrets"][k].isprintable() for k in cluster.SHIPPED) else ["secrets"]
     ports: list = doc["etcd_ports"] if isinstance(doc.get("etcd_ports"), list) else []
@@ -195,12 +197,17 @@ def read_bundle(name: str, path: str, endpoints: str) -> dict:
         found = ENDPOINT.fullmatch(endpoint) if isinstance(endpoint, str) else None
         if found is None or not _is_ipv4(found[1]) or not 0 < int(found[2]) < 65536:
             raise InputError(f"ETCD={endpoint} is not <address>:<port> (e.g. 10.0.0.11:2379). Nothing was created.")
+    own = f"etcd-{doc['member']}=https://{doc['address']}:{doc['etcd_ports'][1]}"
     for entry in doc["etcd_initial"].split(","):
         member, _, url = entry.partition("=")
         found = ENDPOINT.fullmatch(url.removeprefix("https://"))
-        if not re.fullmatch(r"etcd(0|-m[0-9]{1,3})", member) or not url.startswith("https://") or found is None:
+        if (not re.fullmatch(r"etcd(0|-m[0-9]{1,3})", member) or not url.startswith("https://") or found is None
+                or not _is_ipv4(found[1]) or not 0 < int(found[2]) < 65536):
             raise InputError(f"BUNDLE={path} is not a join bundle (etcd_initial malformed): copy it again from the "
                              "cluster's first host. Nothing was created.")
+    if own not in doc["etcd_initial"].split(","):
+        raise InputError(f"BUNDLE={path} does not list this host's etcd ({own}) among etcd's members: make it again "
+                         "on the cluster's first host. Nothing was created.")
     return doc
 
 
@@ -235,7 +242,7 @@ def switchover(name: str, candidate: str | None) -> str:
         return cluster.switchover(lay, candidate or None)
 
 
-def remove(name: str, member: str = "") -> None:
+def remove(name: str, member: str = "", force: bool = False) -> None:
     """Only once no client (installed or suspended) records the cluster, and no member on another host follows it;
     MEMBER=: forget a member on another host that was removed there. On a host that joined: its member only."""
     from .listing import listing
@@ -246,6 +253,12 @@ def remove(name: str, member: str = "") -> None:
         if member:
             cluster.forget(lay, member)
             return
+        if record is not None and record.get("joined") and not force and cluster.etcd_listed(lay, record) is not False:
+            member = next(iter(record["members"]))
+            raise UserError(f"This host's etcd is still a member of cluster {lay.name}'s etcd (or no etcd answers to "
+                            f"say it is not): take it out on the first host first (make pgvector-cluster-remove "
+                            f"CLUSTER={lay.name} MEMBER={member} there), then re-run; FORCE=true when the first host is "
+                            "gone for good. Nothing was removed.")
         if record is not None and record.get("remote"):
             others = sorted(record["remote"])
             raise UserError(f"Cluster {lay.name} has members on other hosts ({', '.join(others)}): take each out first "

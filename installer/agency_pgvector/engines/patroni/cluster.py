@@ -200,7 +200,8 @@ def observe(lay: ClusterLayout) -> Seen:
         lay.pid_dir, f"etcd-{lay.name}", lay.etcd_user, str(lay.etcd_dir)))
     running = {m: bool(record and user and _patroni_running(lay, m)) for m in local_names(record)}
     return Seen(record, etcd_binary() is not None, (patroni_dir(lay.state_dir) / ".complete").exists(), user,
-                etcd_user, etcd_up, bool(record and etcd_up and etcd.auth_enabled(etcd_at(record))), running,
+                etcd_user, etcd_up, bool(record and etcd_up and not record.get("joined") and
+                                          etcd.auth_enabled(etcd_at(record))), running,
                 members(record) if record and any(running.values()) else [])
 
 
@@ -216,7 +217,7 @@ def plan(lay: ClusterLayout, seen: Seen, with_deps: bool, synchronous: bool, whe
         steps.append(Step("etcd package", CREATE, "apt-get install etcd-server", run=_install_etcd))
     steps += _patroni_step(lay, seen, with_deps)
     if seen.record is None:
-        steps.append(Step(f"cluster {lay.name}", CREATE, f"{len(member_names())} members and etcd on {where.address}, "
+        steps.append(Step(f"cluster {lay.name}", CREATE, f"{len(first_members(where))} member(s) and etcd on {where.address}, "
                           f"run by {lay.member_user} and {lay.etcd_user}" +
                           (f"; hosts of {where.network} may join" if where.network else ""),
                           run=lambda: _make(lay, synchronous, where)))
@@ -355,9 +356,12 @@ def _certificates(lay: ClusterLayout, where: str, member_gid: int, etcd_gid: int
     names = list(dict.fromkeys([where, LOOPBACK]))
     tls.make_ca(lay.home)
     replace_file(lay.client_ca, tls.ca_cert(lay.home).read_bytes(), 0o644, (0, 0))
-    for folder, gid, client in ((lay.member_tls, member_gid, False), (lay.etcd_tls, etcd_gid, peers)):
-        if tls.current_names(folder, lay.home) != names:
-            tls.issue(folder, lay.home, names, gid, client)
+    # The members' key is readable by their user: on a network cluster its certificate does not name loopback,
+    # where etcd (whose port the installer sends root's password to) listens too.
+    for folder, gid, client, named in ((lay.member_tls, member_gid, False, [where] if peers else names),
+                                       (lay.etcd_tls, etcd_gid, peers, names)):
+        if tls.current_names(folder, lay.home) != named:
+            tls.issue(folder, lay.home, named, gid, client)
 
 
 def _etcd_argv(lay: ClusterLayout, record: dict) -> list[str]:
@@ -406,9 +410,9 @@ def _start_etcd(lay: ClusterLayout) -> None:
     assert record is not None
     supervise.start(lay.pid_dir, f"etcd-{lay.name}", lay.etcd_user, _etcd_argv(lay, record),
                     lay.etcd_dir / "etcd.log", str(lay.etcd_dir), cwd=lay.etcd_dir)
-    if record.get("joined"):  # a learner answers no health check: its listener is enough, the first host promotes it
-        _wait(lambda: supervise.listener_uid(record["etcd"]) is not None, 30, f"etcd of cluster {lay.name} did not "
-              "start", lay.etcd_dir / "etcd.log")
+    if record.get("joined"):  # a learner answers no health check: started once the cluster's etcd lists it by name
+        _wait(lambda: etcd_listed(lay, record) is True, 60, f"etcd of cluster {lay.name} did not join the cluster's etcd",
+              lay.etcd_dir / "etcd.log")
         supervise.require_listener(record["etcd"], lay.etcd_user, f"etcd of cluster {lay.name}")
         return
     _wait(lambda: supervise.listener_uid(record["etcd"]) is not None and etcd.healthy(etcd_at(record)), 30,
@@ -445,16 +449,18 @@ def _secure_etcd(lay: ClusterLayout) -> None:
 
 def _bootstrapped(lay: ClusterLayout) -> bool:
     """A member has a data directory: the cluster's state in etcd matters from then on."""
-    return any((lay.data_dir(m) / "PG_VERSION").exists() for m in member_names())
+    return any((lay.data_dir(m) / "PG_VERSION").exists() for m in local_names(read_record(lay)))
 
 
 def _start_members(lay: ClusterLayout, which: list[str]) -> None:
-    """The first member alone on a new cluster (it bootstraps, the others then copy it), the rest together."""
+    """Patroni for `which`, then a wait until they run (a leader, the others streaming)."""
     record = read_record(lay)
     assert record is not None
     if not record.get("joined"):  # members log in there (a joined host's reach the first host's over verified TLS)
         supervise.require_listener(record["etcd"], lay.etcd_user, f"etcd of cluster {lay.name}")
-    first = which[:1] if leader(record) is None else []
+    # A new cluster: the first member alone (it bootstraps, the others then copy it). Members that hold data start
+    # together: with synchronous mode only the last leader or its synchronous standby may lead, whichever it was.
+    first = which[:1] if leader(record) is None and not _bootstrapped(lay) else []
     for group in (first, [m for m in which if m not in first]):
         for member in group:
             supervise.start(lay.pid_dir, f"patroni-{lay.name}-{member}", lay.member_user, _patroni_argv(lay, member),
@@ -641,17 +647,32 @@ def _synchronous_candidate(lay: ClusterLayout, record: dict, head: str, candidat
     if not (record["synchronous"] and candidate and candidate in seen and seen[candidate].get("role") != "sync_standby"):
         yield
         return
-    everyone = len(seen) - 1
-    status, answer = call_member(lay, record, head, "/config", "PATCH", {"synchronous_node_count": everyone}, 30)
-    if status != 200:
-        raise UserError(f"Patroni refused to make {candidate} synchronous ({str(answer).strip()[:200]}): see make "
-                        "pgvector-cluster-status.")
+    _, config = api(reach(record)[head][2], "/config", host=reach(record)[head][0], ca=ca_of(record))
+    before = config.get("synchronous_node_count", 1) if isinstance(config, dict) else 1
     try:
+        status, answer = call_member(lay, record, head, "/config", "PATCH", {"synchronous_node_count": len(seen) - 1},
+                                     30)
+        if status != 200:
+            raise UserError(f"Patroni refused to make {candidate} synchronous ({str(answer).strip()[:200]}): see make "
+                            "pgvector-cluster-status.")
         _wait(lambda: any(m["name"] == candidate and m.get("role") == "sync_standby" for m in members(record)), 60,
               f"cluster {lay.name}: {candidate} did not become a synchronous standby", lay.home / "cluster.json")
         yield
     finally:
-        call_member(lay, record, head, "/config", "PATCH", {"synchronous_node_count": 1}, 30)
+        _set_config(lay, record, {"synchronous_node_count": before})
+
+
+def _set_config(lay: ClusterLayout, record: dict, change: dict) -> None:
+    """A PATCH of the cluster's dynamic configuration through the first member that takes it (it is the cluster's,
+    not a member's); one sentence when none does."""
+    for name in reach(record):
+        try:
+            if call_member(lay, record, name, "/config", "PATCH", change, 30)[0] == 200:
+                return
+        except UserError:
+            continue
+    raise UserError(f"No member of cluster {lay.name} took the configuration change {change}: set it with Patroni's "
+                    "REST API (PATCH /config) once the members answer.")
 
 
 def _switch(lay: ClusterLayout, record: dict, head: str, body: dict) -> str:
@@ -766,13 +787,35 @@ def learn_remote(lay: ClusterLayout) -> list[str]:
     return learned
 
 
+def _root(lay: ClusterLayout, record: dict) -> tuple[etcd.At, str]:
+    """etcd's root login, asked for only from a listener that etcd's own user holds."""
+    at = etcd_at(record)
+    supervise.require_listener(at.port, lay.etcd_user, f"etcd of cluster {lay.name}")
+    return at, etcd.token(at, "root", read_secrets(lay)["etcd_root"])
+
+
+def etcd_listed(lay: ClusterLayout, record: dict) -> bool | None:
+    """This joined host's etcd as the cluster's etcd lists it: True started (it has its name), False not there
+    (taken out on the first host), None when no etcd answers (the members' own login, on every endpoint known)."""
+    words, ca, peer = read_secrets(lay), ca_of(record), f"https://{address(record)}:{record['etcd_peer']}"
+    for endpoint in [*record.get("etcd_hosts", []), f"{address(record)}:{record['etcd']}"]:
+        host, _, port = endpoint.rpartition(":")
+        at = etcd.At(int(port), ca, host)
+        try:
+            listed = etcd.member_list(at, etcd.token(at, "patroni", words["etcd_patroni"]))
+        except etcd.EtcdError:
+            continue
+        return any(peer in m.get("peerURLs", []) and m.get("name") == record["etcd_name"] for m in listed) or (
+            False if not any(peer in m.get("peerURLs", []) for m in listed) else None)
+    return None
+
+
 def promote_learners(lay: ClusterLayout) -> list[str]:
     """The joined hosts' etcd members that have caught up, made voters. Returns their hosts."""
     record = read_record(lay)
     if record is None or record.get("joined") or not record.get("network"):
         return []
-    at = etcd_at(record)
-    auth = etcd.token(at, "root", read_secrets(lay)["etcd_root"])
+    at, auth = _root(lay, record)
     return [_peer_host(m) for m in etcd.member_list(at, auth)
             if m.get("isLearner") and m.get("name") and etcd.promote(at, auth, m["ID"])]
 
@@ -782,10 +825,9 @@ def etcd_voters(lay: ClusterLayout, record: dict) -> int | None:
     if record.get("joined") or not record.get("network"):
         return None
     try:
-        at = etcd_at(record)
-        auth = etcd.token(at, "root", read_secrets(lay)["etcd_root"])
+        at, auth = _root(lay, record)
         return sum(1 for m in etcd.member_list(at, auth) if not m.get("isLearner"))
-    except (etcd.EtcdError, OSError, KeyError):
+    except (UserError, OSError, KeyError):
         return None
 
 
@@ -840,10 +882,11 @@ def bundle(lay: ClusterLayout, host: str) -> tuple[str, Path]:
     if name is None:
         taken = set(record["members"]) | set(remote) | {m.get("name") for m in members(record)}
         name = next(f"m{i}" for i in range(1, 1000) if f"m{i}" not in taken)
-    at = etcd_at(record)
-    auth = etcd.token(at, "root", read_secrets(lay)["etcd_root"])
+    at, auth = _root(lay, record)
     peer_url = f"https://{host}:{record['etcd_peer']}"
     listed = etcd.member_list(at, auth)
+    remote[name] = {**remote.get(name, {}), "host": host}  # recorded before etcd hears of it: forget finds it
+    replace_file(lay.record, json.dumps({**record, "remote": remote}, indent=1).encode(), 0o644, (0, 0))
     if not any(peer_url in m.get("peerURLs", []) for m in listed):
         learning = [_peer_host(m) for m in listed if m.get("isLearner")]
         if learning:
@@ -869,8 +912,6 @@ def bundle(lay: ClusterLayout, host: str) -> tuple[str, Path]:
            "ca": lay.client_ca.read_text(), **made, "secrets": {k: words[k] for k in SHIPPED}}
     target = lay.join_dir / f"{name}.json"
     replace_file(target, json.dumps(doc, indent=1).encode(), 0o600, (0, 0))
-    remote[name] = {**remote.get(name, {}), "host": host}
-    replace_file(lay.record, json.dumps({**record, "remote": remote}, indent=1).encode(), 0o644, (0, 0))
     return name, target
 
 
@@ -881,8 +922,10 @@ def forget(lay: ClusterLayout, member: str) -> None:
     record = read_record(lay)
     if record is None or member not in record.get("remote", {}):
         raise UserError(f"Cluster {lay.name} has no member {member} on another host: see make pgvector-cluster-status.")
-    at = etcd_at(record)
-    auth = etcd.token(at, "root", read_secrets(lay)["etcd_root"])
+    if leader(record) == member:
+        raise UserError(f"Member {member} of cluster {lay.name} leads now: move the lead first (make "
+                        f"pgvector-cluster-switchover CLUSTER={lay.name} CANDIDATE=...), then re-run.")
+    at, auth = _root(lay, record)
     host = record["remote"][member]["host"]
     for entry in etcd.member_list(at, auth):
         if _peer_host(entry) == host:

@@ -39,10 +39,11 @@ class At:
     squatter on the port has no certificate the CA signed); `ca` None is a cluster made before TLS (plain HTTP)."""
     port: int
     ca: Path | None = None
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"{'https' if self.ca else 'http'}://127.0.0.1:{self.port}"
+        return f"{'https' if self.ca else 'http'}://{self.host}:{self.port}"
 
     def context(self) -> ssl.SSLContext | None:
         return ssl.create_default_context(cafile=str(self.ca)) if self.ca else None
@@ -128,6 +129,9 @@ def audit(at: At, scope: str, root_password: str, fresh: bool) -> list[str]:
                          auth).get("count", 0))
         if count:
             problems.append(f"{count} keys before any member started")
+        listed = member_list(at, auth)  # etcd's first member alone: nobody added one before `auth enable`
+        if len(listed) != 1:
+            problems.append(f"{len(listed)} etcd members before any member started")
     return problems
 
 
