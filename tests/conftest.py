@@ -111,7 +111,8 @@ def admin(client_id: str, dbname: str = "postgres"):
 
 
 def tenant_connect(env: dict, **overrides):
-    params = dict(host=env["PGHOST"], port=env["PGPORT"], user=env["PGUSER"], password=env["PGPASSWORD"],
-                  dbname=env["PGDATABASE"])
+    from agency_pgvector.sessions import tenant_params
+
+    params = tenant_params(env)  # a cluster's .env: the member that takes writes, SCRAM only
     params.update(overrides)
     return psycopg2.connect(connect_timeout=5, **params)

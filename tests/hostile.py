@@ -32,8 +32,9 @@ SEARCH_PATHS = ("public, pg_catalog", '"$user", public')  # the tenant cycles th
 
 
 def tenant_connect(env: dict, **overrides):
-    params = {"host": env["PGHOST"], "port": env["PGPORT"], "user": env["PGUSER"], "password": env["PGPASSWORD"],
-              "dbname": env["PGDATABASE"]}
+    from agency_pgvector.sessions import tenant_params
+
+    params = tenant_params(env)  # a cluster's .env: the member that takes writes (the first listed may be a standby)
     params.update(overrides)
     conn = psycopg2.connect(connect_timeout=5, **params)
     conn.autocommit = True

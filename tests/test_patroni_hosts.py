@@ -206,6 +206,11 @@ def test_three_hosts_one_member_and_one_etcd_each(cli, joined, stack_root):
     assert seen["etcd"]["running"] is True and seen["etcd"]["voters"] is None
     assert {r["name"] for r in seen["members"]} == {"m1", "m2", "m3"}
     assert next(r for r in seen["members"] if r["name"] == "m2")["patroni_running"] is True
+    client_there = on(joined["b"], "install", CLIENT_ID="mh-b", DOMAIN=DOMAIN, ADMIN_EMAIL=EMAIL, ENGINE="patroni")
+    assert client_there.returncode == 3 and "from that host (its first)" in client_there.stderr, client_there.stderr
+    assert not (joined["b"]["root"] / "clients" / "mh-b").exists()
+    servers = on(joined["b"], "servers", "--json")  # nor is it a place for new clients there
+    assert servers.returncode == 0 and NAME not in {s["name"] for s in json.loads(servers.stdout)["servers"]}
     again = on(joined["b"], "cluster", "--json")  # a converged host changes nothing on a re-run
     assert again.returncode == 0 and not json.loads(again.stdout)["changed"], again.stderr + again.stdout
     # What a joined host holds: the CA's certificate, not its key; no etcd root password; not the superuser's.

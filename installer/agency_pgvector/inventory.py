@@ -151,7 +151,8 @@ def inventory(spec: Spec, read_load: bool = True) -> list[Server]:
     clusters = state_dir / "clusters"
     for folder in sorted(clusters.iterdir()) if clusters.is_dir() else []:
         lay = ClusterLayout(folder.name, state_dir)
-        if read_record(lay) is None:
+        record = read_record(lay)
+        if record is None or record.get("joined"):  # a host that joined a cluster: its clients live on the first host
             continue
         engine = PatroniEngine(replace(spec, client_id="x"), folder.name)
         out.append(_measure(Server(folder.name, "cluster", True, True, count("patroni", folder.name),
@@ -269,6 +270,11 @@ def place(spec: Spec) -> tuple[Spec, str]:
     else:
         candidates = [s for s in servers if s.name == named]
         if not candidates and spec.cluster:
+            from .engines.patroni.cluster import read_record, refuse_joined
+            from .engines.patroni.layout import ClusterLayout
+
+            there = ClusterLayout(named, spec.paths.state_dir)
+            refuse_joined(there, read_record(there))
             raise InputError(f"Cluster {named[:40]} does not exist on this host: nothing was created. make "
                              f"pgvector-cluster CLUSTER={named[:40]} WITH_DEPS=true creates it.")
         if not candidates:

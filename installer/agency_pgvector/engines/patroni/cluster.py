@@ -116,6 +116,13 @@ def reach(record: dict) -> dict[str, tuple[str, int, int]]:
     return found
 
 
+def refuse_joined(lay: ClusterLayout, record: dict | None) -> None:
+    """Clients go onto a cluster from its first host (their .env live there; the leader provisions them)."""
+    if record is not None and record.get("joined"):
+        raise UserError(f"This host joined cluster {lay.name}, made on another host: clients go onto it from that host "
+                        "(its first), which holds their .env and provisions them through the leader.")
+
+
 def read_secrets(lay: ClusterLayout) -> dict:
     return json.loads(lay.secrets_file.read_text())
 

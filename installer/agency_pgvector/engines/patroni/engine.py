@@ -54,6 +54,7 @@ class PatroniEngine(Engine):
         if record is None:
             raise UserError(f"Cluster {self.layout.name} does not exist on this host: create it with make "
                             f"pgvector-cluster CLUSTER={self.layout.name} WITH_DEPS=true, then re-run.")
+        cluster.refuse_joined(self.layout, record)
         return record
 
     def _leader(self) -> str:
