@@ -160,7 +160,7 @@ def installed(root: Path) -> set[str]:
 
 def assert_no_debris(runner: Runner, engine, shared: bool) -> None:
     root = runner.root
-    debris = [str(p) for p in root.rglob("*") if p.name.endswith(".tmp") or ".tmp" in p.name and "runtime" in str(p)
+    debris = [str(p) for p in root.rglob("*") if p.name.endswith((".tmp", ".mkdir")) or ".tmp" in p.name and "runtime" in str(p)
               or p.name in (".password.pending", "data.initdb")]
     assert not debris, debris
     ports = {p.name: p.read_text().strip() for p in (root / "pgvector" / "ports").iterdir()}

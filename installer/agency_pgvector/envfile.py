@@ -8,12 +8,11 @@ import io
 import os
 import re
 import stat
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 from .errors import UserError
-from .system import ensure_dir, require_trusted
+from .system import clear_stale_temps, ensure_dir, replace_file, require_trusted
 
 # No '~': `set -a; . .env` would expand it to a home directory. '?' is there for one URL parameter
 # (?target_session_attrs=...): an assignment is never pathname-expanded; '&' stays out (it ends a shell command).
@@ -101,25 +100,8 @@ def write_atomic(path: Path, text: str | bytes, mode: int = 0o600) -> bool:
     `path` instead of following it. Returns False when it already held exactly that, with that mode."""
     data = text.encode() if isinstance(text, str) else text
     ensure_private_dir(path.parent)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run killed mid-write (callers hold the client lock)
-        stale.unlink(missing_ok=True)
+    clear_stale_temps(path)  # a killed write's, even when nothing is to be written now
     if holds(path, data, mode):
         return False
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    replace_file(path, data, mode)  # temp file, fsync, rename, directory fsync
     return True

@@ -20,7 +20,7 @@ from . import __version__
 from .errors import UserError
 from .locks import client_lock
 from .report import CHANGE, CREATE, OK, Report
-from .system import ensure_dir, replace_file, require_trusted
+from .system import clear_stale_temps, ensure_dir, replace_file, require_trusted
 
 CATEGORY = "database"
 COMPONENT = "pgvector"
@@ -55,8 +55,7 @@ def _update(root: Path, change) -> str:
     target = path(root)
     with client_lock(root / "pgvector" / "locks" / "registry.lock"):
         ensure_dir(target.parent, 0o755)  # AgencyStack's directory: root's, nobody else can swap it (system.py)
-        for stale in target.parent.glob(f".{target.name}.*.tmp"):  # left by a run killed mid-write
-            stale.unlink(missing_ok=True)
+        clear_stale_temps(target)  # a killed write's, even when nothing is to be written now
         data, info = _read(target)
         entry = data.setdefault("components", {}).setdefault(CATEGORY, {}).get(COMPONENT)
         entry = entry if isinstance(entry, dict) else {}

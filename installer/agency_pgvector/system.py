@@ -3,9 +3,12 @@ reachable by the server user, trusted (root-owned, not writable by others) befor
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import os
 import pwd
+import re
 import socket
 import stat
 import subprocess
@@ -138,17 +141,31 @@ def ensure_dir(path: Path, mode: int) -> None:
 
 def mkdirs(path: Path, mode: int) -> None:
     """mkdir -p with explicit modes, whatever the umask: `mode` for `path`, 0711 (traversable, not listable) for
-    missing parents."""
+    missing parents. Each directory appears with its mode at once (made under a temporary name, then renamed): a
+    run killed in between leaves a temporary directory the next run removes, never a directory of the wrong mode
+    that ensure_dir would keep."""
     if path.is_dir():  # the usual case on a re-run: nothing above it can be missing either
         return
     for folder in (*reversed(path.parents), path):
-        if folder.is_dir():
-            continue
-        try:
-            os.mkdir(folder, 0o700)
-        except FileExistsError:
-            continue  # made by a concurrent run (or not a directory: require_trusted says so)
-        os.chmod(folder, mode if folder == path else 0o711)
+        if not folder.is_dir():
+            _mkdir_whole(folder, mode if folder == path else 0o711)
+
+
+def _mkdir_whole(folder: Path, mode: int) -> None:
+    import tempfile
+
+    prefix = f".{folder.name}."
+    for stale in folder.parent.glob(f"{glob.escape(prefix)}*.mkdir"):  # a killed run's, if its process is gone
+        pid = re.fullmatch(r"(\d+)-[a-z0-9_]+\.mkdir", stale.name[len(prefix):])
+        if pid and not Path(f"/proc/{pid.group(1)}").exists():
+            with contextlib.suppress(OSError):
+                stale.rmdir()
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{prefix}{os.getpid()}-", suffix=".mkdir"))
+    os.chmod(staging, mode)  # 0700 until now; a directory of root's that nobody else can rename or remove
+    try:
+        os.rename(staging, folder)
+    except OSError:  # made by a concurrent run meanwhile (or not a directory: require_trusted says so)
+        staging.rmdir()
 
 
 def require_trusted(path: Path) -> None:
@@ -224,27 +241,30 @@ def require_free_space(path: Path, needed_mb: int, what: str) -> None:
 
 def write_group_file(path: Path, text: str, gid: int) -> None:
     """root:<group> 0640, replaced atomically in a root-owned directory (a server's or a pooler's config)."""
-    import tempfile
+    replace_file(path, text.encode(), 0o640, (0, gid))
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchown(fd, 0, gid)
-        os.fchmod(fd, 0o640)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+def clear_stale_temps(path: Path) -> None:
+    """Remove the temp files replace_file left for `path` in runs killed before their rename: those whose writing
+    process is gone (named .<name>.<pid>-<random>.tmp), and the pid-less ones of earlier releases."""
+    prefix = f".{path.name}."
+    for stale in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        rest = stale.name[len(prefix):]
+        named = re.fullmatch(r"(\d+)-[a-z0-9_]+\.tmp", rest)
+        if named and Path(f"/proc/{named.group(1)}").exists():
+            continue  # another run writing the same file right now
+        if named or re.fullmatch(r"[a-z0-9_]+\.tmp", rest):  # not another file's temp (m1.yml vs m1.yml.x)
+            stale.unlink(missing_ok=True)
 
 
 def replace_file(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None = None) -> None:
     """Replace `path` with `data` as a file of `mode` (and `owner`): temp file in the same directory, fsync, rename
-    (a link at `path` is replaced, never followed), then the directory fsynced. The caller checks the directory."""
+    (a link at `path` is replaced, never followed), then the directory fsynced. The caller checks the directory.
+    A SIGKILL between the temp file and the rename leaves the temp file: the next write of `path` removes it."""
     import tempfile
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    clear_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
     try:
         os.fchmod(fd, mode)
         if owner is not None:
