@@ -154,13 +154,10 @@ def mkdirs(path: Path, mode: int) -> None:
 def _mkdir_whole(folder: Path, mode: int) -> None:
     import tempfile
 
-    prefix = f".{folder.name}."
-    for stale in folder.parent.glob(f"{glob.escape(prefix)}*.mkdir"):  # a killed run's, if its process is gone
-        pid = re.fullmatch(r"(\d+)-[a-z0-9_]+\.mkdir", stale.name[len(prefix):])
-        if pid and not Path(f"/proc/{pid.group(1)}").exists():
-            with contextlib.suppress(OSError):
-                stale.rmdir()
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f"{prefix}{os.getpid()}-", suffix=".mkdir"))
+    for stale in _leftovers(folder, ".mkdir"):
+        with contextlib.suppress(OSError):
+            stale.rmdir()
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.{os.getpid()}-", suffix=".mkdir"))
     os.chmod(staging, mode)  # 0700 until now; a directory of root's that nobody else can rename or remove
     try:
         os.rename(staging, folder)
@@ -244,17 +241,20 @@ def write_group_file(path: Path, text: str, gid: int) -> None:
     replace_file(path, text.encode(), 0o640, (0, gid))
 
 
-def clear_stale_temps(path: Path) -> None:
-    """Remove the temp files replace_file left for `path` in runs killed before their rename: those whose writing
-    process is gone (named .<name>.<pid>-<random>.tmp), and the pid-less ones of earlier releases."""
+def _leftovers(path: Path, suffix: str) -> Iterator[Path]:
+    """Staging names beside `path` (.<name>.<pid>-<random><suffix>) whose process is gone: a run killed before its
+    rename. Pid-less names (.<name>.<random>.tmp) are earlier releases'. Another file's (m1.yml.x's) never match."""
     prefix = f".{path.name}."
-    for stale in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
-        rest = stale.name[len(prefix):]
-        named = re.fullmatch(r"(\d+)-[a-z0-9_]+\.tmp", rest)
-        if named and Path(f"/proc/{named.group(1)}").exists():
-            continue  # another run writing the same file right now
-        if named or re.fullmatch(r"[a-z0-9_]+\.tmp", rest):  # not another file's temp (m1.yml vs m1.yml.x)
-            stale.unlink(missing_ok=True)
+    for found in path.parent.glob(f"{glob.escape(prefix)}*{suffix}"):
+        named = re.fullmatch(rf"(?:(\d+)-)?[a-z0-9_]+{re.escape(suffix)}", found.name[len(prefix):])
+        if named and not (named.group(1) and Path(f"/proc/{named.group(1)}").exists()):
+            yield found
+
+
+def clear_stale_temps(path: Path) -> None:
+    """Remove the temp files replace_file left for `path` in runs killed before their rename."""
+    for stale in _leftovers(path, ".tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def replace_file(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None = None) -> None:
